@@ -1,0 +1,86 @@
+"""The one place that spells exchange, queue and routing-key names."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+EVENT_KINDS = (
+    "submitted",
+    "scheduled",
+    "started",
+    "completed",
+    "attempt_failed",
+    "failed",
+    "lease_expired",
+    "cancel_requested",
+    "cancelled",
+    "requeued",
+)
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names every exchange, queue and routing key under one prefix (one per deployment or test)."""
+
+    prefix: str = "jobtrail"
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.prefix):
+            raise ValueError(f"prefix {self.prefix!r} must match {_NAME.pattern}")
+
+    @property
+    def events_exchange(self) -> str:
+        """Topic exchange on which the relay publishes every committed job event."""
+        return f"{self.prefix}.events"
+
+    @property
+    def commands_exchange(self) -> str:
+        """Direct exchange for command messages (submit, cancel)."""
+        return f"{self.prefix}.commands"
+
+    @property
+    def dead_letter_exchange(self) -> str:
+        """Fanout exchange receiving rejected and over-delivered messages."""
+        return f"{self.prefix}.dlx"
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.prefix}.dlq"
+
+    @property
+    def scheduler_queue(self) -> str:
+        return f"{self.prefix}.scheduler"
+
+    @property
+    def submit_queue(self) -> str:
+        return f"{self.prefix}.commands.submit"
+
+    def work_queue(self, queue: str) -> str:
+        """The worker queue for a job queue name (``default``, ``cpu`` ...)."""
+        check_queue_name(queue)
+        return f"{self.prefix}.work.{queue}"
+
+    @staticmethod
+    def event_key(kind: str, queue: str | None = None) -> str:
+        """Routing key of an event: ``job.<kind>``; scheduled events add ``.<queue>``."""
+        if kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {kind!r}")
+        return f"job.{kind}.{queue}" if kind == "scheduled" and queue else f"job.{kind}"
+
+    @staticmethod
+    def scheduled_key(queue: str) -> str:
+        check_queue_name(queue)
+        return f"job.scheduled.{queue}"
+
+    SUBMIT_KEY = "job.submit"
+    CANCEL_KEY = "job.cancel"
+
+
+def check_queue_name(queue: str) -> str:
+    """Returns the queue name, or raises ValueError when it is not a safe routing word."""
+    if not _NAME.match(queue) or "." in queue:
+        raise ValueError(f"queue name {queue!r} must be lower-case letters, digits, '_' or '-'")
+    return queue

@@ -1,0 +1,29 @@
+"""The job domain: statuses, the transition table, the Job aggregate. No infrastructure here."""
+
+from shared.domain.backoff import Backoff
+from shared.domain.errors import (
+    IdempotencyConflictError,
+    IllegalTransitionError,
+    JobError,
+    NotDueError,
+    StaleAttemptError,
+)
+from shared.domain.job import Cause, Job, job_id_for_key
+from shared.domain.status import FINAL, TRANSITIONS, Move, Status, target
+
+__all__ = [
+    "FINAL",
+    "TRANSITIONS",
+    "Backoff",
+    "Cause",
+    "IdempotencyConflictError",
+    "IllegalTransitionError",
+    "Job",
+    "JobError",
+    "Move",
+    "NotDueError",
+    "StaleAttemptError",
+    "Status",
+    "job_id_for_key",
+    "target",
+]

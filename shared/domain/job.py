@@ -1,0 +1,430 @@
+"""The Job aggregate: commands decide against the transition table, past-tense events record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID, NAMESPACE_URL, uuid4, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from shared.domain.backoff import Backoff
+from shared.domain.errors import (
+    IllegalTransitionError,
+    NotDueError,
+    StaleAttemptError,
+)
+from shared.domain.status import INITIAL, Move, Status, target
+
+MAX_ERROR_MESSAGE = 2000
+MAX_ERROR_TYPE = 200
+_IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "urn:jobtrail:idempotency-key")
+
+
+def job_id_for_key(key: str) -> UUID:
+    """Derives the job id from an idempotency key, so a repeated submission meets its first job."""
+    return uuid5(_IDEMPOTENCY_NAMESPACE, key)
+
+
+def fingerprint(**request: Any) -> str:
+    """A SHA-256 over the canonical JSON of a submission, to tell a repeat from a different one."""
+    canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who caused an event and why: actor (``service:scheduler/a1``, ``worker:w1``, ``api:alice``)."""
+
+    actor: str
+    correlation_id: str
+    causation_id: str | None = None
+    reason: str | None = None
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "reason": self.reason,
+        }
+
+
+class Job(Aggregate):
+    """One job and its whole life. Methods are commands; nested classes are its events."""
+
+    class Event(Aggregate.Event):
+        """Every job event records who caused it, why, and the messages it belongs to."""
+
+        actor: str
+        correlation_id: str
+        causation_id: str | None
+        reason: str | None
+
+        def move(self) -> Move | None:
+            return None
+
+        def apply(self, aggregate: Any) -> None:
+            job: Job = aggregate
+            move = self.move()
+            if move is not None:
+                job.status = job._target(move)
+            job.last_event_at = self.timestamp
+            self.evolve(job)
+
+        def evolve(self, job: Job) -> None:
+            """Sets the state this event changes beyond the status."""
+
+    class Submitted(Event, Aggregate.Created):
+        """A job was accepted: PENDING, due at ``run_at`` or at once."""
+
+        job_type: str
+        payload: dict[str, Any]
+        priority: int
+        max_attempts: int
+        timeout_s: float
+        queue: str
+        run_at: datetime | None
+        idempotency_key: str | None
+
+        def apply(self, aggregate: Any) -> None:
+            job: Job = aggregate
+            job.status = INITIAL
+            job.job_type, job.payload = self.job_type, self.payload
+            job.priority, job.max_attempts = self.priority, self.max_attempts
+            job.timeout_s, job.queue = self.timeout_s, self.queue
+            job.run_at, job.idempotency_key = self.run_at, self.idempotency_key
+            job.due_at = self.run_at
+            job.attempt = 0
+            job.worker_id = job.lease_expires_at = job.result = job.error = None
+            job.cancel_requested = False
+            job.submitted_by = self.actor
+            job.last_event_at = self.timestamp
+
+    class Scheduled(Event):
+        """The job was dispatched to a worker queue for attempt ``attempt``."""
+
+        queue: str
+        priority: int
+        attempt: int
+
+        def move(self) -> Move:
+            return Move.SCHEDULE
+
+        def evolve(self, job: Job) -> None:
+            job.due_at = None
+
+    class Started(Event):
+        """A worker claimed the job for ``attempt`` and holds it until ``lease_expires_at``."""
+
+        worker_id: str
+        attempt: int
+        lease_expires_at: datetime
+
+        def move(self) -> Move:
+            return Move.START
+
+        def evolve(self, job: Job) -> None:
+            job.attempt, job.worker_id = self.attempt, self.worker_id
+            job.lease_expires_at = self.lease_expires_at
+
+    class Completed(Event):
+        """The running attempt finished with ``result``."""
+
+        worker_id: str
+        attempt: int
+        result: Any
+
+        def move(self) -> Move:
+            return Move.COMPLETE
+
+        def evolve(self, job: Job) -> None:
+            job.result, job.lease_expires_at = self.result, None
+
+    class AttemptFailed(Event):
+        """The running attempt raised; the job is PENDING again, due at ``retry_at``."""
+
+        worker_id: str
+        attempt: int
+        error_type: str
+        error_message: str
+        retry_at: datetime
+
+        def move(self) -> Move:
+            return Move.RETRY
+
+        def evolve(self, job: Job) -> None:
+            job.error = {"type": self.error_type, "message": self.error_message}
+            job.due_at, job.worker_id, job.lease_expires_at = self.retry_at, None, None
+
+    class Failed(Event):
+        """The last attempt raised, or raised a non-retryable error: the job is FAILED."""
+
+        worker_id: str | None
+        attempt: int
+        error_type: str
+        error_message: str
+
+        def move(self) -> Move:
+            return Move.FAIL
+
+        def evolve(self, job: Job) -> None:
+            job.error = {"type": self.error_type, "message": self.error_message}
+            job.lease_expires_at = None
+
+    class LeaseExpired(Event):
+        """The worker's lease ran out (worker lost or timed out): retry at ``retry_at``, or FAILED."""
+
+        worker_id: str | None
+        attempt: int
+        retry_at: datetime | None
+
+        def move(self) -> Move:
+            return Move.EXPIRE_FAIL if self.retry_at is None else Move.EXPIRE_RETRY
+
+        def evolve(self, job: Job) -> None:
+            job.error = {"type": "LeaseExpired", "message": f"lease of {self.worker_id} expired"}
+            job.due_at, job.worker_id, job.lease_expires_at = self.retry_at, None, None
+
+    class CancelRequested(Event):
+        """Cancel was asked of a running job; the worker stops cooperatively."""
+
+        def move(self) -> Move:
+            return Move.REQUEST_CANCEL
+
+        def evolve(self, job: Job) -> None:
+            job.cancel_requested = True
+
+    class Cancelled(Event):
+        """The job was cancelled; ``worker_id`` is set when a running worker acknowledged it."""
+
+        worker_id: str | None
+
+        def move(self) -> Move:
+            return Move.CANCEL
+
+        def evolve(self, job: Job) -> None:
+            job.lease_expires_at = None
+
+    class Requeued(Event):
+        """An operator gave a FAILED job ``extra_attempts`` more attempts."""
+
+        extra_attempts: int
+
+        def move(self) -> Move:
+            return Move.REQUEUE
+
+        def evolve(self, job: Job) -> None:
+            job.max_attempts = job.attempt + self.extra_attempts
+            job.due_at, job.cancel_requested = None, False
+
+    # State set by the events above (declared here for readers and type checkers).
+    status: Status
+    job_type: str
+    payload: dict[str, Any]
+    priority: int
+    max_attempts: int
+    timeout_s: float
+    queue: str
+    run_at: datetime | None
+    idempotency_key: str | None
+    due_at: datetime | None
+    attempt: int
+    worker_id: str | None
+    lease_expires_at: datetime | None
+    result: Any
+    error: dict[str, str] | None
+    cancel_requested: bool
+    submitted_by: str
+    last_event_at: datetime
+
+    def __init__(self) -> None:
+        """State comes from Submitted.apply; the aggregate takes no constructor arguments."""
+
+    # -- commands -------------------------------------------------------------------------------
+
+    @classmethod
+    def submit(  # noqa: PLR0913
+        cls,
+        cause: Cause,
+        *,
+        job_type: str,
+        payload: dict[str, Any],
+        priority: int = 5,
+        max_attempts: int = 3,
+        timeout_s: float = 300.0,
+        queue: str = "default",
+        run_at: datetime | None = None,
+        idempotency_key: str | None = None,
+        job_id: UUID | None = None,
+    ) -> Job:
+        """Creates a PENDING job; its id comes from the idempotency key when there is one."""
+        if not 0 <= priority <= 9:
+            raise ValueError("priority must be within 0..9")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        if run_at is not None and run_at.tzinfo is None:
+            raise ValueError("run_at must carry a time zone")
+        if job_id is None:
+            job_id = job_id_for_key(idempotency_key) if idempotency_key else uuid4()
+        return cls._create(
+            cls.Submitted,
+            id=job_id,
+            job_type=job_type,
+            payload=payload,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+            queue=queue,
+            run_at=run_at,
+            idempotency_key=idempotency_key,
+            **cause.meta(),
+        )
+
+    def schedule(self, cause: Cause, now: datetime) -> None:
+        """Dispatches a due PENDING job for its next attempt; raises NotDueError before due_at."""
+        self._target(Move.SCHEDULE)
+        if self.due_at is not None and self.due_at > now:
+            raise NotDueError(f"job {self.id} is due at {self.due_at.isoformat()}")
+        self.trigger_event(
+            self.Scheduled,
+            queue=self.queue,
+            priority=self.priority,
+            attempt=self.attempt + 1,
+            **cause.meta(),
+        )
+
+    def start(
+        self, cause: Cause, *, worker_id: str, attempt: int, lease_s: float, now: datetime
+    ) -> None:
+        """Claims the SCHEDULED job for ``attempt``; a stale or duplicate claim is refused."""
+        self._target(Move.START)
+        if attempt != self.attempt + 1:
+            raise StaleAttemptError(self.id, f"attempt {attempt} is not the scheduled one")
+        self.trigger_event(
+            self.Started,
+            worker_id=worker_id,
+            attempt=attempt,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            **cause.meta(),
+        )
+
+    def complete(self, cause: Cause, *, worker_id: str, attempt: int, result: Any) -> None:
+        """Records the outcome of the running attempt, if ``worker_id`` still holds it."""
+        self._fence(worker_id, attempt)
+        self._target(Move.COMPLETE)
+        self.trigger_event(
+            self.Completed, worker_id=worker_id, attempt=attempt, result=result, **cause.meta()
+        )
+
+    def fail_attempt(  # noqa: PLR0913
+        self,
+        cause: Cause,
+        *,
+        worker_id: str,
+        attempt: int,
+        error_type: str,
+        error_message: str,
+        retryable: bool,
+        now: datetime,
+        backoff: Backoff,
+    ) -> None:
+        """Records a failed attempt: a retry after backoff while attempts remain, else FAILED."""
+        self._fence(worker_id, attempt)
+        error = {
+            "error_type": error_type[:MAX_ERROR_TYPE],
+            "error_message": error_message[:MAX_ERROR_MESSAGE],
+        }
+        if retryable and attempt < self.max_attempts:
+            self._target(Move.RETRY)
+            retry_at = now + timedelta(seconds=backoff.delay(attempt))
+            self.trigger_event(
+                self.AttemptFailed,
+                worker_id=worker_id,
+                attempt=attempt,
+                retry_at=retry_at,
+                **error,
+                **cause.meta(),
+            )
+        else:
+            self._target(Move.FAIL)
+            self.trigger_event(
+                self.Failed, worker_id=worker_id, attempt=attempt, **error, **cause.meta()
+            )
+
+    def expire_lease(self, cause: Cause, *, attempt: int, now: datetime, backoff: Backoff) -> None:
+        """Takes a running attempt away from its lost worker: a retry, or FAILED when none remain."""
+        if self.status is Status.RUNNING and attempt != self.attempt:
+            raise StaleAttemptError(self.id, f"attempt {attempt} is not the running one")
+        retry_at = None
+        if attempt < self.max_attempts:
+            self._target(Move.EXPIRE_RETRY)
+            retry_at = now + timedelta(seconds=backoff.delay(attempt))
+        else:
+            self._target(Move.EXPIRE_FAIL)
+        self.trigger_event(
+            self.LeaseExpired,
+            worker_id=self.worker_id,
+            attempt=attempt,
+            retry_at=retry_at,
+            **cause.meta(),
+        )
+
+    def request_cancel(self, cause: Cause) -> None:
+        """Cancels a job that is not running; asks a running one to stop (once)."""
+        if self.status is Status.RUNNING:
+            if not self.cancel_requested:
+                self.trigger_event(self.CancelRequested, **cause.meta())
+            return
+        self._target(Move.CANCEL)
+        self.trigger_event(self.Cancelled, worker_id=None, **cause.meta())
+
+    def acknowledge_cancel(self, cause: Cause, *, worker_id: str, attempt: int) -> None:
+        """The worker running the job stopped at a cancel request."""
+        self._fence(worker_id, attempt)
+        if not self.cancel_requested:
+            raise IllegalTransitionError(self.id, self.status, "cancel (not requested)")
+        self._target(Move.CANCEL)
+        self.trigger_event(self.Cancelled, worker_id=worker_id, **cause.meta())
+
+    def requeue(self, cause: Cause, *, extra_attempts: int = 1) -> None:
+        """Gives a FAILED job more attempts; an operator and a reason are required."""
+        if not cause.reason:
+            raise ValueError("a requeue needs a reason")
+        if extra_attempts < 1:
+            raise ValueError("extra_attempts must be >= 1")
+        self._target(Move.REQUEUE)
+        self.trigger_event(self.Requeued, extra_attempts=extra_attempts, **cause.meta())
+
+    # -- queries --------------------------------------------------------------------------------
+
+    def request_fingerprint(self) -> str:
+        """The fingerprint of the submission that created this job."""
+        return fingerprint(
+            job_type=self.job_type,
+            payload=self.payload,
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            timeout_s=self.timeout_s,
+            queue=self.queue,
+            run_at=self.run_at,
+        )
+
+    def _target(self, move: Move) -> Status:
+        to = target(self.status, move)
+        if to is None:
+            raise IllegalTransitionError(self.id, self.status, move)
+        return to
+
+    def _fence(self, worker_id: str, attempt: int) -> None:
+        if attempt != self.attempt or worker_id != self.worker_id:
+            raise StaleAttemptError(
+                self.id,
+                f"{worker_id} attempt {attempt} is fenced out "
+                f"(attempt {self.attempt} belongs to {self.worker_id})",
+            )

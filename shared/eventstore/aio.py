@@ -1,0 +1,124 @@
+"""An asyncio facade over JobStore: group commit of concurrent commands on a bounded pool.
+
+eventsourcing is synchronous. Commands that arrive while a batch is being written wait in a
+queue and go together in the next transaction, so N concurrent callers cost far fewer than N
+transactions. At most ``store_max_inflight_batches`` batches run at once, and the thread pool
+is no larger than the connection pool, so no thread ever waits for a connection it cannot get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+from uuid import UUID
+
+from shared.domain.job import Job
+from shared.eventstore.store import Command, JobStore, Outcome
+
+T = TypeVar("T")
+
+_Item = tuple[UUID, Command, "asyncio.Future[Outcome]"]
+
+
+class AsyncJobStore:
+    """Async commands (batched) and reads over a JobStore; start with ``async with``."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        settings = store.settings
+        self._max_batch = settings.store_max_batch
+        self._executor = ThreadPoolExecutor(
+            max_workers=store.max_connections, thread_name_prefix="jobtrail-store"
+        )
+        self._slots = asyncio.Semaphore(
+            min(settings.store_max_inflight_batches, store.max_connections)
+        )
+        self._queue: list[_Item] = []
+        self._wakeup = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> AsyncJobStore:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run(), name="jobtrail-group-commit")
+
+    async def aclose(self) -> None:
+        """Writes what is queued, waits for batches in flight, then releases threads and pool."""
+        while self._queue or self._inflight:
+            self._wakeup.set()
+            await asyncio.sleep(0.01)
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+        self._executor.shutdown(wait=True)
+        self.store.close()
+
+    async def execute(self, job_id: UUID, command: Command) -> Job:
+        """Runs a command in the next group commit; returns the job or raises its error."""
+        return (await self.submit(job_id, command)).unwrap()
+
+    async def submit(self, job_id: UUID, command: Command) -> Outcome:
+        """Like execute, but returns the Outcome (job and new events, or the error)."""
+        if self._runner is None:
+            raise RuntimeError("AsyncJobStore is not started")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.append((job_id, command, future))
+        self._wakeup.set()
+        return await future
+
+    async def execute_many(self, commands: Sequence[tuple[UUID, Command]]) -> list[Outcome]:
+        """Runs the commands together in one transaction (a batch submission, say)."""
+        return await self._call(self.store.execute_batch, list(commands))
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                await self._slots.acquire()
+                batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                task = asyncio.create_task(self._write(batch))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
+
+    async def _write(self, batch: list[_Item]) -> None:
+        try:
+            outcomes = await self._call(self.store.execute_batch, [(j, c) for j, c, _ in batch])
+        except BaseException as exc:  # the whole batch failed: every caller learns why
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+                if not future.done():
+                    future.set_result(outcome)
+        finally:
+            self._slots.release()
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def get(self, job_id: UUID, *, version: int | None = None) -> Job:
+        return await self._call(partial(self.store.get, job_id, version=version))
+
+    async def get_at(self, job_id: UUID, at: datetime) -> Job:
+        return await self._call(self.store.get_at, job_id, at)
+
+    async def history(self, job_id: UUID) -> list[Job.Event]:
+        return await self._call(self.store.history, job_id)
+
+    async def _call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

@@ -1,0 +1,296 @@
+"""Locked commands against the job log: load, decide and append in one PostgreSQL transaction.
+
+Every command runs while its transaction holds ``pg_advisory_xact_lock`` on the job (the
+pessimistic lock). The append still goes through the (job id, version) primary key, so a writer
+that bypassed the lock is caught (the optimistic backstop) and the command is decided again from
+a fresh load. Commands for many jobs share one transaction (group commit); locks are taken in key
+order so that two batches never deadlock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+import psycopg
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    Notification,
+    OperationalError,
+    StoredEvent,
+)
+from psycopg import sql
+
+from shared.domain.errors import JobNotFoundError
+from shared.domain.job import Job
+from shared.eventstore.recorder import JobRecorder
+from shared.settings import StoreSettings
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[Job | None], Job]
+"""Given the job as it is (None when it does not exist yet), returns it with new pending events."""
+
+_TRANSIENT = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+
+
+class ConcurrencyError(Exception):
+    """The command kept meeting writers that bypassed the lock, or the database kept failing."""
+
+
+class JobLog(Application[UUID]):
+    """The eventsourcing application whose events table is the log (``jobtrail_events``)."""
+
+    name = "jobtrail"
+
+
+@dataclass
+class Outcome:
+    """The result of one command in a batch: the job and its new events, or the error raised."""
+
+    job: Job | None = None
+    events: list[Job.Event] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def unwrap(self) -> Job:
+        if self.error is not None:
+            raise self.error
+        assert self.job is not None
+        return self.job
+
+
+@dataclass
+class StoreStats:
+    """Counters for metrics and for the tests that prove the lock works."""
+
+    batches: int = 0
+    commands: int = 0
+    events: int = 0
+    conflicts: int = 0
+    transient_retries: int = 0
+    unknown_commits: int = 0
+
+
+def lock_key(job_id: UUID) -> int:
+    """The 64-bit advisory-lock key of a job."""
+    return int.from_bytes(job_id.bytes[:8], "big", signed=True)
+
+
+def ensure_database(url: str) -> None:
+    """Creates the database named in ``url`` when it does not exist yet."""
+    settings = StoreSettings(postgres_url=url)
+    env = settings.eventsourcing_env()
+    admin = psycopg.connect(
+        dbname="postgres",
+        host=env["POSTGRES_HOST"],
+        port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"],
+        password=env["POSTGRES_PASSWORD"],
+        autocommit=True,
+        connect_timeout=5,
+    )
+    with admin:
+        name = env["POSTGRES_DBNAME"]
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+        if not exists:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+class JobStore:
+    """Runs job commands under per-job locks and reads jobs and their histories."""
+
+    def __init__(self, settings: StoreSettings | None = None) -> None:
+        self.settings = settings or StoreSettings()
+        self.app = JobLog(env=self.settings.eventsourcing_env())
+        self.recorder = cast(JobRecorder, self.app.recorder)
+        self.stats = StoreStats()
+        self._stats_lock = threading.Lock()
+        table = sql.Identifier(self.settings.postgres_schema, self.recorder.events_table_name)
+        self._select_many = sql.SQL(
+            "SELECT originator_id, originator_version, topic, state FROM {} "
+            "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
+        ).format(table)
+        self._select_states = sql.SQL(
+            "SELECT originator_id, originator_version, state FROM {} "
+            "WHERE (originator_id, originator_version) IN (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
+        ).format(table)
+
+    @property
+    def events_table(self) -> str:
+        return str(self.recorder.events_table_name)
+
+    @property
+    def max_connections(self) -> int:
+        return self.settings.max_connections
+
+    def close(self) -> None:
+        self.app.close()
+
+    # -- commands -------------------------------------------------------------------------------
+
+    def execute(self, job_id: UUID, command: Command) -> Job:
+        """Runs one command under the job's lock; returns the job or raises the command's error."""
+        return self.execute_batch([(job_id, command)])[0].unwrap()
+
+    def execute_batch(self, commands: Sequence[tuple[UUID, Command]]) -> list[Outcome]:
+        """Runs commands in one transaction, in order; a refused command does not stop the rest.
+
+        Raises ConcurrencyError when the batch met a lock-bypassing writer, or a failing database,
+        more often than the settings allow.
+        """
+        retries = self.settings.store_conflict_retries
+        for attempt in range(retries + 1):
+            try:
+                return self._run_batch(commands)
+            except IntegrityError as exc:
+                self._count(conflicts=1)
+                log.warning("version conflict (attempt %d): %s", attempt + 1, exc)
+                error: Exception = exc
+            except _TRANSIENT as exc:
+                self._count(transient_retries=1)
+                log.warning("database error (attempt %d): %s", attempt + 1, exc)
+                error = exc
+            time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise ConcurrencyError(f"gave up after {retries + 1} attempts: {error}") from error
+
+    def _run_batch(self, commands: Sequence[tuple[UUID, Command]]) -> list[Outcome]:
+        keys = sorted({lock_key(job_id) for job_id, _ in commands})
+        ids = list({job_id for job_id, _ in commands})
+        with self.recorder.datastore.get_connection() as conn:
+            with self._transaction(conn) as committed:
+                conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
+                history = self._load(conn, ids)
+                outcomes = [self._decide(job_id, command, history) for job_id, command in commands]
+                new_events = [event for outcome in outcomes for event in outcome.events]
+                stored = [self.app.mapper.to_stored_event(e) for e in new_events]
+                if stored:
+                    self.recorder.insert_events(stored, conn=conn)
+            if not committed.ok and not self._committed(stored):
+                raise OperationalError("commit outcome unknown and the events are not there")
+        self._count(batches=1, commands=len(commands), events=len(stored))
+        return outcomes
+
+    @contextmanager
+    def _transaction(self, conn: psycopg.Connection[Any]) -> Iterator[_Commit]:
+        """BEGIN ... COMMIT; a failure during COMMIT itself is reported, not raised (outcome unknown)."""
+        commit = _Commit()
+        conn.execute("BEGIN")
+        try:
+            yield commit
+        except BaseException:
+            if not conn.closed:
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            self._commit(conn)
+        except _TRANSIENT as exc:
+            self._count(unknown_commits=1)
+            log.warning("connection failed during COMMIT, re-reading to decide: %s", exc)
+            commit.ok = False
+
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        conn.execute("COMMIT")
+
+    def _committed(self, stored: Sequence[StoredEvent]) -> bool:
+        """After an unknown COMMIT outcome: True when exactly our events are in the log."""
+        if not stored:
+            return True
+        with self.recorder.datastore.get_connection() as conn:
+            rows = conn.execute(
+                self._select_states,
+                [[s.originator_id for s in stored], [s.originator_version for s in stored]],
+            ).fetchall()
+        found = {(r["originator_id"], r["originator_version"]): bytes(r["state"]) for r in rows}
+        ours = [found.get((s.originator_id, s.originator_version)) == s.state for s in stored]
+        if all(ours):
+            return True
+        if any(ours):  # a transaction is atomic: all or none of its rows are there
+            raise RuntimeError("partial commit observed; the log is inconsistent")
+        return False
+
+    def _load(self, conn: psycopg.Connection[Any], ids: list[UUID]) -> dict[UUID, list[Job.Event]]:
+        rows = conn.execute(self._select_many, [ids]).fetchall()
+        history: dict[UUID, list[Job.Event]] = defaultdict(list)
+        for row in rows:
+            stored = StoredEvent(
+                originator_id=row["originator_id"],
+                originator_version=row["originator_version"],
+                topic=row["topic"],
+                state=bytes(row["state"]),
+            )
+            history[stored.originator_id].append(
+                cast(Job.Event, self.app.mapper.to_domain_event(stored))
+            )
+        return history
+
+    @staticmethod
+    def _decide(job_id: UUID, command: Command, history: dict[UUID, list[Job.Event]]) -> Outcome:
+        events = history.get(job_id, [])
+        current = cast(Job | None, project_aggregate(None, events))
+        try:
+            job = command(current)
+            if job.id != job_id:
+                raise ValueError(f"command for {job_id} returned job {job.id}")
+            new = cast(list[Job.Event], list(job.collect_events()))
+        except Exception as exc:  # the command refused: nothing of it is recorded
+            return Outcome(error=exc)
+        history[job_id] = [*events, *new]
+        return Outcome(job=job, events=new)
+
+    def _count(self, **increments: int) -> None:
+        with self._stats_lock:
+            for name, value in increments.items():
+                setattr(self.stats, name, getattr(self.stats, name) + value)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, job_id: UUID, *, version: int | None = None) -> Job:
+        """The job now, or as it was at ``version``; raises JobNotFoundError."""
+        try:
+            return cast(Job, self.app.repository.get(job_id, version=version))
+        except AggregateNotFoundError:
+            raise JobNotFoundError(job_id) from None
+
+    def get_at(self, job_id: UUID, at: datetime) -> Job:
+        """The job as it was at time ``at``; raises JobNotFoundError when it did not exist yet."""
+        if at.tzinfo is None:
+            raise ValueError("at must carry a time zone")
+        events = [e for e in self.history(job_id) if e.timestamp <= at]
+        if not events:
+            raise JobNotFoundError(job_id)
+        return cast(Job, project_aggregate(None, events))
+
+    def history(self, job_id: UUID) -> list[Job.Event]:
+        """Every event of the job in version order; raises JobNotFoundError when there is none."""
+        events = cast(list[Job.Event], list(self.app.events.get(job_id)))
+        if not events:
+            raise JobNotFoundError(job_id)
+        return events
+
+    def notifications(self, after: int, limit: int) -> Sequence[Notification]:
+        """Log entries with notification id greater than ``after``, in commit order."""
+        return cast(
+            Sequence[Notification],
+            self.recorder.select_notifications(after, limit, inclusive_of_start=False),
+        )
+
+    def to_event(self, notification: Notification) -> Job.Event:
+        return cast(Job.Event, self.app.mapper.to_domain_event(notification))
+
+    def max_notification_id(self) -> int:
+        return int(self.recorder.max_notification_id() or 0)
+
+
+@dataclass
+class _Commit:
+    ok: bool = True

@@ -1,0 +1,59 @@
+"""Settings read from the environment (prefix ``JOBTRAIL_``), validated by pydantic-settings."""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class StoreSettings(BaseSettings):
+    """Where the event log lives and how the store talks to it."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    postgres_url: str = "postgresql://postgres@127.0.0.1:5432/jobtrail"
+    postgres_schema: str = "public"
+    postgres_pool_size: int = Field(default=6, ge=1, le=100)
+    postgres_max_overflow: int = Field(default=2, ge=0, le=100)
+    postgres_lock_timeout_s: int = Field(default=10, ge=0)
+    postgres_idle_in_transaction_timeout_s: int = Field(default=5, ge=0)
+    store_max_batch: int = Field(default=256, ge=1, le=10_000)
+    store_max_inflight_batches: int = Field(default=2, ge=1, le=32)
+    store_conflict_retries: int = Field(default=5, ge=0, le=100)
+
+    @field_validator("postgres_url")
+    @classmethod
+    def _postgres_scheme(cls, url: str) -> str:
+        if urlsplit(url).scheme not in ("postgres", "postgresql"):
+            raise ValueError("JOBTRAIL_POSTGRES_URL must start with postgresql://")
+        return url
+
+    @property
+    def max_connections(self) -> int:
+        return self.postgres_pool_size + self.postgres_max_overflow
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The environment that configures eventsourcing's PostgreSQL infrastructure."""
+        url = urlsplit(self.postgres_url)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "APPLICATION_RECORDER_TOPIC": "shared.eventstore.recorder:JobRecorder",
+            "POSTGRES_DBNAME": (url.path or "/jobtrail").lstrip("/") or "jobtrail",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_SCHEMA": self.postgres_schema,
+            "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.postgres_max_overflow),
+            "POSTGRES_LOCK_TIMEOUT": str(self.postgres_lock_timeout_s),
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": str(
+                self.postgres_idle_in_transaction_timeout_s
+            ),
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            "CREATE_TABLE": "y",
+            "IS_SNAPSHOTTING_ENABLED": "n",
+        }
