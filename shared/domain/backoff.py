@@ -32,8 +32,10 @@ class Backoff:
         """The un-jittered delay after failed attempt number ``attempt`` (1-based)."""
         if attempt < 1:
             raise ValueError("attempt is 1-based")
-        exponent = min(attempt - 1, 64)  # beyond this the cap has long been reached
-        return float(min(self.cap_s, self.base_s * self.factor**exponent))
+        try:
+            return float(min(self.cap_s, self.base_s * self.factor ** (attempt - 1)))
+        except OverflowError:
+            return self.cap_s
 
     def delay(self, attempt: int) -> float:
         """A jittered delay in seconds after failed attempt number ``attempt``."""

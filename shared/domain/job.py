@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate
 
 from shared.domain.backoff import Backoff
 from shared.domain.errors import (
+    IdempotencyConflictError,
     IllegalTransitionError,
     NotDueError,
     StaleAttemptError,
@@ -414,6 +415,23 @@ class Job(Aggregate):
             queue=self.queue,
             run_at=self.run_at,
         )
+
+    @classmethod
+    def submit_once(cls, current: Job | None, cause: Cause, **request: Any) -> Job:
+        """Submits, or returns ``current`` when it was created by the same request (same key).
+
+        Raises IdempotencyConflictError when the key's job was created by a different request.
+        """
+        if current is None:
+            return cls.submit(cause, **request)
+        defaults = {"priority": 5, "max_attempts": 3, "timeout_s": 300.0, "queue": "default"}
+        fields = {**defaults, **request}
+        fields.pop("idempotency_key", None)
+        fields.pop("job_id", None)
+        fields.setdefault("run_at", None)
+        if fingerprint(**fields) != current.request_fingerprint():
+            raise IdempotencyConflictError(str(request.get("idempotency_key")), current.id)
+        return current
 
     def _target(self, move: Move) -> Status:
         to = target(self.status, move)

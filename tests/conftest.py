@@ -1,0 +1,57 @@
+"""Session-wide fixtures: one database, one RabbitMQ prefix and one Redis db per test session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.services import resolve
+
+
+@pytest.fixture(scope="session")
+def service_stack() -> Iterator[ExitStack]:
+    with ExitStack() as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def postgres_server(service_stack: ExitStack) -> str:
+    return resolve("postgres", service_stack)
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database for this test session, dropped afterwards."""
+    name = f"jobtrail_test_{uuid.uuid4().hex[:10]}"
+    parts = urlsplit(postgres_server)
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield urlunsplit(parts._replace(path=f"/{name}"))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def amqp_url(service_stack: ExitStack) -> str:
+    return resolve("rabbitmq", service_stack)
+
+
+@pytest.fixture(scope="session")
+def topology_prefix() -> str:
+    """RabbitMQ names of this session live under their own prefix."""
+    return f"jt-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def redis_url(service_stack: ExitStack) -> str:
+    url = resolve("redis", service_stack)
+    parts = urlsplit(url)
+    db = 1 + uuid.uuid4().int % 15  # db 0 is left to the demo
+    return urlunsplit(parts._replace(path=f"/{db}"))

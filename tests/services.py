@@ -1,0 +1,100 @@
+"""Finds PostgreSQL, RabbitMQ and Redis for the tests.
+
+Order: a URL from the environment; else a testcontainers container when a Docker engine answers;
+else the local default. A service that does not answer skips its tests, except under CI=true,
+where it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from contextlib import AbstractContextManager, ExitStack
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+DEFAULTS = {
+    "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
+    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
+    "redis": "redis://127.0.0.1:6379/0",
+}
+ENV = {
+    "postgres": "JOBTRAIL_POSTGRES_URL",
+    "rabbitmq": "JOBTRAIL_AMQP_URL",
+    "redis": "JOBTRAIL_REDIS_URL",
+}
+START = {
+    "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    "rabbitmq": "rabbitmq-server -detached",
+    "redis": 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
+    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
+}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def answers(url: str, timeout: float = 2.0) -> bool:
+    parts = urlsplit(url)
+    port = parts.port or {"postgresql": 5432, "postgres": 5432, "amqp": 5672, "redis": 6379}.get(
+        parts.scheme, 0
+    )
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _docker_answers() -> bool:
+    try:
+        import docker
+
+        docker.from_env(timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+def _container(kind: str) -> tuple[AbstractContextManager[Any], str]:
+    if kind == "postgres":
+        from testcontainers.postgres import PostgresContainer
+
+        pg = PostgresContainer("postgres:15", driver=None)
+        return pg, ""
+    if kind == "rabbitmq":
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        return RabbitMqContainer("rabbitmq:3.13"), ""
+    from testcontainers.redis import RedisContainer
+
+    return RedisContainer("redis:7"), ""
+
+
+def _container_url(kind: str, container: Any) -> str:
+    host = container.get_container_host_ip()
+    if kind == "postgres":
+        return str(container.get_connection_url()).replace("postgresql+psycopg2", "postgresql")
+    if kind == "rabbitmq":
+        port = container.get_exposed_port(5672)
+        return f"amqp://guest:guest@{host}:{port}/"
+    return f"redis://{host}:{container.get_exposed_port(6379)}/0"
+
+
+def resolve(kind: str, stack: ExitStack) -> str:
+    """The URL of a live ``kind`` service, or a skip (a failure under CI=true)."""
+    url = os.environ.get(ENV[kind])
+    if not url and _docker_answers():
+        container, _ = _container(kind)
+        started = stack.enter_context(container)
+        url = _container_url(kind, started)
+    url = url or DEFAULTS[kind]
+    if not answers(url):
+        message = f"{kind} does not answer at {url}; start it with: {START[kind]}"
+        if in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return url
