@@ -16,7 +16,9 @@ def job_in(
     status: Status, *, max_attempts: int = 3, cancel_requested: bool = False, **submit: Any
 ) -> Job:
     """A job brought to ``status`` through legal commands, with its pending events collected."""
-    job = Job.submit(CAUSE, job_type="test.echo", payload={"n": 1}, max_attempts=max_attempts, **submit)
+    job = Job.submit(
+        CAUSE, job_type="test.echo", payload={"n": 1}, max_attempts=max_attempts, **submit
+    )
     if status is not Status.PENDING:
         job.schedule(CAUSE, NOW)
     if status in (Status.RUNNING, Status.COMPLETED, Status.FAILED):
@@ -27,8 +29,14 @@ def job_in(
         job.complete(CAUSE, worker_id="w1", attempt=1, result={"ok": True})
     if status is Status.FAILED:
         job.fail_attempt(
-            CAUSE, worker_id="w1", attempt=1, error_type="E", error_message="boom",
-            retryable=False, now=NOW, backoff=NO_JITTER,
+            CAUSE,
+            worker_id="w1",
+            attempt=1,
+            error_type="E",
+            error_message="boom",
+            retryable=False,
+            now=NOW,
+            backoff=NO_JITTER,
         )
     if status is Status.CANCELLED:
         job.request_cancel(CAUSE)

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID, NAMESPACE_URL, uuid4, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -38,7 +38,7 @@ def fingerprint(**request: Any) -> str:
 
 @dataclass(frozen=True)
 class Cause:
-    """Who caused an event and why: actor (``service:scheduler/a1``, ``worker:w1``, ``api:alice``)."""
+    """Who caused an event (``service:scheduler/a1``, ``worker:w1``, ``api:alice``) and why."""
 
     actor: str
     correlation_id: str
@@ -177,7 +177,7 @@ class Job(Aggregate):
             job.lease_expires_at = None
 
     class LeaseExpired(Event):
-        """The worker's lease ran out (worker lost or timed out): retry at ``retry_at``, or FAILED."""
+        """The lease ran out (worker lost, or timed out): a retry at ``retry_at``, or FAILED."""
 
         worker_id: str | None
         attempt: int
@@ -248,7 +248,7 @@ class Job(Aggregate):
     # -- commands -------------------------------------------------------------------------------
 
     @classmethod
-    def submit(  # noqa: PLR0913
+    def submit(
         cls,
         cause: Cause,
         *,
@@ -323,7 +323,7 @@ class Job(Aggregate):
             self.Completed, worker_id=worker_id, attempt=attempt, result=result, **cause.meta()
         )
 
-    def fail_attempt(  # noqa: PLR0913
+    def fail_attempt(
         self,
         cause: Cause,
         *,
@@ -359,7 +359,7 @@ class Job(Aggregate):
             )
 
     def expire_lease(self, cause: Cause, *, attempt: int, now: datetime, backoff: Backoff) -> None:
-        """Takes a running attempt away from its lost worker: a retry, or FAILED when none remain."""
+        """Takes a running attempt from its lost worker: a retry, or FAILED when none remain."""
         if self.status is Status.RUNNING and attempt != self.attempt:
             raise StaleAttemptError(self.id, f"attempt {attempt} is not the running one")
         retry_at = None

@@ -9,7 +9,7 @@ is no larger than the connection pool, so no thread ever waits for a connection 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from functools import partial
@@ -120,5 +120,5 @@ class AsyncJobStore:
     async def history(self, job_id: UUID) -> list[Job.Event]:
         return await self._call(self.store.history, job_id)
 
-    async def _call(self, fn: Any, *args: Any) -> Any:
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

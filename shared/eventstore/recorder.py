@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -21,9 +21,10 @@ class JobRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         conn = kwargs.pop("conn", None)
         if conn is None:
-            return super().insert_events(stored_events, **kwargs)
+            return cast(Sequence[int] | None, super().insert_events(stored_events, **kwargs))
         if not stored_events:
             return []
         with conn.cursor() as curs:
             self._insert_stored_events(curs, stored_events)
-            return self._fetch_ids_after_insert_events(curs, stored_events)
+            ids: Sequence[int] | None = self._fetch_ids_after_insert_events(curs, stored_events)
+            return ids

@@ -122,7 +122,8 @@ class JobStore:
         ).format(table)
         self._select_states = sql.SQL(
             "SELECT originator_id, originator_version, state FROM {} "
-            "WHERE (originator_id, originator_version) IN (SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
+            "WHERE (originator_id, originator_version) IN "
+            "(SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
         ).format(table)
 
     @property
@@ -168,7 +169,9 @@ class JobStore:
         ids = list({job_id for job_id, _ in commands})
         with self.recorder.datastore.get_connection() as conn:
             with self._transaction(conn) as committed:
-                conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
+                conn.execute(
+                    "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys]
+                )
                 history = self._load(conn, ids)
                 outcomes = [self._decide(job_id, command, history) for job_id, command in commands]
                 new_events = [event for outcome in outcomes for event in outcome.events]
@@ -182,7 +185,7 @@ class JobStore:
 
     @contextmanager
     def _transaction(self, conn: psycopg.Connection[Any]) -> Iterator[_Commit]:
-        """BEGIN ... COMMIT; a failure during COMMIT itself is reported, not raised (outcome unknown)."""
+        """BEGIN ... COMMIT; a failure during COMMIT is reported (outcome unknown), not raised."""
         commit = _Commit()
         conn.execute("BEGIN")
         try:
@@ -228,7 +231,7 @@ class JobStore:
                 topic=row["topic"],
                 state=bytes(row["state"]),
             )
-            history[stored.originator_id].append(
+            history[cast(UUID, stored.originator_id)].append(
                 cast(Job.Event, self.app.mapper.to_domain_event(stored))
             )
         return history

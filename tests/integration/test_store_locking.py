@@ -49,8 +49,14 @@ def advance(worker: str):  # type: ignore[no-untyped-def]
             job.start(CAUSE, worker_id=worker, attempt=job.attempt + 1, lease_s=30, now=now)
         else:
             job.fail_attempt(
-                CAUSE, worker_id=job.worker_id or "", attempt=job.attempt, error_type="E",
-                error_message="m", retryable=True, now=now, backoff=NO_JITTER,
+                CAUSE,
+                worker_id=job.worker_id or "",
+                attempt=job.attempt,
+                error_type="E",
+                error_message="m",
+                retryable=True,
+                now=now,
+                backoff=NO_JITTER,
             )
         return job
 
@@ -166,4 +172,8 @@ def test_a_locked_command_that_met_a_rogue_write_is_decided_again(store: JobStor
     assert calls == [Status.PENDING, Status.SCHEDULED]
     assert store.stats.conflicts == 1
     assert job.status is Status.CANCELLED
-    assert [type(e).__name__ for e in store.history(job_id)] == ["Submitted", "Scheduled", "Cancelled"]
+    assert [type(e).__name__ for e in store.history(job_id)] == [
+        "Submitted",
+        "Scheduled",
+        "Cancelled",
+    ]

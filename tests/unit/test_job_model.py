@@ -65,18 +65,22 @@ class JobMachine(RuleBasedStateMachine):
         ok = self.model.status is Status.SCHEDULED and offset == 0
         self._run(
             ok,
-            lambda: self.job.start(CAUSE, worker_id=worker, attempt=attempt, lease_s=5, now=self.now),
+            lambda: self.job.start(
+                CAUSE, worker_id=worker, attempt=attempt, lease_s=5, now=self.now
+            ),
         )
         if ok:
-            self.model.status, self.model.attempt, self.model.worker = Status.RUNNING, attempt, worker
+            self.model.status, self.model.attempt, self.model.worker = (
+                Status.RUNNING,
+                attempt,
+                worker,
+            )
 
     @rule(worker=WORKERS, offset=OFFSETS)
     def complete(self, worker: str, offset: int) -> None:
         attempt = self.model.attempt + offset
         ok = self.model.status is Status.RUNNING and self.model.owns(worker, attempt)
-        self._run(
-            ok, lambda: self.job.complete(CAUSE, worker_id=worker, attempt=attempt, result=1)
-        )
+        self._run(ok, lambda: self.job.complete(CAUSE, worker_id=worker, attempt=attempt, result=1))
         if ok:
             self.model.status = Status.COMPLETED
 
@@ -87,8 +91,14 @@ class JobMachine(RuleBasedStateMachine):
         self._run(
             ok,
             lambda: self.job.fail_attempt(
-                CAUSE, worker_id=worker, attempt=attempt, error_type="E", error_message="m",
-                retryable=retryable, now=self.now, backoff=NO_JITTER,
+                CAUSE,
+                worker_id=worker,
+                attempt=attempt,
+                error_type="E",
+                error_message="m",
+                retryable=retryable,
+                now=self.now,
+                backoff=NO_JITTER,
             ),
         )
         if ok:

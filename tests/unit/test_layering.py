@@ -11,7 +11,15 @@ ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {
     "contracts": {"shared", "services", "tests"},
     "shared": {"services", "tests"},
-    "shared/domain": {"services", "tests", "redis", "faststream", "aio_pika", "psycopg", "contracts"},
+    "shared/domain": {
+        "services",
+        "tests",
+        "redis",
+        "faststream",
+        "aio_pika",
+        "psycopg",
+        "contracts",
+    },
 }
 
 

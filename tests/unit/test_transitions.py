@@ -20,12 +20,24 @@ def _perform(job: Job, move: Move) -> None:
         ),
         Move.COMPLETE: lambda: job.complete(CAUSE, worker_id=worker, attempt=attempt, result=1),
         Move.RETRY: lambda: job.fail_attempt(
-            CAUSE, worker_id=worker, attempt=attempt, error_type="E", error_message="m",
-            retryable=True, now=NOW, backoff=NO_JITTER,
+            CAUSE,
+            worker_id=worker,
+            attempt=attempt,
+            error_type="E",
+            error_message="m",
+            retryable=True,
+            now=NOW,
+            backoff=NO_JITTER,
         ),
         Move.FAIL: lambda: job.fail_attempt(
-            CAUSE, worker_id=worker, attempt=attempt, error_type="E", error_message="m",
-            retryable=False, now=NOW, backoff=NO_JITTER,
+            CAUSE,
+            worker_id=worker,
+            attempt=attempt,
+            error_type="E",
+            error_message="m",
+            retryable=False,
+            now=NOW,
+            backoff=NO_JITTER,
         ),
         Move.EXPIRE_RETRY: lambda: job.expire_lease(
             CAUSE, attempt=attempt, now=NOW, backoff=NO_JITTER
@@ -113,8 +125,14 @@ def test_a_retry_is_not_scheduled_before_it_is_due() -> None:
     # Given a job whose first attempt failed with a 1 s backoff
     job = job_in(Status.RUNNING)
     job.fail_attempt(
-        CAUSE, worker_id="w1", attempt=1, error_type="E", error_message="m",
-        retryable=True, now=NOW, backoff=NO_JITTER,
+        CAUSE,
+        worker_id="w1",
+        attempt=1,
+        error_type="E",
+        error_message="m",
+        retryable=True,
+        now=NOW,
+        backoff=NO_JITTER,
     )
     # When the scheduler tries too early, and then on time
     with pytest.raises(JobError, match="due at"):
@@ -128,8 +146,14 @@ def test_a_retry_is_not_scheduled_before_it_is_due() -> None:
 def test_error_messages_are_bounded() -> None:
     job = job_in(Status.RUNNING)
     job.fail_attempt(
-        CAUSE, worker_id="w1", attempt=1, error_type="E" * 1000, error_message="x" * 100_000,
-        retryable=False, now=NOW, backoff=NO_JITTER,
+        CAUSE,
+        worker_id="w1",
+        attempt=1,
+        error_type="E" * 1000,
+        error_message="x" * 100_000,
+        retryable=False,
+        now=NOW,
+        backoff=NO_JITTER,
     )
     assert job.error is not None
     assert len(job.error["message"]) == 2000 and len(job.error["type"]) == 200

@@ -1,0 +1,1 @@
+"""The four jobtrail services: submitter, scheduler, worker and projector."""
