@@ -68,11 +68,15 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    url = os.environ.get("JOBTRAIL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/jobtrail_bench")
+    url = os.environ.get(
+        "JOBTRAIL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/jobtrail_bench"
+    )
     ensure_database(url)
     settings = StoreSettings(postgres_url=url)
-    print(f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
-          f"python={platform.python_version()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
+        f"python={platform.python_version()}"
+    )
     seq, grp = [], []
     for _ in range(args.rounds):  # interleaved so both see the same machine noise
         store = JobStore(settings)
@@ -81,12 +85,18 @@ async def main() -> None:
         async with AsyncJobStore(JobStore(settings)) as astore:
             grp.append(await grouped(astore, args.jobs, args.concurrency))
             stats = astore.store.stats
-    print(f"one transaction per transition: median {statistics.median(seq):8.0f} transitions/s "
-          f"(runs: {', '.join(f'{x:.0f}' for x in seq)})")
-    print(f"group commit (concurrency {args.concurrency}): median {statistics.median(grp):8.0f} "
-          f"transitions/s (runs: {', '.join(f'{x:.0f}' for x in grp)})")
-    print(f"last group-commit run: {stats.commands} commands in {stats.batches} transactions "
-          f"({stats.commands / max(stats.batches, 1):.1f} per transaction)")
+    print(
+        f"one transaction per transition: median {statistics.median(seq):8.0f} transitions/s "
+        f"(runs: {', '.join(f'{x:.0f}' for x in seq)})"
+    )
+    print(
+        f"group commit (concurrency {args.concurrency}): median {statistics.median(grp):8.0f} "
+        f"transitions/s (runs: {', '.join(f'{x:.0f}' for x in grp)})"
+    )
+    print(
+        f"last group-commit run: {stats.commands} commands in {stats.batches} transactions "
+        f"({stats.commands / max(stats.batches, 1):.1f} per transaction)"
+    )
     print(f"ratio group/sequential: {statistics.median(grp) / statistics.median(seq):.1f}x")
 
 
