@@ -15,7 +15,6 @@ MAX_PAYLOAD_BYTES = 1_048_576
 MAX_DEPTH = 32
 JOB_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"
 
-Status = Literal["PENDING", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
 EventType = Literal[
     "Submitted",
     "Scheduled",
@@ -56,21 +55,20 @@ QueueName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
 
 class JobEvent(Strict):
-    """One committed job event, as the relay publishes it."""
+    """A committed job event that some service consumes, as the relay publishes it.
+
+    Only what consumers need travels: the log holds the rest. ``version`` and ``attempt`` let a
+    consumer drop a stale or duplicate delivery by asking the log.
+    """
 
     job_id: UUID
     version: int = Field(ge=1)
     notification_id: int = Field(ge=1)
     event_type: EventType
-    status: Status
-    job_type: JobType
-    attempt: int = Field(ge=0)
-    queue: QueueName
-    priority: int = Field(ge=0, le=9)
-    actor: str = Field(max_length=256)
-    reason: str | None = Field(default=None, max_length=4096)
+    attempt: int | None = Field(default=None, ge=0)
+    queue: QueueName | None = None
+    priority: int | None = Field(default=None, ge=0, le=9)
     due_at: datetime | None = None
-    data: Payload = Field(default_factory=dict)
 
 
 class SubmitJob(Strict):

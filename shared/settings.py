@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from shared.domain.backoff import Backoff
+
+
+def _split(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(_split)]
+"""A list read from the environment as ``a,b,c``."""
 
 
 class StoreSettings(BaseSettings):
@@ -57,3 +70,48 @@ class StoreSettings(BaseSettings):
             "CREATE_TABLE": "y",
             "IS_SNAPSHOTTING_ENABLED": "n",
         }
+
+
+class BusSettings(BaseSettings):
+    """RabbitMQ: where it is and under which prefix jobtrail names its exchanges and queues."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    topology_prefix: str = "jobtrail"
+    queues: CommaList = Field(default_factory=lambda: ["default", "cpu", "io"])
+    publish_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_limit: int = Field(default=5, ge=1)
+
+
+class RedisSettings(BaseSettings):
+    """Redis, the status cache; it can always be rebuilt from the log."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "jobtrail"
+    final_ttl_s: int = Field(default=7 * 24 * 3600, ge=0, description="0 keeps final jobs")
+    redis_timeout_s: float = Field(default=2.0, gt=0)
+
+
+class JobSettings(BaseSettings):
+    """Which modules declare job types (comma-separated module paths)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    job_modules: CommaList = Field(default_factory=lambda: ["shared.example_jobs"])
+
+
+class RetrySettings(BaseSettings):
+    """The retry backoff: base * factor**(attempt-1), capped, with jitter (prefix JOBTRAIL_RETRY_)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_RETRY_", extra="ignore")
+
+    base_s: float = Field(default=1.0, ge=0)
+    factor: float = Field(default=2.0, ge=1)
+    cap_s: float = Field(default=300.0, ge=0)
+    jitter: float = Field(default=0.5, ge=0, le=1)
+
+    def backoff(self) -> Backoff:
+        return Backoff(base_s=self.base_s, factor=self.factor, cap_s=self.cap_s, jitter=self.jitter)

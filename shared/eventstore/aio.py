@@ -120,5 +120,21 @@ class AsyncJobStore:
     async def history(self, job_id: UUID) -> list[Job.Event]:
         return await self._call(self.store.history, job_id)
 
+    async def events_after(self, after: int, limit: int) -> list[tuple[int, Job.Event]]:
+        return await self._call(self.store.events_after, after, limit)
+
+    async def get_many(self, job_ids: Sequence[UUID]) -> list[Job]:
+        return await self._call(self.store.get_many, list(job_ids))
+
+    async def position(self, name: str) -> int:
+        return await self._call(self.store.position, name)
+
+    async def set_position(self, name: str, position: int) -> None:
+        await self._call(self.store.set_position, name, position)
+
+    async def run_sync(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs blocking store work on the store's bounded pool."""
+        return await self._call(fn, *args)
+
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)

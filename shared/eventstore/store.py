@@ -33,6 +33,7 @@ from psycopg import sql
 
 from shared.domain.errors import JobNotFoundError
 from shared.domain.job import Job
+from shared.eventstore import tables
 from shared.eventstore.recorder import JobRecorder
 from shared.settings import StoreSettings
 
@@ -113,6 +114,8 @@ class JobStore:
         self.settings = settings or StoreSettings()
         self.app = JobLog(env=self.settings.eventsourcing_env())
         self.recorder = cast(JobRecorder, self.app.recorder)
+        with self.recorder.datastore.get_connection() as conn:
+            tables.create(conn)
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
         table = sql.Identifier(self.settings.postgres_schema, self.recorder.events_table_name)
@@ -178,6 +181,7 @@ class JobStore:
                 stored = [self.app.mapper.to_stored_event(e) for e in new_events]
                 if stored:
                     self.recorder.insert_events(stored, conn=conn)
+                    tables.maintain(conn, new_events)
             if not committed.ok and not self._committed(stored):
                 raise OperationalError("commit outcome unknown and the events are not there")
         self._count(batches=1, commands=len(commands), events=len(stored))
@@ -280,18 +284,52 @@ class JobStore:
             raise JobNotFoundError(job_id)
         return events
 
-    def notifications(self, after: int, limit: int) -> Sequence[Notification]:
-        """Log entries with notification id greater than ``after``, in commit order."""
-        return cast(
+    def events_after(self, after: int, limit: int) -> list[tuple[int, Job.Event]]:
+        """Up to ``limit`` (notification id, event) pairs after ``after``, in commit order."""
+        notifications = cast(
             Sequence[Notification],
             self.recorder.select_notifications(after, limit, inclusive_of_start=False),
         )
+        return [(n.id, cast(Job.Event, self.app.mapper.to_domain_event(n))) for n in notifications]
 
-    def to_event(self, notification: Notification) -> Job.Event:
-        return cast(Job.Event, self.app.mapper.to_domain_event(notification))
+    def get_many(self, job_ids: Sequence[UUID]) -> list[Job]:
+        """The current state of several jobs in one query; unknown ids are left out."""
+        with self.recorder.datastore.get_connection() as conn:
+            history = self._load(conn, list(job_ids))
+        return [cast(Job, project_aggregate(None, events)) for events in history.values()]
 
     def max_notification_id(self) -> int:
         return int(self.recorder.max_notification_id() or 0)
+
+    def due_timers(self, limit: int = 500, grace_s: float = 5.0) -> list[UUID]:
+        with self.recorder.datastore.get_connection() as conn:
+            return tables.due_timers(conn, limit, grace_s)
+
+    def expired_leases(self, limit: int = 500) -> list[tuple[UUID, int]]:
+        with self.recorder.datastore.get_connection() as conn:
+            return tables.expired_leases(conn, limit)
+
+    def renew_leases(
+        self, worker_id: str, job_ids: Sequence[UUID], lease_s: float
+    ) -> dict[UUID, bool]:
+        with self.recorder.datastore.get_connection() as conn:
+            return tables.renew_leases(conn, worker_id, job_ids, lease_s)
+
+    def position(self, name: str) -> int:
+        """A follower's saved position in the log (0 when it has none)."""
+        with self.recorder.datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT position FROM jobtrail_positions WHERE name = %s", [name]
+            ).fetchone()
+        return int(row["position"]) if row else 0
+
+    def set_position(self, name: str, position: int) -> None:
+        with self.recorder.datastore.get_connection() as conn:
+            conn.execute(
+                "INSERT INTO jobtrail_positions (name, position) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",
+                [name, position],
+            )
 
 
 @dataclass

@@ -1,0 +1,64 @@
+"""Projects every event of the log into Redis; the position lives in Redis with the data.
+
+When Redis loses its data (FLUSHALL, eviction, a restart without persistence) the position goes
+with it and the projection rebuilds from the start of the log; a job whose hash was evicted alone
+is refolded from its events. Versions are compared in Lua, so re-applying is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from shared.eventstore import AsyncJobStore
+from shared.redis_view import RedisView
+
+log = logging.getLogger(__name__)
+
+
+class Projection:
+    """Keeps the Redis view in step with the log."""
+
+    def __init__(
+        self,
+        store: AsyncJobStore,
+        view: RedisView,
+        wait: Callable[[float], Awaitable[None]],
+        *,
+        batch: int = 1000,
+        poll_s: float = 1.0,
+    ) -> None:
+        self.store, self.view, self.wait = store, view, wait
+        self.batch, self.poll_s = batch, poll_s
+        self.applied = 0
+
+    async def run(self) -> None:
+        try:
+            warning = await self.view.warn_if_noeviction()
+            if warning:
+                log.warning(warning)
+        except RedisError as exc:
+            log.warning("cannot read Redis maxmemory-policy: %s", exc)
+        while True:
+            try:
+                if not await self.step():
+                    await self.wait(self.poll_s)
+            except RedisError as exc:
+                log.warning("projection: Redis unavailable (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+
+    async def step(self) -> bool:
+        """Applies the next batch; returns False when the projection is caught up."""
+        position = await self.view.position()
+        entries = await self.store.events_after(position, self.batch)
+        if not entries:
+            return False
+        refold = await self.view.apply_events([event for _, event in entries])
+        if refold:
+            await self.view.put_jobs(await self.store.get_many(sorted(refold)))
+        await self.view.set_position(entries[-1][0])
+        self.applied += len(entries)
+        return True

@@ -1,0 +1,81 @@
+"""Builds the scheduler: the event subscriber on every instance, timers and sweeps on the leader."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from faststream.rabbit import RabbitBroker
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.scheduler import handlers, subscribers
+from shared.domain import Backoff, Cause
+from shared.eventstore import AsyncJobStore, JobStore
+from shared.jobtypes import registry
+from shared.leader import Leadership
+from shared.messaging import Routes, declare_topology, make_broker
+from shared.runtime import instance_id, stop_on_signals, supervise
+from shared.settings import BusSettings, JobSettings, RetrySettings, StoreSettings
+
+log = logging.getLogger(__name__)
+
+
+class SchedulerSettings(BaseSettings):
+    """Scheduler tuning (prefix JOBTRAIL_SCHEDULER_)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_SCHEDULER_", extra="ignore")
+
+    prefetch: int = Field(default=256, ge=1, description="unacked event messages at once")
+    tick_s: float = Field(default=0.5, gt=0, description="how often the leader checks timers")
+    sweep_batch: int = Field(default=500, ge=1)
+    missed_grace_s: float = Field(
+        default=5.0, ge=0, description="a due-now job the bus did not dispatch is swept after this"
+    )
+    leader_check_s: float = Field(default=1.0, gt=0)
+
+
+def build_broker(bus: BusSettings, settings: SchedulerSettings) -> tuple[RabbitBroker, Routes]:
+    return make_broker(bus, prefetch=settings.prefetch), Routes.from_settings(bus)
+
+
+async def leader_loop(
+    store: AsyncJobStore, settings: SchedulerSettings, backoff: Backoff, actor: str
+) -> None:
+    cause = Cause(actor, correlation_id=f"{actor}/sweep")
+    while True:
+        scheduled = await handlers.schedule_due(
+            store, cause, settings.sweep_batch, settings.missed_grace_s
+        )
+        expired = await handlers.expire_leases(store, cause, backoff, settings.sweep_batch)
+        if scheduled or expired:
+            log.info("leader: %d timers dispatched, %d leases expired", scheduled, expired)
+        if scheduled < settings.sweep_batch and expired < settings.sweep_batch:
+            await asyncio.sleep(settings.tick_s)
+
+
+async def main() -> None:
+    settings, bus, store_settings = SchedulerSettings(), BusSettings(), StoreSettings()
+    registry.load(JobSettings().job_modules)
+    actor = f"service:{instance_id('scheduler')}"
+    backoff = RetrySettings().backoff()
+    broker, routes = build_broker(bus, settings)
+    stop = stop_on_signals()
+    async with AsyncJobStore(JobStore(store_settings)) as store:
+        subscribers.register(broker, routes, store, actor)
+        await broker.connect()
+        await declare_topology(broker, routes, sorted(set(bus.queues) | set(registry.queues())))
+        await broker.start()
+        lead = Leadership(store_settings.postgres_url, "scheduler", check_s=settings.leader_check_s)
+        try:
+            await supervise(
+                {"leader": lambda: lead.run(lambda: leader_loop(store, settings, backoff, actor))},
+                stop,
+            )
+        finally:
+            await broker.stop()
+    log.info("scheduler stopped")
+
+
+def run() -> None:
+    asyncio.run(main())

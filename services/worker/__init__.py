@@ -1,0 +1,1 @@
+"""The worker claims scheduled jobs, runs their handlers and records the outcome."""

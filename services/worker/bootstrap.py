@@ -1,0 +1,114 @@
+"""Builds the worker: its subscribers, the heartbeat, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from uuid import UUID
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.exceptions import RedisError
+
+from services.worker import handlers, subscribers
+from shared.eventstore import AsyncJobStore, JobStore
+from shared.jobtypes import registry
+from shared.messaging import Routes, declare_topology, make_broker
+from shared.redis_view import RedisView
+from shared.runtime import instance_id, stop_on_signals, supervise
+from shared.settings import (
+    BusSettings,
+    CommaList,
+    JobSettings,
+    RedisSettings,
+    RetrySettings,
+    StoreSettings,
+)
+
+log = logging.getLogger(__name__)
+
+
+class WorkerSettings(BaseSettings):
+    """Worker tuning (prefix JOBTRAIL_WORKER_)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_WORKER_", extra="ignore")
+
+    concurrency: int = Field(default=16, ge=1, le=1024, description="jobs run at once")
+    queues: CommaList = Field(default_factory=list, description="empty: every job type's queue")
+    lease_s: float = Field(default=30.0, gt=0, description="a silent worker loses a job after")
+    heartbeat_s: float = Field(default=0.0, ge=0, description="0: a third of lease_s")
+    cancel_grace_s: float = Field(default=5.0, ge=0)
+
+
+async def heartbeat_loop(
+    store: AsyncJobStore, state: handlers.WorkerState, settings: WorkerSettings
+) -> None:
+    every = settings.heartbeat_s or settings.lease_s / 3
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await handlers.heartbeat(store, state, settings.cancel_grace_s)
+        except Exception as exc:  # the database may be away; the lease is what protects us
+            log.warning("heartbeat failed: %r", exc)
+
+
+def progress_reporter(view: RedisView) -> Callable[..., Callable[[float, str], None]]:
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    async def write(job_id: UUID, fraction: float, message: str) -> None:
+        try:
+            await view.set_progress(job_id, fraction, message)
+        except (RedisError, OSError) as exc:
+            log.debug("progress of %s not written: %r", job_id, exc)
+
+    def reporter(job_id: UUID) -> Callable[[float, str], None]:
+        def report(fraction: float, message: str) -> None:
+            def schedule() -> None:
+                task = loop.create_task(write(job_id, fraction, message))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+            loop.call_soon_threadsafe(schedule)
+
+        return report
+
+    return reporter
+
+
+async def main() -> None:
+    settings, bus, store_settings = WorkerSettings(), BusSettings(), StoreSettings()
+    registry.load(JobSettings().job_modules)
+    queues = settings.queues or registry.queues()
+    worker_id = instance_id("worker")
+    state = handlers.WorkerState(
+        worker_id=worker_id,
+        lease_s=settings.lease_s,
+        backoff=RetrySettings().backoff(),
+        registry=registry,
+    )
+    routes = Routes.from_settings(bus)
+    broker = make_broker(bus)
+    stop = stop_on_signals()
+    view = RedisView(RedisSettings())
+    async with AsyncJobStore(JobStore(store_settings)) as store:
+        subscribers.register(
+            broker, routes, queues, store, state, settings.concurrency, progress_reporter(view)
+        )
+        await broker.connect()
+        await declare_topology(broker, routes, sorted(set(bus.queues) | set(registry.queues())))
+        await broker.start()
+        log.info(
+            "worker %s consumes %s with concurrency %d", worker_id, queues, settings.concurrency
+        )
+        try:
+            await supervise({"heartbeat": lambda: heartbeat_loop(store, state, settings)}, stop)
+        finally:
+            await broker.stop()  # stops consuming, waits for jobs in flight (graceful_timeout)
+            await view.aclose()
+    log.info("worker stopped after %d executions", state.executions)
+
+
+def run() -> None:
+    asyncio.run(main())

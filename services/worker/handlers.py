@@ -1,0 +1,184 @@
+"""The worker's use cases: claim a job, run it under its timeout, record the outcome (fenced)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from shared.domain import Backoff, Cause, Job, JobError
+from shared.eventstore import AsyncJobStore
+from shared.jobtypes import JobCancelledError, JobContext, NonRetryableError, Registry
+from shared.retrying import retry_transient
+
+log = logging.getLogger(__name__)
+
+Command = Callable[[Job | None], Job]
+
+
+@dataclass
+class Running:
+    """A job this worker runs now."""
+
+    job_id: UUID
+    attempt: int
+    context: JobContext
+    task: asyncio.Task[Any] | None = None
+    lease_lost: bool = False
+
+
+@dataclass
+class Outcome:
+    kind: str  # completed | failed | cancelled
+    result: Any = None
+    error_type: str = ""
+    error_message: str = ""
+    retryable: bool = True
+
+
+@dataclass
+class WorkerState:
+    """What the worker holds: its id, its running jobs, its handlers' thread budget."""
+
+    worker_id: str
+    lease_s: float
+    backoff: Backoff
+    registry: Registry
+    running: dict[UUID, Running] = field(default_factory=dict)
+    executions: int = 0
+
+
+def _command(fn: Callable[[Job], None]) -> Command:
+    def command(job: Job | None) -> Job:
+        if job is None:
+            raise JobError("no such job")
+        fn(job)
+        return job
+
+    return command
+
+
+async def claim(
+    store: AsyncJobStore, state: WorkerState, job_id: UUID, attempt: int, cause: Cause
+) -> Job | None:
+    """Claims the job for ``attempt``; None when it is no longer SCHEDULED for it (a duplicate)."""
+    start = _command(
+        lambda job: job.start(
+            cause,
+            worker_id=state.worker_id,
+            attempt=attempt,
+            lease_s=state.lease_s,
+            now=datetime.now(UTC),
+        )
+    )
+    try:
+        return await retry_transient(lambda: store.execute(job_id, start))
+    except JobError as exc:
+        log.info("dropping delivery for %s attempt %d: %s", job_id, attempt, exc)
+        return None
+
+
+async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
+    """Runs the job's handler under its timeout; turns what happened into an Outcome."""
+    job_type = state.registry.get(job.job_type)
+    state.executions += 1
+    try:
+        if job_type.is_async:
+            value = await asyncio.wait_for(
+                job_type.call(job.payload, running.context), job.timeout_s
+            )
+        else:
+            call = job_type.call
+            value = await asyncio.wait_for(
+                asyncio.to_thread(call, job.payload, running.context), job.timeout_s
+            )
+        return Outcome("completed", result=job_type.dump_result(value))
+    except (JobCancelledError, asyncio.CancelledError):
+        if running.context.cancelled.is_set() and not running.lease_lost:
+            return Outcome("cancelled")
+        raise
+    except TimeoutError:
+        return Outcome(
+            "failed", error_type="TimeoutError", error_message=f"timed out after {job.timeout_s} s"
+        )
+    except NonRetryableError as exc:
+        return Outcome(
+            "failed", error_type=type(exc).__name__, error_message=str(exc), retryable=False
+        )
+    except Exception as exc:
+        message = "".join(traceback.format_exception_only(exc)).strip()
+        return Outcome("failed", error_type=type(exc).__name__, error_message=message)
+
+
+async def record(
+    store: AsyncJobStore,
+    state: WorkerState,
+    job_id: UUID,
+    attempt: int,
+    outcome: Outcome,
+    cause: Cause,
+) -> bool:
+    """Records the outcome of our attempt; False when we were fenced out (nothing recorded)."""
+    worker = state.worker_id
+    if outcome.kind == "completed":
+        command = _command(
+            lambda job: job.complete(
+                cause, worker_id=worker, attempt=attempt, result=outcome.result
+            )
+        )
+    elif outcome.kind == "cancelled":
+        command = _command(
+            lambda job: job.acknowledge_cancel(cause, worker_id=worker, attempt=attempt)
+        )
+    else:
+        command = _command(
+            lambda job: job.fail_attempt(
+                cause,
+                worker_id=worker,
+                attempt=attempt,
+                error_type=outcome.error_type,
+                error_message=outcome.error_message,
+                retryable=outcome.retryable,
+                now=datetime.now(UTC),
+                backoff=state.backoff,
+            )
+        )
+    try:
+        await retry_transient(lambda: store.execute(job_id, command), deadline_s=state.lease_s)
+    except JobError as exc:
+        log.warning("outcome of %s attempt %d refused: %s", job_id, attempt, exc)
+        return False
+    return True
+
+
+async def heartbeat(store: AsyncJobStore, state: WorkerState, grace_s: float) -> None:
+    """Renews the leases of running jobs; passes on cancel requests; stops jobs whose lease is gone."""
+    if not state.running:
+        return
+    ids = list(state.running)
+    kept = await store.run_sync(store.store.renew_leases, state.worker_id, ids, state.lease_s)
+    for job_id in ids:
+        running = state.running.get(job_id)
+        if running is None:
+            continue
+        if job_id not in kept:
+            log.warning("lease of %s is gone: stopping it (its outcome would be refused)", job_id)
+            running.lease_lost = True
+            running.context.cancelled.set()
+            if running.task is not None:
+                running.task.cancel()
+        elif kept[job_id] and not running.context.cancelled.is_set():
+            log.info("cancel requested for %s", job_id)
+            running.context.cancelled.set()
+            if running.task is not None:
+                asyncio.get_running_loop().call_later(grace_s, _cancel_if_running, running)
+
+
+def _cancel_if_running(running: Running) -> None:
+    if running.task is not None and not running.task.done():
+        running.task.cancel()

@@ -1,0 +1,86 @@
+"""The worker's inbound adapter: one subscriber per work queue, prefetch bounded by concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
+
+from contracts.messages import JobEventMessage
+from services.worker.handlers import Running, WorkerState, claim, execute, record
+from shared.domain import Cause
+from shared.eventstore import AsyncJobStore
+from shared.jobtypes import JobContext
+from shared.messaging import Routes
+from shared.retrying import TRANSIENT
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[object], Callable[[float, str], None]]
+
+
+def register(
+    broker: RabbitBroker,
+    routes: Routes,
+    queues: list[str],
+    store: AsyncJobStore,
+    state: WorkerState,
+    concurrency: int,
+    reporter: Callable[..., Callable[[float, str], None]],
+) -> None:
+    slots = asyncio.Semaphore(concurrency)
+
+    async def on_scheduled(message: JobEventMessage, msg: RabbitMessage) -> None:
+        """A job was scheduled on this queue: claim it (a stale or duplicate delivery is
+        dropped), run its handler under its timeout, record the outcome fenced by attempt, and
+        only then acknowledge the message."""
+        event = message.data
+        if event.event_type != "Scheduled" or event.attempt is None:
+            return
+        async with slots:
+            cause = Cause(
+                f"worker:{state.worker_id}", message.correlation_id, str(message.message_id)
+            )
+            try:
+                job = await claim(store, state, event.job_id, event.attempt, cause)
+            except TRANSIENT as exc:
+                log.warning("cannot claim %s now (%r); returning the message", event.job_id, exc)
+                await asyncio.sleep(1.0)
+                await msg.nack(requeue=True)
+                return
+            if job is None:
+                return
+            context = JobContext(
+                event.job_id, event.attempt, state.worker_id, report=reporter(event.job_id)
+            )
+            running = Running(event.job_id, event.attempt, context)
+            state.running[job.id] = running
+            try:
+                running.task = asyncio.create_task(execute(state, job, running))
+                try:
+                    outcome = await asyncio.shield(running.task)
+                except asyncio.CancelledError:
+                    if running.lease_lost:
+                        return  # fenced out: the scheduler already took the job away
+                    raise
+                try:
+                    await record(store, state, job.id, event.attempt, outcome, cause)
+                except TRANSIENT as exc:
+                    log.error(
+                        "cannot record the outcome of %s (%r); its lease will expire", job.id, exc
+                    )
+                    await msg.nack(requeue=True)
+            finally:
+                state.running.pop(job.id, None)
+
+    for queue in queues:
+        broker.subscriber(
+            routes.work(queue),
+            routes.events,
+            channel=Channel(prefetch_count=concurrency),
+            title=f"worker/{queue}",
+            description=on_scheduled.__doc__,
+        )(on_scheduled)

@@ -1,0 +1,162 @@
+"""Tables kept in step with the log inside the appending transaction: timers and leases.
+
+They are derived state, never a second source of truth: every row follows from the events, and
+both are written in the same transaction as the events that imply them, so a crash cannot leave a
+PENDING job without a timer or a RUNNING job without a lease.
+
+- ``jobtrail_timers``: one row per PENDING job, due at ``due_at``. ``delayed`` marks jobs that were
+  not due when they became PENDING (run_at, retry backoff): only the scheduler's timer sweep
+  dispatches those; jobs due at once are dispatched from the bus, and swept only as a safety net.
+- ``jobtrail_leases``: one row per RUNNING job with its worker, attempt and expiry; workers renew
+  it by heartbeat, the scheduler's sweep expires it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+
+from shared.domain.job import Job
+
+DDL = """
+CREATE TABLE IF NOT EXISTS jobtrail_timers (
+    job_id uuid PRIMARY KEY,
+    due_at timestamptz NOT NULL,
+    delayed boolean NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobtrail_timers_due ON jobtrail_timers (due_at);
+CREATE TABLE IF NOT EXISTS jobtrail_leases (
+    job_id uuid PRIMARY KEY,
+    attempt integer NOT NULL,
+    worker_id text NOT NULL,
+    expires_at timestamptz NOT NULL,
+    cancel_requested boolean NOT NULL DEFAULT false
+);
+CREATE INDEX IF NOT EXISTS jobtrail_leases_expiry ON jobtrail_leases (expires_at);
+CREATE TABLE IF NOT EXISTS jobtrail_positions (
+    name text PRIMARY KEY,
+    position bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+_UPSERT_TIMER = (
+    "INSERT INTO jobtrail_timers (job_id, due_at, delayed) VALUES (%s, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET due_at = EXCLUDED.due_at, delayed = EXCLUDED.delayed"
+)
+_DELETE_TIMER = "DELETE FROM jobtrail_timers WHERE job_id = %s"
+_UPSERT_LEASE = (
+    "INSERT INTO jobtrail_leases (job_id, attempt, worker_id, expires_at, cancel_requested) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, "
+    "worker_id = EXCLUDED.worker_id, expires_at = EXCLUDED.expires_at, "
+    "cancel_requested = EXCLUDED.cancel_requested"
+)
+_DELETE_LEASE = "DELETE FROM jobtrail_leases WHERE job_id = %s"
+_CANCEL_LEASE = "UPDATE jobtrail_leases SET cancel_requested = true WHERE job_id = %s"
+
+_ENDS_LEASE = (Job.Completed, Job.AttemptFailed, Job.Failed, Job.LeaseExpired, Job.Cancelled)
+
+Op = tuple[str, tuple[Any, ...]]
+
+
+def create(conn: psycopg.Connection[Any]) -> None:
+    """Creates the tables when they do not exist."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7261001)")  # concurrent first starts
+        for statement in DDL.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+
+
+def _timer_op(event: Job.Event) -> Op | None:
+    job_id = event.originator_id
+    if isinstance(event, Job.Submitted):
+        delayed = event.run_at is not None and event.run_at > event.timestamp
+        return _UPSERT_TIMER, (job_id, event.run_at or event.timestamp, delayed)
+    if isinstance(event, Job.Requeued):
+        return _UPSERT_TIMER, (job_id, event.timestamp, False)
+    if isinstance(event, (Job.AttemptFailed, Job.LeaseExpired)) and event.retry_at is not None:
+        return _UPSERT_TIMER, (job_id, event.retry_at, True)
+    if isinstance(event, (Job.Scheduled, Job.Cancelled)):
+        return _DELETE_TIMER, (job_id,)
+    return None
+
+
+def _lease_op(event: Job.Event, previous: Op | None) -> Op | None:
+    job_id = event.originator_id
+    if isinstance(event, Job.Started):
+        return _UPSERT_LEASE, (
+            job_id,
+            event.attempt,
+            event.worker_id,
+            event.lease_expires_at,
+            False,
+        )
+    if isinstance(event, Job.CancelRequested):
+        if previous is not None and previous[0] == _UPSERT_LEASE:  # started in this very batch
+            return _UPSERT_LEASE, (*previous[1][:4], True)
+        return _CANCEL_LEASE, (job_id,)
+    if isinstance(event, _ENDS_LEASE):
+        return _DELETE_LEASE, (job_id,)
+    return previous
+
+
+def maintain(conn: psycopg.Connection[Any], events: Sequence[Job.Event]) -> None:
+    """Applies what the new events imply to timers and leases, in the caller's transaction.
+
+    Only the last effect per job and table counts, so statements of one kind can be sent
+    together without reordering one job's changes.
+    """
+    timers: dict[Any, Op] = {}
+    leases: dict[Any, Op] = {}
+    for event in events:
+        job_id = event.originator_id
+        timer = _timer_op(event)
+        if timer is not None:
+            timers[job_id] = timer
+        lease = _lease_op(event, leases.get(job_id))
+        if lease is not None:
+            leases[job_id] = lease
+    ops = [*timers.values(), *leases.values()]
+    with conn.cursor() as cur:
+        for query in dict.fromkeys(q for q, _ in ops):
+            cur.executemany(query, [args for q, args in ops if q == query])
+
+
+def due_timers(conn: psycopg.Connection[Any], limit: int, grace_s: float) -> list[Any]:
+    """Jobs due now: delayed ones at their time, the rest only when the bus missed them."""
+    rows = conn.execute(
+        "SELECT job_id FROM jobtrail_timers WHERE due_at <= now() "
+        "AND (delayed OR due_at <= now() - make_interval(secs => %s)) "
+        "ORDER BY due_at LIMIT %s",
+        [grace_s, limit],
+    ).fetchall()
+    return [row["job_id"] for row in rows]
+
+
+def expired_leases(conn: psycopg.Connection[Any], limit: int) -> list[tuple[Any, int]]:
+    """Running jobs whose lease ran out, with the attempt that held it."""
+    rows = conn.execute(
+        "SELECT job_id, attempt FROM jobtrail_leases WHERE expires_at < now() "
+        "ORDER BY expires_at LIMIT %s",
+        [limit],
+    ).fetchall()
+    return [(row["job_id"], row["attempt"]) for row in rows]
+
+
+def renew_leases(
+    conn: psycopg.Connection[Any], worker_id: str, job_ids: Sequence[Any], lease_s: float
+) -> dict[Any, bool]:
+    """Extends this worker's unexpired leases; returns {job id: cancel requested} of those kept.
+
+    An expired lease is never renewed, so a job the sweep may be taking away stays taken.
+    """
+    rows = conn.execute(
+        "UPDATE jobtrail_leases SET expires_at = now() + make_interval(secs => %s) "
+        "WHERE worker_id = %s AND job_id = ANY(%s) AND expires_at > now() "
+        "RETURNING job_id, cancel_requested",
+        [lease_s, worker_id, list(job_ids)],
+    ).fetchall()
+    return {row["job_id"]: row["cancel_requested"] for row in rows}

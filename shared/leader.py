@@ -1,0 +1,106 @@
+"""Leader election by a PostgreSQL session advisory lock, and LISTEN/NOTIFY wake-ups.
+
+The leader holds ``pg_try_advisory_lock(key)`` on a connection of its own and checks that
+connection every ``check_s`` seconds; when the check fails, the leader's work is cancelled at
+once. A standby retries the lock every ``check_s`` seconds, so it takes over within about that
+long after the leader's session ends (a killed process's session ends at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+LOCK_KEYS = {"relay": 7261010, "projection": 7261011, "scheduler": 7261020}
+
+
+def conninfo(url: str) -> str:
+    return url.replace("postgres://", "postgresql://", 1)
+
+
+class Leadership:
+    """Runs ``work`` only while this process holds the named lock."""
+
+    def __init__(self, url: str, name: str, *, check_s: float = 1.0) -> None:
+        self.url, self.name, self.key, self.check_s = url, name, LOCK_KEYS[name], check_s
+        self.is_leader = asyncio.Event()
+
+    async def run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Competes for the lock forever; runs ``work`` while it is held."""
+        while True:
+            try:
+                await self._term(work)
+            except (psycopg.Error, OSError) as exc:
+                log.warning("%s leadership: database unavailable (%s); retrying", self.name, exc)
+            self.is_leader.clear()
+            await asyncio.sleep(self.check_s)
+
+    async def _term(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        async with await psycopg.AsyncConnection.connect(
+            conninfo(self.url), autocommit=True, connect_timeout=5
+        ) as conn:
+            while True:
+                row = await (
+                    await conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key])
+                ).fetchone()
+                if row and row[0]:
+                    break
+                await asyncio.sleep(self.check_s)
+            log.info("%s: this process is the leader", self.name)
+            self.is_leader.set()
+            task = asyncio.create_task(work(), name=f"{self.name}-leader-work")
+            try:
+                while not task.done():
+                    await asyncio.wait({task}, timeout=self.check_s)
+                    if not task.done():
+                        await asyncio.wait_for(conn.execute("SELECT 1"), timeout=self.check_s * 3)
+                await task  # work ended by itself: surface its error
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+class Wakeup:
+    """Wakes every subscriber when PostgreSQL NOTIFYs ``channel`` (each append to the log does)."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.url, self.channel = url, channel
+        self._events: list[asyncio.Event] = []
+
+    def subscribe(self) -> Callable[[float], Awaitable[None]]:
+        """A wait function: returns when notified, or after its timeout (the polling fallback)."""
+        event = asyncio.Event()
+        self._events.append(event)
+
+        async def wait(seconds: float) -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), seconds)
+            event.clear()
+
+        return wait
+
+    def _notify(self) -> None:
+        for event in self._events:
+            event.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo(self.url), autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute(f'LISTEN "{self.channel}"')
+                    self._notify()  # anything committed while we were not listening
+                    async for _ in conn.notifies():
+                        self._notify()
+            except (psycopg.Error, OSError) as exc:
+                log.warning("LISTEN %s failed (%s); polling until it is back", self.channel, exc)
+                await asyncio.sleep(1.0)

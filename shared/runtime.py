@@ -1,0 +1,63 @@
+"""Process plumbing every service shares: logging, instance ids, SIGTERM handling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+
+
+def instance_id(service: str) -> str:
+    """``<service>/<host>-<pid>``, unless JOBTRAIL_INSTANCE_ID names the instance."""
+    return (
+        os.environ.get("JOBTRAIL_INSTANCE_ID") or f"{service}/{socket.gethostname()}-{os.getpid()}"
+    )
+
+
+def setup_logging(service: str) -> None:
+    """One line per record on stderr, level from JOBTRAIL_LOG_LEVEL (default INFO)."""
+    logging.basicConfig(
+        level=os.environ.get("JOBTRAIL_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("aiormq", "aio_pika", "httpx", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT, for graceful shutdown."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def supervise(tasks: dict[str, Callable[[], Awaitable[None]]], stop: asyncio.Event) -> None:
+    """Runs long-lived loops until ``stop`` is set; a loop that crashes is logged and restarted."""
+    log = logging.getLogger("jobtrail.runtime")
+
+    async def keep(name: str, fn: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s crashed; restarting in 1 s", name)
+                await asyncio.sleep(1.0)
+
+    running = [asyncio.create_task(keep(name, fn), name=name) for name, fn in tasks.items()]
+    await stop.wait()
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
