@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 from contracts.envelope import Envelope, Strict
 
@@ -79,7 +79,7 @@ class SubmitJob(Strict):
     priority: int | None = Field(default=None, ge=0, le=9)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
-    run_at: datetime | None = None
+    run_at: AwareDatetime | None = None
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     queue: QueueName | None = None
 

@@ -12,6 +12,7 @@ once, and the attempt count that bounds retries lives in the log, not in the bro
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -107,6 +108,8 @@ def make_broker(settings: BusSettings, *, prefetch: int | None = None) -> Rabbit
         ),
         graceful_timeout=30.0,
         fail_fast=True,
+        log_level=logging.DEBUG,  # a line per message costs more Python than the message itself
+        description="jobtrail: event-sourced, auditable job processing",
     )
 
 

@@ -15,7 +15,7 @@ from shared.eventstore import ConcurrencyError
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-TRANSIENT: tuple[type[BaseException], ...] = (
+TRANSIENT: tuple[type[Exception], ...] = (
     ConcurrencyError,
     OperationalError,
     InterfaceError,

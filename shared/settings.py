@@ -104,7 +104,7 @@ class JobSettings(BaseSettings):
 
 
 class RetrySettings(BaseSettings):
-    """The retry backoff: base * factor**(attempt-1), capped, with jitter (prefix JOBTRAIL_RETRY_)."""
+    """Retry backoff: base * factor**(attempt-1), capped, jittered (prefix JOBTRAIL_RETRY_)."""
 
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_RETRY_", extra="ignore")
 

@@ -157,7 +157,7 @@ async def record(
 
 
 async def heartbeat(store: AsyncJobStore, state: WorkerState, grace_s: float) -> None:
-    """Renews the leases of running jobs; passes on cancel requests; stops jobs whose lease is gone."""
+    """Renews running jobs' leases; passes on cancel requests; stops jobs that lost theirs."""
     if not state.running:
         return
     ids = list(state.running)

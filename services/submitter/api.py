@@ -1,0 +1,261 @@
+"""The HTTP API (OpenAPI at /openapi.json): submit, read, list and cancel jobs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from contracts.messages import SubmitJob
+from services.submitter import handlers
+from services.submitter.deps import Deps
+from shared.domain import Cause
+from shared.domain.errors import JobNotFoundError
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+StatusName = Literal["PENDING", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
+
+
+class JobView(BaseModel):
+    """A job's current state."""
+
+    id: UUID
+    type: str
+    status: StatusName
+    attempt: int
+    max_attempts: int
+    version: int
+    queue: str
+    priority: int
+    created_at: str | None
+    updated_at: str | None
+    run_at: str | None = None
+    due_at: str | None = None
+    worker: str | None = None
+    cancel_requested: bool = False
+    result: Any = None
+    error: dict[str, Any] | None = None
+    progress: dict[str, str] | None = None
+    source: Literal["cache", "log"] = Field(description="Redis, or the log when Redis had none")
+
+
+class Accepted(BaseModel):
+    id: UUID
+    status: StatusName
+    type: str
+    version: int
+    replayed: bool = Field(description="true when the idempotency key matched an earlier job")
+
+
+class EventView(BaseModel):
+    version: int
+    event_type: str
+    timestamp: str
+    actor: str
+    reason: str | None
+    correlation_id: str
+    causation_id: str | None
+    data: dict[str, Any]
+
+
+class CancelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str | None = Field(default=None, max_length=1024)
+
+
+class BatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jobs: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
+
+
+class BatchItem(BaseModel):
+    index: int
+    id: UUID | None = None
+    status: StatusName | None = None
+    replayed: bool = False
+    errors: list[dict[str, Any]] | None = None
+
+
+class Page(BaseModel):
+    jobs: list[JobView]
+    next_cursor: str | None
+
+
+def _deps(request: Request) -> Deps:
+    deps: Deps = request.app.state.deps
+    return deps
+
+
+def _principal(request: Request) -> str:
+    return f"api:{request.headers.get('X-Principal', 'anonymous')[:64]}"
+
+
+def _cause(request: Request, reason: str | None = None) -> Cause:
+    correlation = request.headers.get("X-Correlation-Id") or request.state.request_id
+    return Cause(_principal(request), correlation[:128], request.state.request_id, reason)
+
+
+def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
+    """An RFC 9457 problem document."""
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type="application/problem+json")
+
+
+@router.post("/v1/jobs", status_code=202, response_model=Accepted, tags=["jobs"])
+async def submit_job(
+    request: Request,
+    response: Response,
+    job: SubmitJob,
+    idempotency_key: Annotated[str | None, Header(max_length=256)] = None,
+) -> Any:
+    """Submits a job. Answers 202 only once the Submitted event is committed. The same
+    idempotency key (body field or Idempotency-Key header) with the same request returns the same
+    job; with a different request, 409."""
+    deps = _deps(request)
+    if idempotency_key and job.idempotency_key and idempotency_key != job.idempotency_key:
+        return problem(
+            422,
+            "Invalid request",
+            "Idempotency-Key header and body field differ",
+            errors=[{"field": "idempotency_key", "message": "differs from the header"}],
+        )
+    if idempotency_key and not job.idempotency_key:
+        job = job.model_copy(update={"idempotency_key": idempotency_key})
+    submission = handlers.prepare(job, deps.registry, deps.queues, _cause(request))
+    created, replayed = await handlers.submit(deps.store, submission)
+    response.headers["Location"] = f"/v1/jobs/{created.id}"
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return Accepted(
+        id=created.id,
+        status=created.status.value,
+        type=created.job_type,
+        version=created.version,
+        replayed=replayed,
+    )
+
+
+@router.post("/v1/jobs/batch", status_code=202, response_model=list[BatchItem], tags=["jobs"])
+async def submit_batch(request: Request, batch: BatchRequest) -> Any:
+    """Submits up to 1,000 jobs in one transaction; answers each job's id, or its errors."""
+    deps = _deps(request)
+    cause = _cause(request)
+    items: list[BatchItem] = []
+    prepared: list[tuple[int, handlers.Submission]] = []
+    for index, raw in enumerate(batch.jobs):
+        try:
+            prepared.append(
+                (
+                    index,
+                    handlers.prepare(
+                        SubmitJob.model_validate(raw), deps.registry, deps.queues, cause
+                    ),
+                )
+            )
+        except handlers.InvalidRequestError as exc:
+            items.append(BatchItem(index=index, errors=exc.errors))
+        except Exception as exc:
+            errors = getattr(exc, "errors", None)
+            details = errors() if callable(errors) else [{"message": str(exc)}]
+            items.append(
+                BatchItem(
+                    index=index,
+                    errors=[
+                        {
+                            "field": ".".join(str(p) for p in e.get("loc", ())),
+                            "message": e.get("msg", e.get("message")),
+                        }
+                        for e in details
+                    ],
+                )
+            )
+    outcomes = await handlers.submit_many(deps.store, [s for _, s in prepared])
+    for (index, _), outcome in zip(prepared, outcomes, strict=True):
+        if outcome.error is not None:
+            items.append(
+                BatchItem(index=index, errors=[{"field": "", "message": str(outcome.error)}])
+            )
+        else:
+            assert outcome.job is not None
+            items.append(
+                BatchItem(
+                    index=index,
+                    id=outcome.job.id,
+                    status=outcome.job.status.value,
+                    replayed=not outcome.events,
+                )
+            )
+    return sorted(items, key=lambda item: item.index)
+
+
+@router.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
+async def get_job(request: Request, job_id: UUID) -> Any:
+    """The job's current status: from Redis, or from the log when Redis has no entry."""
+    deps = _deps(request)
+    job = await handlers.read_job(deps.store, deps.view, job_id)
+    try:
+        job["progress"] = await deps.view.get_progress(job_id)
+    except Exception:
+        job["progress"] = None
+    return job
+
+
+@router.get("/v1/jobs/{job_id}/events", response_model=list[EventView], tags=["jobs"])
+async def get_events(request: Request, job_id: UUID) -> Any:
+    """The job's whole history from the log, in version order."""
+    return handlers.history(await _deps(request).store.history(job_id))
+
+
+@router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobView, tags=["jobs"])
+async def cancel_job(
+    request: Request, job_id: UUID, body: Annotated[CancelRequest | None, Body()] = None
+) -> Any:
+    """Cancels a job that is not running; asks a running one to stop (its worker acknowledges).
+    A job that already ended answers 409 and nothing is recorded."""
+    deps = _deps(request)
+    reason = body.reason if body else None
+    await handlers.cancel(deps.store, job_id, _cause(request, reason))
+    return await handlers.read_job(deps.store, None, job_id)
+
+
+@router.get("/v1/jobs", response_model=Page, tags=["jobs"])
+async def list_jobs(
+    request: Request,
+    status: StatusName | None = None,
+    type: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=64, pattern=r"^\d+(\.\d+)?$")] = None,
+) -> Any:
+    """A page of jobs from the projection, newest first; pass next_cursor to get the next."""
+    deps = _deps(request)
+    views = await deps.view.page(
+        status=status, job_type=type, limit=limit, before=float(cursor) if cursor else None
+    )
+    jobs = [handlers.parse_view(v) | {"source": "cache"} for v in views]
+    next_cursor = views[-1]["created_ms"] if len(views) == limit else None
+    return Page(jobs=jobs, next_cursor=next_cursor)
+
+
+@router.get("/healthz", tags=["health"])
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers. No I/O."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["health"])
+async def readyz(request: Request) -> JSONResponse:
+    """Readiness: PostgreSQL, RabbitMQ and Redis all answer."""
+    checks = await _deps(request).check()
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    )
+
+
+__all__ = ["JobNotFoundError", "problem", "router"]

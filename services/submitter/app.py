@@ -1,0 +1,174 @@
+"""The FastAPI application: error mapping, the body-size limit, request ids."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.submitter.api import problem, router
+from services.submitter.deps import Deps
+from services.submitter.handlers import InvalidRequestError
+from shared.domain import IdempotencyConflictError, JobError
+from shared.domain.errors import JobNotFoundError
+from shared.retrying import TRANSIENT
+
+log = logging.getLogger(__name__)
+
+
+class BodyLimit:
+    """Refuses bodies over ``max_bytes`` with 413, also chunked ones, without buffering more."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._refuse(send)
+            return
+        # Read the body here, stopping as soon as it passes the limit, then replay it: memory
+        # stays bounded by the limit whatever the client sends (chunked bodies included).
+        chunks: list[bytes] = []
+        seen = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = (
+            b'{"type":"about:blank","title":"Payload too large","status":413,'
+            b'"detail":"request body over ' + str(self.max_bytes).encode() + b' bytes"}'
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+def _field(loc: tuple[Any, ...], kind: str | None = None) -> str:
+    if kind == "json_invalid":
+        return "body"
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:] if parts[0] == "body" else parts
+    return ".".join(parts)
+
+
+def create_app(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    *,
+    max_body_bytes: int = 1_048_576,
+) -> FastAPI:
+    """The API; ``lifespan`` builds and tears down app.state.deps."""
+    app = FastAPI(
+        title="jobtrail",
+        version="0.1.0",
+        description="Submit jobs, read their status and their whole audited history.",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Any) -> Any:
+        request.state.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        response = await call_next(request)
+        response.headers["X-Request-Id"] = request.state.request_id
+        return response
+
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Any:
+        errors = [
+            {
+                "field": _field(tuple(e.get("loc", ())), e.get("type")),
+                "message": e.get("msg"),
+                "type": e.get("type"),
+            }
+            for e in exc.errors()
+        ]
+        return problem(
+            422,
+            "Invalid request",
+            "; ".join(f"{e['field']}: {e['message']}" for e in errors),
+            errors=errors,
+        )
+
+    @app.exception_handler(InvalidRequestError)
+    async def invalid_job(_: Request, exc: InvalidRequestError) -> Any:
+        return problem(422, "Invalid job", str(exc), errors=exc.errors)
+
+    @app.exception_handler(JobNotFoundError)
+    async def not_found(_: Request, exc: JobNotFoundError) -> Any:
+        return problem(404, "Not found", str(exc))
+
+    @app.exception_handler(IdempotencyConflictError)
+    async def conflict_key(_: Request, exc: IdempotencyConflictError) -> Any:
+        return problem(409, "Idempotency key reused", str(exc), job_id=str(exc.job_id))
+
+    @app.exception_handler(JobError)
+    async def conflict(_: Request, exc: JobError) -> Any:
+        return problem(409, "Conflict", str(exc))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Any:
+        return problem(exc.status_code, "Error", str(exc.detail))
+
+    for transient in TRANSIENT:
+
+        @app.exception_handler(transient)
+        async def unavailable(_: Request, exc: Exception) -> Any:
+            log.warning("answering 503: %r", exc)
+            response = problem(503, "Unavailable", "the event store is unavailable; retry later")
+            response.headers["Retry-After"] = "5"
+            return response
+
+    return app
+
+
+def lifespan_for(deps_factory: Callable[[], AbstractAsyncContextManager[Deps]]) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with deps_factory() as deps:
+            app.state.deps = deps
+            yield
+
+    return lifespan

@@ -1,0 +1,67 @@
+"""Builds the submitter: the API, its broker (command subscribers) and the server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.submitter import subscribers
+from services.submitter.app import create_app, lifespan_for
+from services.submitter.deps import Deps
+from shared.eventstore import AsyncJobStore, JobStore
+from shared.jobtypes import registry
+from shared.messaging import Routes, declare_topology, make_broker
+from shared.redis_view import RedisView
+from shared.runtime import instance_id
+from shared.settings import BusSettings, JobSettings, RedisSettings, StoreSettings
+
+
+class SubmitterSettings(BaseSettings):
+    """The HTTP server (prefix JOBTRAIL_SUBMITTER_)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_SUBMITTER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+
+
+@asynccontextmanager
+async def dependencies() -> AsyncIterator[Deps]:
+    bus, store_settings = BusSettings(), StoreSettings()
+    registry.load(JobSettings().job_modules)
+    queues = set(bus.queues) | set(registry.queues())
+    routes = Routes.from_settings(bus)
+    broker = make_broker(bus, prefetch=64)
+    view = RedisView(RedisSettings())
+    async with AsyncJobStore(JobStore(store_settings)) as store:
+        deps = Deps(store, view, registry, queues, broker, instance_id("submitter"))
+        subscribers.register(broker, routes, deps)
+        await broker.connect()
+        await declare_topology(broker, routes, sorted(queues))
+        await broker.start()
+        try:
+            yield deps
+        finally:
+            await broker.stop()
+            await view.aclose()
+
+
+def build_app() -> FastAPI:
+    return create_app(lifespan_for(dependencies), max_body_bytes=SubmitterSettings().max_body_bytes)
+
+
+def run() -> None:
+    settings = SubmitterSettings()
+    uvicorn.run(
+        build_app(),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        timeout_graceful_shutdown=20,
+    )

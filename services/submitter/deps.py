@@ -1,0 +1,45 @@
+"""What the submitter's adapters need, built once per process by bootstrap."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from faststream.rabbit import RabbitBroker
+
+from shared.eventstore import AsyncJobStore
+from shared.jobtypes import Registry
+from shared.redis_view import RedisView
+
+
+@dataclass
+class Deps:
+    store: AsyncJobStore
+    view: RedisView
+    registry: Registry
+    queues: set[str]
+    broker: RabbitBroker | None = None
+    instance: str = "submitter"
+    extra: dict[str, object] = field(default_factory=dict)
+
+    async def check(self) -> dict[str, str]:
+        """Pings PostgreSQL, RabbitMQ and Redis, each within two seconds."""
+
+        async def postgres() -> None:
+            await self.store.run_sync(self.store.store.max_notification_id)
+
+        async def rabbitmq() -> None:
+            if self.broker is None or not await self.broker.ping(timeout=2.0):
+                raise ConnectionError("RabbitMQ does not answer")
+
+        async def redis() -> None:
+            await self.view.redis.ping()
+
+        results: dict[str, str] = {}
+        for name, probe in (("postgres", postgres), ("rabbitmq", rabbitmq), ("redis", redis)):
+            try:
+                await asyncio.wait_for(probe(), 2.0)
+                results[name] = "ok"
+            except Exception as exc:
+                results[name] = f"unavailable: {type(exc).__name__}"
+        return results

@@ -1,0 +1,179 @@
+"""Submission, cancellation and reads, shared by the HTTP API and the message subscribers."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import ValidationError
+
+from contracts.messages import SubmitJob
+from shared.domain import Cause, Job, JobError, job_id_for_key
+from shared.domain.errors import JobNotFoundError
+from shared.eventstore import AsyncJobStore, Outcome
+from shared.jobtypes import Registry, UnknownJobTypeError
+from shared.redis_view import RedisView, full_view
+
+Command = Callable[[Job | None], Job]
+
+
+class InvalidRequestError(Exception):
+    """The request names an unknown type or queue, or its payload does not fit the type."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Submission:
+    job_id: UUID
+    command: Command
+
+
+def prepare(request: SubmitJob, registry: Registry, queues: set[str], cause: Cause) -> Submission:
+    """Checks a request against its job type and fills in the type's defaults."""
+    try:
+        job_type = registry.get(request.type)
+    except UnknownJobTypeError as exc:
+        raise InvalidRequestError([{"field": "type", "message": str(exc)}]) from None
+    try:
+        job_type.parse_payload(request.payload)
+    except ValidationError as exc:
+        raise InvalidRequestError(
+            [
+                {
+                    "field": ".".join(["payload", *(str(p) for p in err["loc"])]),
+                    "message": err["msg"],
+                    "type": err["type"],
+                }
+                for err in exc.errors()
+            ]
+        ) from None
+    queue = request.queue or job_type.queue
+    if queue not in queues:
+        raise InvalidRequestError(
+            [{"field": "queue", "message": f"unknown queue {queue!r}; known: {sorted(queues)}"}]
+        )
+    fields: dict[str, Any] = {
+        "job_type": request.type,
+        "payload": request.payload,
+        "priority": job_type.priority if request.priority is None else request.priority,
+        "max_attempts": request.max_attempts or job_type.max_attempts,
+        "timeout_s": request.timeout_s or job_type.timeout_s,
+        "queue": queue,
+        "run_at": request.run_at,
+        "idempotency_key": request.idempotency_key,
+    }
+    job_id = job_id_for_key(request.idempotency_key) if request.idempotency_key else uuid4()
+
+    def command(current: Job | None) -> Job:
+        return Job.submit_once(current, cause, job_id=job_id, **fields)
+
+    return Submission(job_id, command)
+
+
+async def submit(store: AsyncJobStore, submission: Submission) -> tuple[Job, bool]:
+    """Commits the submission; returns the job and whether it already existed (a replay)."""
+    outcome = await store.submit(submission.job_id, submission.command)
+    job = outcome.unwrap()
+    return job, not outcome.events
+
+
+async def submit_many(store: AsyncJobStore, submissions: list[Submission]) -> list[Outcome]:
+    """Commits many submissions in one transaction."""
+    return await store.execute_many([(s.job_id, s.command) for s in submissions])
+
+
+async def cancel(store: AsyncJobStore, job_id: UUID, cause: Cause) -> Job:
+    """Cancels at once when not running, else records the request; JobError when final."""
+
+    def command(job: Job | None) -> Job:
+        if job is None:
+            raise JobNotFoundError(job_id)
+        job.request_cancel(cause)
+        return job
+
+    return await store.execute(job_id, command)
+
+
+def parse_view(view: dict[str, str]) -> dict[str, Any]:
+    """A Redis hash (all strings) as the API's typed job."""
+
+    def number(name: str) -> int:
+        return int(view.get(name) or 0)
+
+    def loaded(name: str) -> Any:
+        raw = view.get(name)
+        return json.loads(raw) if raw else None
+
+    return {
+        "id": view["id"],
+        "type": view["type"],
+        "status": view["status"],
+        "attempt": number("attempt"),
+        "max_attempts": number("max_attempts"),
+        "version": number("version"),
+        "queue": view.get("queue", ""),
+        "priority": number("priority"),
+        "created_at": view.get("created_at") or None,
+        "updated_at": view.get("updated_at") or None,
+        "run_at": view.get("run_at") or None,
+        "due_at": view.get("due_at") or None,
+        "worker": view.get("worker") or None,
+        "cancel_requested": view.get("cancel_requested") == "1",
+        "result": loaded("result"),
+        "error": loaded("error"),
+    }
+
+
+async def read_job(store: AsyncJobStore, view: RedisView | None, job_id: UUID) -> dict[str, Any]:
+    """The job from Redis, or from the log when Redis has no entry or does not answer."""
+    cached: dict[str, str] | None = None
+    if view is not None:
+        try:
+            cached = await view.get(job_id)
+        except Exception:  # Redis is a cache: any failure means "read the log"
+            cached = None
+    if cached is not None:
+        job = parse_view(cached) | {"source": "cache"}
+        if isinstance(job["result"], dict) and job["result"].get("truncated"):
+            job["result"] = (await store.get(job_id)).result
+        return job
+    state = await store.get(job_id)  # raises JobNotFoundError
+    job = parse_view(full_view(state) | {"version": str(state.version)}) | {"source": "log"}
+    job["result"] = state.result
+    return job
+
+
+def history(events: list[Job.Event]) -> list[dict[str, Any]]:
+    """Events as the API shows them: version, type, time, actor, reason and the rest as data."""
+    meta = {
+        "originator_id",
+        "originator_version",
+        "timestamp",
+        "actor",
+        "reason",
+        "correlation_id",
+        "causation_id",
+        "originator_topic",
+    }
+    return [
+        {
+            "version": e.originator_version,
+            "event_type": type(e).__name__,
+            "timestamp": e.timestamp.isoformat(),
+            "actor": e.actor,
+            "reason": e.reason,
+            "correlation_id": e.correlation_id,
+            "causation_id": e.causation_id,
+            "data": {k: v for k, v in vars(e).items() if k not in meta},
+        }
+        for e in events
+    ]
+
+
+__all__ = ["InvalidRequestError", "JobError", "cancel", "history", "prepare", "read_job", "submit"]
