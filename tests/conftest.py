@@ -57,3 +57,45 @@ def redis_url(service_stack: ExitStack) -> str:
     parts = urlsplit(url)
     db = 1 + uuid.uuid4().int % 15  # db 0 is left to the demo
     return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+@pytest.fixture(scope="session")
+def rabbit_cleanup(amqp_url: str, topology_prefix: str) -> Iterator[None]:
+    """Deletes this session's exchanges and queues at the end."""
+    yield
+    import asyncio
+
+    import aio_pika
+
+    from contracts.names import Topology
+    from shared.settings import BusSettings
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            names = Topology(topology_prefix)
+            queues = [
+                names.scheduler_queue,
+                names.submit_queue,
+                names.dead_letter_queue,
+                f"{topology_prefix}.commands.cancel",
+            ]
+            queues += [names.work_queue(q) for q in BusSettings().queues]
+            for queue in queues:
+                channel = await connection.channel()
+                try:
+                    await channel.queue_delete(queue)
+                except Exception:
+                    pass
+            for exchange in (
+                names.events_exchange,
+                names.commands_exchange,
+                names.dead_letter_exchange,
+            ):
+                channel = await connection.channel()
+                try:
+                    await channel.exchange_delete(exchange)
+                except Exception:
+                    pass
+
+    asyncio.run(delete())

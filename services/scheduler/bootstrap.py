@@ -57,7 +57,7 @@ async def leader_loop(
 async def main() -> None:
     settings, bus, store_settings = SchedulerSettings(), BusSettings(), StoreSettings()
     registry.load(JobSettings().job_modules)
-    actor = f"service:{instance_id('scheduler')}"
+    actor = instance_id("scheduler")
     backoff = RetrySettings().backoff()
     broker, routes = build_broker(bus, settings)
     stop = stop_on_signals()

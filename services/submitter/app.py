@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.submitter.api import problem, router
@@ -150,6 +151,11 @@ def create_app(
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Any:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # FastAPI's answer when the JSON parser itself fails (nesting too deep for it)
+            detail = "body: cannot be parsed as JSON (malformed or nested too deeply)"
+            errors = [{"field": "body", "message": detail, "type": "json_invalid"}]
+            return problem(422, "Invalid request", detail, errors=errors)
         return problem(exc.status_code, "Error", str(exc.detail))
 
     for transient in TRANSIENT:

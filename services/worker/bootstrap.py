@@ -38,7 +38,12 @@ class WorkerSettings(BaseSettings):
     queues: CommaList = Field(default_factory=list, description="empty: every job type's queue")
     lease_s: float = Field(default=30.0, gt=0, description="a silent worker loses a job after")
     heartbeat_s: float = Field(default=0.0, ge=0, description="0: a third of lease_s")
-    cancel_grace_s: float = Field(default=5.0, ge=0)
+    cancel_grace_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="an async handler still running this long after a cancel request is cancelled",
+    )
+    cancel_poll_s: float = Field(default=1.0, gt=0, description="how often cancels are looked up")
 
 
 async def heartbeat_loop(
@@ -48,9 +53,20 @@ async def heartbeat_loop(
     while True:
         await asyncio.sleep(every)
         try:
-            await handlers.heartbeat(store, state, settings.cancel_grace_s)
+            await handlers.heartbeat(store, state)
         except Exception as exc:  # the database may be away; the lease is what protects us
             log.warning("heartbeat failed: %r", exc)
+
+
+async def cancel_loop(
+    store: AsyncJobStore, state: handlers.WorkerState, settings: WorkerSettings
+) -> None:
+    while True:
+        await asyncio.sleep(settings.cancel_poll_s)
+        try:
+            await handlers.poll_cancels(store, state, settings.cancel_grace_s)
+        except Exception as exc:
+            log.warning("cancel poll failed: %r", exc)
 
 
 def progress_reporter(view: RedisView) -> Callable[..., Callable[[float, str], None]]:
@@ -103,7 +119,13 @@ async def main() -> None:
             "worker %s consumes %s with concurrency %d", worker_id, queues, settings.concurrency
         )
         try:
-            await supervise({"heartbeat": lambda: heartbeat_loop(store, state, settings)}, stop)
+            await supervise(
+                {
+                    "heartbeat": lambda: heartbeat_loop(store, state, settings),
+                    "cancels": lambda: cancel_loop(store, state, settings),
+                },
+                stop,
+            )
         finally:
             await broker.stop()  # stops consuming, waits for jobs in flight (graceful_timeout)
             await view.aclose()

@@ -41,9 +41,7 @@ def register(
         if event.event_type != "Scheduled" or event.attempt is None:
             return
         async with slots:
-            cause = Cause(
-                f"worker:{state.worker_id}", message.correlation_id, str(message.message_id)
-            )
+            cause = Cause(state.worker_id, message.correlation_id, str(message.message_id))
             try:
                 job = await claim(store, state, event.job_id, event.attempt, cause)
             except TRANSIENT as exc:

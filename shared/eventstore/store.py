@@ -315,6 +315,10 @@ class JobStore:
         with self.recorder.datastore.get_connection() as conn:
             return tables.renew_leases(conn, worker_id, job_ids, lease_s)
 
+    def cancel_requests(self, worker_id: str) -> list[UUID]:
+        with self.recorder.datastore.get_connection() as conn:
+            return tables.cancel_requests(conn, worker_id)
+
     def position(self, name: str) -> int:
         """A follower's saved position in the log (0 when it has none)."""
         with self.recorder.datastore.get_connection() as conn:

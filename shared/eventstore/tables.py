@@ -160,3 +160,12 @@ def renew_leases(
         [lease_s, worker_id, list(job_ids)],
     ).fetchall()
     return {row["job_id"]: row["cancel_requested"] for row in rows}
+
+
+def cancel_requests(conn: psycopg.Connection[Any], worker_id: str) -> list[Any]:
+    """Jobs this worker runs whose cancellation was requested."""
+    rows = conn.execute(
+        "SELECT job_id FROM jobtrail_leases WHERE worker_id = %s AND cancel_requested",
+        [worker_id],
+    ).fetchall()
+    return [row["job_id"] for row in rows]
