@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -25,19 +26,28 @@ def postgres_server(service_stack: ExitStack) -> str:
     return resolve("postgres", service_stack)
 
 
-@pytest.fixture(scope="session")
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh database for this test session, dropped afterwards."""
-    name = f"jobtrail_test_{uuid.uuid4().hex[:10]}"
-    parts = urlsplit(postgres_server)
+@contextmanager
+def fresh_database(server_url: str, purpose: str) -> Iterator[str]:
+    """A new database on the server, dropped afterwards."""
+    name = f"jobtrail_{purpose}_{uuid.uuid4().hex[:10]}"
+    parts = urlsplit(server_url)
     admin_url = urlunsplit(parts._replace(path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as admin:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database for this test session's in-process tests."""
+    with fresh_database(postgres_server, "test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -83,19 +93,15 @@ def rabbit_cleanup(amqp_url: str, topology_prefix: str) -> Iterator[None]:
             queues += [names.work_queue(q) for q in BusSettings().queues]
             for queue in queues:
                 channel = await connection.channel()
-                try:
+                with contextlib.suppress(Exception):
                     await channel.queue_delete(queue)
-                except Exception:
-                    pass
             for exchange in (
                 names.events_exchange,
                 names.commands_exchange,
                 names.dead_letter_exchange,
             ):
                 channel = await connection.channel()
-                try:
+                with contextlib.suppress(Exception):
                     await channel.exchange_delete(exchange)
-                except Exception:
-                    pass
 
     asyncio.run(delete())

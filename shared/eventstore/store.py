@@ -87,21 +87,38 @@ def lock_key(job_id: UUID) -> int:
     return int.from_bytes(job_id.bytes[:8], "big", signed=True)
 
 
-def ensure_database(url: str) -> None:
-    """Creates the database named in ``url`` when it does not exist yet."""
-    settings = StoreSettings(postgres_url=url)
+def _connect(settings: StoreSettings, dbname: str | None = None) -> psycopg.Connection[Any]:
     env = settings.eventsourcing_env()
-    admin = psycopg.connect(
-        dbname="postgres",
+    return psycopg.connect(
+        dbname=dbname or env["POSTGRES_DBNAME"],
         host=env["POSTGRES_HOST"],
         port=env["POSTGRES_PORT"],
         user=env["POSTGRES_USER"],
         password=env["POSTGRES_PASSWORD"],
         autocommit=True,
-        connect_timeout=5,
+        connect_timeout=10,
     )
-    with admin:
-        name = env["POSTGRES_DBNAME"]
+
+
+@contextmanager
+def _schema_lock(settings: StoreSettings) -> Iterator[None]:
+    """Holds a session advisory lock while eventsourcing creates its table and type.
+
+    ``CREATE TYPE`` has no IF NOT EXISTS: two processes creating the schema at once collide.
+    """
+    with _connect(settings) as conn:
+        conn.execute("SELECT pg_advisory_lock(7261000)")
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(7261000)")
+
+
+def ensure_database(url: str) -> None:
+    """Creates the database named in ``url`` when it does not exist yet."""
+    settings = StoreSettings(postgres_url=url)
+    with _connect(settings, dbname="postgres") as admin:
+        name = settings.eventsourcing_env()["POSTGRES_DBNAME"]
         exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if not exists:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
@@ -112,7 +129,8 @@ class JobStore:
 
     def __init__(self, settings: StoreSettings | None = None) -> None:
         self.settings = settings or StoreSettings()
-        self.app = JobLog(env=self.settings.eventsourcing_env())
+        with _schema_lock(self.settings):  # services starting together create tables once
+            self.app = JobLog(env=self.settings.eventsourcing_env())
         self.recorder = cast(JobRecorder, self.app.recorder)
         with self.recorder.datastore.get_connection() as conn:
             tables.create(conn)
