@@ -41,8 +41,6 @@ async def main() -> None:
     broker = make_broker(bus)
     stop = stop_on_signals()
     async with AsyncJobStore(JobStore(store_settings)) as store:
-        await broker.connect()
-        await declare_topology(broker, routes, queues)
         view = RedisView(redis_settings)
         wakeup = Wakeup(store_settings.postgres_url, store.store.events_table)
         relay = Relay(
@@ -57,6 +55,9 @@ async def main() -> None:
         projection = Projection(
             store, view, wakeup.subscribe(), batch=settings.projection_batch, poll_s=settings.poll_s
         )
+        await broker.connect()
+        await declare_topology(broker, routes, queues)
+        await broker.start()
         relay_lead = Leadership(
             store_settings.postgres_url, "relay", check_s=settings.leader_check_s
         )

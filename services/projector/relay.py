@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from uuid import NAMESPACE_OID, uuid5
 
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.publisher import RabbitPublisher
 
 from contracts.messages import JobEvent, JobEventMessage
 from contracts.names import Topology
@@ -22,6 +23,15 @@ from shared.eventstore import AsyncJobStore
 from shared.messaging import Routes
 
 log = logging.getLogger(__name__)
+
+DESCRIPTIONS = {
+    "submitted": "A job was accepted (PENDING); the scheduler dispatches it when due.",
+    "scheduled": "A job was dispatched for an attempt; routed to the work queue of its queue "
+    "name (job.scheduled.<queue>), with the job's priority as the message priority.",
+    "attempt_failed": "An attempt failed and the job is PENDING again, due at due_at.",
+    "lease_expired": "A worker lost its lease; the job is PENDING again (due_at) or FAILED.",
+    "requeued": "An operator gave a FAILED job more attempts.",
+}
 
 KINDS: dict[type[Job.Event], str] = {
     Job.Submitted: "submitted",
@@ -37,6 +47,7 @@ POSITION = "relay"
 
 @dataclass(frozen=True)
 class Outgoing:
+    kind: str
     routing_key: str
     body: bytes
     message_id: str
@@ -72,8 +83,28 @@ def to_message(notification_id: int, event: Job.Event) -> Outgoing | None:
     )
     key = Topology.scheduled_key(queue) if kind == "scheduled" and queue else f"job.{kind}"
     return Outgoing(
-        key, envelope.model_dump_json().encode(), message_id, event.correlation_id, priority
+        kind, key, envelope.model_dump_json().encode(), message_id, event.correlation_id, priority
     )
+
+
+def declare_publishers(
+    broker: RabbitBroker, routes: Routes, timeout_s: float
+) -> dict[str, RabbitPublisher]:
+    """One documented publisher per kind: persistent, mandatory, confirmed within timeout_s."""
+    return {
+        kind: broker.publisher(
+            exchange=routes.events,
+            routing_key="job.scheduled.{queue}" if kind == "scheduled" else f"job.{kind}",
+            mandatory=True,
+            persist=True,
+            timeout=timeout_s,
+            content_type="application/json",
+            schema=JobEventMessage,
+            title=f"relay/{kind}",
+            description=description,
+        )
+        for kind, description in DESCRIPTIONS.items()
+    }
 
 
 class Relay:
@@ -90,8 +121,9 @@ class Relay:
         poll_s: float = 1.0,
         publish_timeout_s: float = 10.0,
     ) -> None:
-        self.store, self.broker, self.routes, self.wait = store, broker, routes, wait
-        self.batch, self.poll_s, self.publish_timeout_s = batch, poll_s, publish_timeout_s
+        self.store, self.wait = store, wait
+        self.batch, self.poll_s = batch, poll_s
+        self.publishers = declare_publishers(broker, routes, publish_timeout_s)
         self.published = 0
         self.failures = 0
 
@@ -119,15 +151,10 @@ class Relay:
             self.published += len(outgoing)
 
     async def _publish(self, message: Outgoing) -> None:
-        await self.broker.publish(
+        await self.publishers[message.kind].publish(
             message.body,
-            exchange=self.routes.events,
             routing_key=message.routing_key,
-            mandatory=True,
-            persist=True,
-            timeout=self.publish_timeout_s,
             message_id=message.message_id,
             correlation_id=message.correlation_id,
-            content_type="application/json",
             priority=message.priority,
         )

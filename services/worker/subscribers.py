@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 
@@ -80,5 +81,5 @@ def register(
             routes.events,
             channel=Channel(prefetch_count=concurrency),
             title=f"worker/{queue}",
-            description=on_scheduled.__doc__,
+            description=inspect.cleandoc(on_scheduled.__doc__ or ""),
         )(on_scheduled)
