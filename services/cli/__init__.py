@@ -1,0 +1,1 @@
+"""The ``jobtrail`` command line: run the system, submit jobs, read status and history."""

@@ -1,0 +1,348 @@
+"""``jobtrail``: run the system, submit jobs, read their status and history."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from services.cli.client import ApiError, Client
+from services.cli.supervisor import Supervisor
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+console = Console()
+err = Console(stderr=True)
+
+FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
+INFRA = {
+    "PostgreSQL": (
+        "JOBTRAIL_POSTGRES_URL",
+        "postgresql://postgres@127.0.0.1:5432/jobtrail",
+        "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
+    ),
+    "RabbitMQ": (
+        "JOBTRAIL_AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "rabbitmq-server -detached",
+    ),
+    "Redis": (
+        "JOBTRAIL_REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        'redis-server --daemonize yes --port 6379 --save "" --appendonly no',
+    ),
+}
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def check_infrastructure() -> list[str]:
+    """Names what does not answer, with how to start it; an empty list when all answer."""
+    problems = []
+    for name, (variable, default, start) in INFRA.items():
+        url = urlsplit(os.environ.get(variable, default))
+        port = url.port or {"postgresql": 5432, "amqp": 5672, "redis": 6379}.get(url.scheme, 0)
+        try:
+            with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=2):
+                pass
+        except OSError:
+            problems.append(
+                f"{name} does not answer at {url.hostname}:{port}. Start it (`{start}`), "
+                f"or point {variable} at a running one."
+            )
+    return problems
+
+
+@app.command()
+def up(
+    workers: Annotated[int, typer.Option(min=1, max=64, help="worker processes")] = 1,
+) -> None:
+    """Runs projector, scheduler, worker(s) and submitter as processes; restarts one that dies."""
+    problems = check_infrastructure()
+    if problems:
+        raise _fail("\n".join(problems), 2)
+    from shared.eventstore import ensure_database
+    from shared.settings import StoreSettings
+
+    ensure_database(StoreSettings().postgres_url)
+    supervisor = Supervisor(workers=workers)
+    signal.signal(signal.SIGTERM, lambda *_: supervisor._stopping.set())
+    supervisor.start()
+    console.print(f"jobtrail is up: API on {Client().http.base_url} (Ctrl-C stops it)")
+    try:
+        supervisor.run_until_stopped()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping...")
+        supervisor.stop()
+
+
+def _job_options(
+    job_type: str,
+    payload: str,
+    priority: int | None,
+    max_attempts: int | None,
+    run_at: str | None,
+    key: str | None,
+) -> dict[str, Any]:
+    try:
+        body: dict[str, Any] = {"type": job_type, "payload": json.loads(payload)}
+    except json.JSONDecodeError as exc:
+        raise _fail(
+            f'--payload is not JSON ({exc}); example: --payload \'{{"text": "hi"}}\'', 2
+        ) from None
+    for name, value in (
+        ("priority", priority),
+        ("max_attempts", max_attempts),
+        ("run_at", run_at),
+        ("idempotency_key", key),
+    ):
+        if value is not None:
+            body[name] = value
+    return body
+
+
+@app.command()
+def submit(
+    job_type: Annotated[str, typer.Argument(help="a registered job type, e.g. cpu.hash")],
+    payload: Annotated[str, typer.Option(help="the payload as JSON")] = "{}",
+    priority: Annotated[int | None, typer.Option(min=0, max=9)] = None,
+    max_attempts: Annotated[int | None, typer.Option(min=1)] = None,
+    run_at: Annotated[
+        str | None, typer.Option(help="ISO time with zone, e.g. 2030-01-01T09:00:00+00:00")
+    ] = None,
+    key: Annotated[str | None, typer.Option(help="idempotency key")] = None,
+) -> None:
+    """Submits one job and prints its id."""
+    client = Client()
+    try:
+        accepted = client.submit(
+            _job_options(job_type, payload, priority, max_attempts, run_at, key)
+        )
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    console.print(accepted["id"])
+
+
+@app.command()
+def status(job_id: str) -> None:
+    """Prints a job's current status."""
+    try:
+        job = Client().status(job_id)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(show_header=False)
+    for name in (
+        "id",
+        "type",
+        "status",
+        "attempt",
+        "max_attempts",
+        "version",
+        "queue",
+        "worker",
+        "created_at",
+        "updated_at",
+        "result",
+        "error",
+        "progress",
+        "source",
+    ):
+        value = job.get(name)
+        table.add_row(name, json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+    console.print(table)
+
+
+def history_table(events: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("v", "time", "event", "actor", "reason / data"):
+        table.add_column(column)
+    for e in events:
+        data = e["data"]
+        detail = e["reason"] or ", ".join(
+            f"{k}={v}"
+            for k, v in data.items()
+            if k
+            in (
+                "attempt",
+                "worker_id",
+                "retry_at",
+                "error_type",
+                "error_message",
+                "queue",
+                "job_type",
+            )
+        )
+        table.add_row(
+            str(e["version"]), e["timestamp"][11:23], e["event_type"], e["actor"], detail[:90]
+        )
+    return table
+
+
+@app.command()
+def events(job_id: str) -> None:
+    """Prints a job's whole history from the event log."""
+    try:
+        history = Client().events(job_id)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    console.print(history_table(history, f"history of {job_id}"))
+
+
+@app.command(name="list")
+def list_jobs(
+    status: Annotated[str | None, typer.Option(help="PENDING, RUNNING, COMPLETED ...")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+) -> None:
+    """Lists the newest jobs."""
+    try:
+        page = Client().list(status, limit)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    table = Table()
+    for column in ("id", "type", "status", "attempt", "updated_at"):
+        table.add_column(column)
+    for job in page["jobs"]:
+        table.add_row(
+            job["id"], job["type"], job["status"], str(job["attempt"]), job["updated_at"] or ""
+        )
+    console.print(table)
+
+
+@app.command()
+def cancel(job_id: str, reason: Annotated[str | None, typer.Option()] = None) -> None:
+    """Cancels a job (a running one stops when its worker acknowledges)."""
+    try:
+        job = Client().cancel(job_id, reason)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{job_id}: {job['status']}{' (cancel requested)' if job['cancel_requested'] else ''}"
+    )
+
+
+CSV = "city,temp\nOslo,3.5\nRome,17\nCairo,29.25\nLima,19\n"
+
+
+def demo_jobs(n: int) -> list[dict[str, Any]]:
+    kinds = [
+        {"type": "cpu.hash", "payload": {"text": "jobtrail demo", "rounds": 200}},
+        {"type": "data.stats", "payload": {"csv": CSV, "column": "temp"}},
+        {"type": "io.sleep", "payload": {"seconds": 0.5, "steps": 5}},
+        {"type": "test.flaky", "payload": {"fail_times": 1}},
+    ]
+    jobs = [kinds[i % len(kinds)] | {"priority": i % 10} for i in range(n)]
+    jobs[-1] = {"type": "test.flaky", "payload": {"fail_times": 99}, "max_attempts": 3}
+    return jobs
+
+
+@app.command()
+def demo(
+    jobs: Annotated[int, typer.Option(min=4, max=10_000, help="how many example jobs")] = 200,
+    workers: Annotated[int, typer.Option(min=1, max=16)] = 2,
+    keep: Annotated[bool, typer.Option(help="leave the services running afterwards")] = False,
+) -> None:
+    """Starts the system, submits example jobs, shows their outcome and one job's history."""
+    problems = check_infrastructure()
+    if problems:
+        raise _fail("\n".join(problems), 2)
+    from shared.eventstore import ensure_database
+    from shared.settings import StoreSettings
+
+    ensure_database(StoreSettings().postgres_url)
+    log_dir = Path(".jobtrail/logs")
+    supervisor = Supervisor(workers=workers, log_dir=log_dir)
+    supervisor.start()
+    watcher = threading.Thread(target=supervisor.run_until_stopped, daemon=True)
+    watcher.start()
+    client = Client()
+    try:
+        console.print(
+            f"started projector, scheduler, {workers} worker(s), submitter (logs in {log_dir}/)"
+        )
+        deadline = time.monotonic() + 60
+        while not client.ready():
+            if time.monotonic() > deadline:
+                raise _fail(f"the API did not become ready within 60 s; see {log_dir}/")
+            time.sleep(0.3)
+        _run_demo(client, demo_jobs(jobs))
+    finally:
+        if keep:
+            console.print(f"services keep running (API {client.http.base_url}); stop with Ctrl-C")
+            with contextlib.suppress(KeyboardInterrupt):
+                watcher.join()
+        supervisor.stop()
+
+
+def _run_demo(client: Client, jobs: list[dict[str, Any]]) -> None:
+    started = time.monotonic()
+    ids: list[str] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("submitting", total=len(jobs))
+        for start in range(0, len(jobs), 50):
+            for item in client.submit_batch(jobs[start : start + 50]):
+                if item["errors"]:
+                    raise _fail(f"job {start + item['index']} refused: {item['errors']}")
+                ids.append(item["id"])
+            progress.advance(task, min(50, len(jobs) - start))
+        done: dict[str, dict[str, Any]] = {}
+        task = progress.add_task("running", total=len(ids))
+        with ThreadPoolExecutor(8) as pool:
+            while len(done) < len(ids):
+                waiting = [i for i in ids if i not in done]
+                for job in pool.map(client.status, waiting):
+                    if job["status"] in FINAL:
+                        done[job["id"]] = job
+                progress.update(task, completed=len(done))
+                if len(done) < len(ids):
+                    time.sleep(0.3)
+    elapsed = time.monotonic() - started
+    table = Table(
+        title=f"{len(ids)} jobs in {elapsed:.1f} s ({len(ids) / elapsed:.0f} jobs/s end to end)"
+    )
+    counts = Counter((job["type"], job["status"]) for job in done.values())
+    for column in ("type", "status", "jobs"):
+        table.add_column(column)
+    for (job_type, job_status), n in sorted(counts.items()):
+        table.add_row(job_type, job_status, str(n))
+    console.print(table)
+    failed = next((j for j in done.values() if j["status"] == "FAILED"), None)
+    shown = failed or next(iter(done.values()))
+    console.print(
+        history_table(client.events(shown["id"]), f"history of {shown['id']} ({shown['type']})")
+    )
+    console.print(
+        f"see any job: jobtrail events <id>   (at {datetime.now().isoformat(timespec='seconds')})"
+    )
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,149 @@
+"""The relay and the Redis projection, in process, against real RabbitMQ, PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+from redis.asyncio import Redis
+
+from services.projector.projection import Projection
+from services.projector.relay import POSITION, Relay
+from shared.domain import Job
+from shared.eventstore import AsyncJobStore, JobStore
+from shared.messaging import Routes, declare_topology, make_broker
+from shared.redis_view import RedisView, full_view
+from shared.settings import BusSettings, RedisSettings, StoreSettings
+from tests.jobs import CAUSE
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def store(store_settings: StoreSettings) -> AsyncIterator[AsyncJobStore]:
+    async with AsyncJobStore(JobStore(store_settings)) as job_store:
+        yield job_store
+
+
+async def submit(store: AsyncJobStore, n: int, queue: str = "default") -> list[uuid.UUID]:
+    ids = [uuid.uuid4() for _ in range(n)]
+    for job_id in ids:
+
+        def create(_: Job | None, job_id: uuid.UUID = job_id) -> Job:
+            job = Job.submit(CAUSE, job_type="t", payload={}, queue=queue, job_id=job_id)
+            job.schedule(CAUSE, datetime.now(UTC))
+            return job
+
+        await store.execute(job_id, create)
+    return ids
+
+
+async def test_an_unroutable_event_stops_the_relay_until_it_can_be_routed(
+    store: AsyncJobStore, amqp_url: str
+) -> None:
+    # Given a fresh topology without the work queue that a scheduled event routes to
+    bus = BusSettings(amqp_url=amqp_url, topology_prefix=f"jt-relay-{uuid.uuid4().hex[:6]}")
+    routes = Routes.from_settings(bus)
+    broker = make_broker(bus)
+    relay = Relay(store, broker, routes, no_wait, publish_timeout_s=5)
+    await broker.connect()
+    try:
+        await declare_topology(broker, routes, queues=[])
+        await broker.start()
+        start = await store.position(POSITION)
+        await submit(store, 3, queue="cpu")
+
+        # When the relay runs, RabbitMQ returns the scheduled events as unroutable
+        task = asyncio.create_task(relay.run())
+        await asyncio.sleep(1.5)
+
+        # Then it has not advanced past them and says so; nothing was confirmed away
+        assert relay.failures >= 1
+        assert await store.position(POSITION) == start
+
+        # And once the binding exists, it republishes and advances
+        await declare_topology(broker, routes, queues=["cpu"])
+        for _ in range(100):
+            if await store.position(POSITION) > start:
+                break
+            await asyncio.sleep(0.1)
+        assert await store.position(POSITION) > start
+        task.cancel()
+        queue = await (await broker.declare_queue(routes.work("cpu"))).declare()
+        assert queue.message_count == 3
+    finally:
+        await _delete(amqp_url, routes)
+        await broker.stop()
+
+
+async def test_projection_equals_the_log_and_rebuilds_after_a_flush(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given jobs in the log and an empty Redis key space
+    prefix = f"jt-proj-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    projection = Projection(store, view, no_wait)
+    ids = await submit(store, 20)
+
+    async def catch_up() -> None:
+        while await projection.step():
+            pass
+
+    # When the projection catches up
+    await catch_up()
+
+    # Then every hash equals the job folded from its events
+    for job in await store.get_many(ids):
+        assert await view.get(job.id) == full_view(job) | {"version": str(job.version)}
+
+    # And after Redis loses everything (position included), it rebuilds to the same state
+    client: Redis = view.redis
+    keys = [k async for k in client.scan_iter(f"{prefix}:*")]
+    await client.delete(*keys)
+    await catch_up()
+    for job in await store.get_many(ids):
+        assert await view.get(job.id) == full_view(job) | {"version": str(job.version)}
+    everything = {e.originator_id for _, e in await store.events_after(0, 100_000)}
+    statuses = [str(job.status) for job in await store.get_many(sorted(everything))]
+    counts = await view.counts()
+    assert {s: counts.get(f"status:{s}", 0) for s in set(statuses)} == {
+        s: statuses.count(s) for s in set(statuses)
+    }
+
+    # And a single evicted hash is refolded from the log on the job's next event
+    victim = ids[0]
+    await client.delete(view.job_key(victim))
+
+    def cancel(job: Job | None) -> Job:
+        assert job is not None
+        job.request_cancel(CAUSE)
+        return job
+
+    await store.execute(victim, cancel)
+    await catch_up()
+    (job,) = await store.get_many([victim])
+    assert await view.get(victim) == full_view(job) | {"version": str(job.version)}
+    await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")])
+    await view.aclose()
+
+
+async def _delete(amqp_url: str, routes: Routes) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        for name in (
+            routes.scheduler.name,
+            routes.submit.name,
+            routes.cancel.name,
+            routes.dlq.name,
+            routes.work("cpu").name,
+        ):
+            await channel.queue_delete(name)
+        for exchange in (routes.events.name, routes.commands.name, routes.dlx.name):
+            await channel.exchange_delete(exchange)
