@@ -18,6 +18,7 @@ from shared.eventstore import AsyncJobStore, JobStore
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView, full_view
 from shared.settings import BusSettings, RedisSettings, StoreSettings
+from tests.conftest import fresh_database
 from tests.jobs import CAUSE
 
 
@@ -26,9 +27,11 @@ async def no_wait(_: float) -> None:
 
 
 @pytest.fixture
-async def store(store_settings: StoreSettings) -> AsyncIterator[AsyncJobStore]:
-    async with AsyncJobStore(JobStore(store_settings)) as job_store:
-        yield job_store
+async def store(postgres_server: str) -> AsyncIterator[AsyncJobStore]:
+    """A log of its own: the relay and projection here follow every event in it."""
+    with fresh_database(postgres_server, "projector") as url:
+        async with AsyncJobStore(JobStore(StoreSettings(postgres_url=url))) as job_store:
+            yield job_store
 
 
 async def submit(store: AsyncJobStore, n: int, queue: str = "default") -> list[uuid.UUID]:
