@@ -3,12 +3,18 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test unit lint services clean
+.PHONY: setup demo up test unit lint services contracts bench clean
 
 setup: ## create the virtualenv and install jobtrail with its test tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+
+demo: setup services ## start the whole system, run example jobs, show outcomes and a history
+	$(BIN)/jobtrail demo
+
+up: setup services ## run the four services until Ctrl-C (API on 127.0.0.1:8080)
+	$(BIN)/jobtrail up
 
 services: ## make sure PostgreSQL, RabbitMQ and Redis answer (starts local ones that are down)
 	scripts/ensure-services.sh
@@ -23,6 +29,13 @@ lint: ## ruff and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+contracts: ## regenerate contracts/asyncapi.json and contracts/openapi.json
+	$(BIN)/python -m services.specs
+
+bench: ## store and end-to-end throughput benchmarks (print figures and the machine)
+	$(BIN)/python -m benchmarks.store_throughput --jobs 2000
+	$(BIN)/python -m benchmarks.e2e_throughput --jobs 3000 --rounds 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

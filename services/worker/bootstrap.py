@@ -127,6 +127,7 @@ async def main() -> None:
                 stop,
             )
         finally:
+            state.stopping = True
             await broker.stop()  # stops consuming, waits for jobs in flight (graceful_timeout)
             await view.aclose()
     log.info("worker stopped after %d executions", state.executions)

@@ -51,6 +51,7 @@ class WorkerState:
     registry: Registry
     running: dict[UUID, Running] = field(default_factory=dict)
     executions: int = 0
+    stopping: bool = False  # set on SIGTERM: deliveries not yet started go back to the queue
 
 
 def _command(fn: Callable[[Job], None]) -> Command:

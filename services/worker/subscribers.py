@@ -42,6 +42,9 @@ def register(
         if event.event_type != "Scheduled" or event.attempt is None:
             return
         async with slots:
+            if state.stopping:  # shutting down: hand the un-started delivery back
+                await msg.nack(requeue=True)
+                return
             cause = Cause(state.worker_id, message.correlation_id, str(message.message_id))
             try:
                 job = await claim(store, state, event.job_id, event.attempt, cause)

@@ -1,0 +1,80 @@
+"""SIGTERM: a worker finishes the jobs it started and hands the others back."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from shared.domain import Job, Status
+from shared.eventstore import JobStore
+from shared.settings import StoreSettings
+from tests.conftest import fresh_database
+from tests.e2e.helpers import settle, wait_for
+from tests.processes import Service, System, free_port, system_env
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def small_system(
+    postgres_server: str, amqp_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[System, JobStore]]:
+    """One worker that runs two jobs at a time."""
+    prefix = f"jt-stop-{uuid.uuid4().hex[:6]}"
+    with fresh_database(postgres_server, "shutdown") as url:
+        env = system_env(url, amqp_url, redis_url, prefix, free_port())
+        env["JOBTRAIL_WORKER_CONCURRENCY"] = "2"
+        running = System(
+            env, tmp_path_factory.mktemp("shutdown"), int(env["JOBTRAIL_SUBMITTER_PORT"])
+        )
+        running.start(("projector", "scheduler", "worker", "submitter"))
+        store = JobStore(StoreSettings(postgres_url=url))
+        try:
+            running.wait_ready()
+            yield running, store
+        finally:
+            running.stop()
+            store.close()
+
+
+def test_sigterm_finishes_started_jobs_and_returns_the_rest(
+    small_system: tuple[System, JobStore],
+) -> None:
+    system, store = small_system
+    worker = system.services["worker"]
+    # Given five 2-second jobs, two of them running
+    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+        ids = [
+            uuid.UUID(
+                http.post(
+                    "/v1/jobs", json={"type": "io.sleep", "payload": {"seconds": 2, "steps": 4}}
+                ).json()["id"]
+            )
+            for _ in range(5)
+        ]
+
+    def two_running() -> bool:
+        return sum(store.get(i).status is Status.RUNNING for i in ids) == 2
+
+    wait_for(two_running, 20, "two jobs running")
+
+    # When the worker is asked to stop
+    worker.signal(signal.SIGTERM)
+    assert worker.process is not None
+    assert worker.process.wait(timeout=40) == 0
+
+    # Then the two it started completed, and the others are still waiting, never started
+    statuses = [store.get(i).status for i in ids]
+    assert statuses.count(Status.COMPLETED) == 2
+    assert statuses.count(Status.SCHEDULED) == 3
+
+    # And a new worker runs them, each exactly once
+    system.services["worker"] = Service("worker", system.env, system.log_dir).start()
+    jobs = settle(store, ids, timeout=40)
+    assert all(job.status is Status.COMPLETED for job in jobs.values())
+    for job_id in ids:
+        assert sum(isinstance(e, Job.Started) for e in store.history(job_id)) == 1

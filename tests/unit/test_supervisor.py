@@ -1,0 +1,43 @@
+"""`jobtrail up` restarts a service that dies, and stops every service it started."""
+
+from __future__ import annotations
+
+import time
+
+from services.cli.supervisor import Child, Supervisor
+
+
+def test_a_dead_service_is_restarted_after_a_backoff() -> None:
+    # Given a supervisor whose only child exits at once
+    supervisor = Supervisor(workers=1)
+    supervisor.children = [Child("flaky", "tests.exiting_child")]
+    supervisor.start()
+    child = supervisor.children[0]
+    assert child.process is not None
+    child.process.wait(timeout=30)
+    first = child.process.pid
+
+    # When it watches for a few seconds
+    restarted: list[str] = []
+    deadline = time.monotonic() + 10
+    while not restarted and time.monotonic() < deadline:
+        restarted = supervisor.watch_once()
+        time.sleep(0.1)
+
+    # Then the child was started again, as a new process
+    assert restarted == ["flaky"]
+    assert child.restarts == 1 and child.process.pid != first
+    supervisor.stop(timeout=5)
+    assert child.process.poll() is not None
+
+
+def test_up_runs_each_service_and_the_requested_workers() -> None:
+    supervisor = Supervisor(workers=3)
+    names = [c.name for c in supervisor.children]
+    assert names == ["projector", "scheduler", "worker-1", "worker-2", "worker-3", "submitter"]
+    assert {c.module for c in supervisor.children} == {
+        "services.projector",
+        "services.scheduler",
+        "services.worker",
+        "services.submitter",
+    }
