@@ -132,7 +132,7 @@ class Relay:
         log.info("relay starts after notification %d", position)
         backoff = 0.2
         while True:
-            entries = await self.store.events_after(position, self.batch)
+            entries = await self.store.events_after(position, self.batch, list(KINDS))
             if not entries:
                 await self.wait(self.poll_s)
                 continue

@@ -120,8 +120,10 @@ class AsyncJobStore:
     async def history(self, job_id: UUID) -> list[Job.Event]:
         return await self._call(self.store.history, job_id)
 
-    async def events_after(self, after: int, limit: int) -> list[tuple[int, Job.Event]]:
-        return await self._call(self.store.events_after, after, limit)
+    async def events_after(
+        self, after: int, limit: int, kinds: Sequence[type[Job.Event]] = ()
+    ) -> list[tuple[int, Job.Event]]:
+        return await self._call(self.store.events_after, after, limit, kinds)
 
     async def get_many(self, job_ids: Sequence[UUID]) -> list[Job]:
         return await self._call(self.store.get_many, list(job_ids))

@@ -22,6 +22,7 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
+from eventsourcing.utils import get_topic
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -302,11 +303,17 @@ class JobStore:
             raise JobNotFoundError(job_id)
         return events
 
-    def events_after(self, after: int, limit: int) -> list[tuple[int, Job.Event]]:
-        """Up to ``limit`` (notification id, event) pairs after ``after``, in commit order."""
+    def events_after(
+        self, after: int, limit: int, kinds: Sequence[type[Job.Event]] = ()
+    ) -> list[tuple[int, Job.Event]]:
+        """Up to ``limit`` (notification id, event) pairs after ``after``, in commit order;
+        only events of ``kinds`` when given (filtered in SQL)."""
+        topics = [get_topic(kind) for kind in kinds]
         notifications = cast(
             Sequence[Notification],
-            self.recorder.select_notifications(after, limit, inclusive_of_start=False),
+            self.recorder.select_notifications(
+                after, limit, topics=topics, inclusive_of_start=False
+            ),
         )
         return [(n.id, cast(Job.Event, self.app.mapper.to_domain_event(n))) for n in notifications]
 
