@@ -22,7 +22,6 @@ from uuid import UUID
 
 import psycopg
 from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
-from eventsourcing.utils import get_topic
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
@@ -30,6 +29,7 @@ from eventsourcing.persistence import (
     OperationalError,
     StoredEvent,
 )
+from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from shared.domain.errors import JobNotFoundError
