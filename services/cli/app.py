@@ -172,28 +172,32 @@ def status(job_id: str) -> None:
     console.print(table)
 
 
+def describe(event: dict[str, Any]) -> str:
+    """One short line of what an event says."""
+    data = event["data"]
+    parts = []
+    if "job_type" in data:
+        parts.append(f"{data['job_type']} on {data['queue']}, priority {data['priority']}")
+    if "attempt" in data:
+        parts.append(f"attempt {data['attempt']}")
+    if data.get("error_type"):
+        parts.append(f"{data['error_type']}: {data.get('error_message', '')}")
+    if data.get("retry_at"):
+        parts.append(f"retry at {str(data['retry_at'])[11:23]}")
+    if "result" in data:
+        parts.append(f"result {json.dumps(data['result'])}")
+    if event["reason"]:
+        parts.append(f"reason: {event['reason']}")
+    return "; ".join(parts)
+
+
 def history_table(events: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
-    for column in ("v", "time", "event", "actor", "reason / data"):
-        table.add_column(column)
+    for column in ("v", "time", "event", "actor", "details"):
+        table.add_column(column, overflow="fold")
     for e in events:
-        data = e["data"]
-        detail = e["reason"] or ", ".join(
-            f"{k}={v}"
-            for k, v in data.items()
-            if k
-            in (
-                "attempt",
-                "worker_id",
-                "retry_at",
-                "error_type",
-                "error_message",
-                "queue",
-                "job_type",
-            )
-        )
         table.add_row(
-            str(e["version"]), e["timestamp"][11:23], e["event_type"], e["actor"], detail[:90]
+            str(e["version"]), e["timestamp"][11:23], e["event_type"], e["actor"], describe(e)[:160]
         )
     return table
 

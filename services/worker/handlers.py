@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -112,8 +111,7 @@ async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
             "failed", error_type=type(exc).__name__, error_message=str(exc), retryable=False
         )
     except Exception as exc:
-        message = "".join(traceback.format_exception_only(exc)).strip()
-        return Outcome("failed", error_type=type(exc).__name__, error_message=message)
+        return Outcome("failed", error_type=type(exc).__name__, error_message=str(exc) or repr(exc))
 
 
 async def record(
