@@ -73,3 +73,165 @@ def test_worker_stopped_past_its_lease(run) -> None:  # type: ignore[no-untyped-
             if isinstance(e, Job.LeaseExpired)
         ]
         assert expired, "the stopped worker's leases should have expired"
+
+
+def dlq_depth(amqp_url: str, prefix: str) -> int:
+    import asyncio
+
+    import aio_pika
+
+    async def depth() -> int:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            queue = await channel.declare_queue(f"{prefix}.dlq", passive=True)
+            return int(queue.declaration_result.message_count or 0)
+
+    return asyncio.run(depth())
+
+
+def publish_raw(amqp_url: str, exchange: str, key: str, body: bytes) -> None:
+    import asyncio
+
+    import aio_pika
+
+    async def publish() -> None:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel(publisher_confirms=True)
+            target = await channel.get_exchange(exchange)
+            await target.publish(
+                aio_pika.Message(body, delivery_mode=2), routing_key=key, mandatory=True
+            )
+
+    asyncio.run(publish())
+
+
+def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # type: ignore[no-untyped-def]
+    with run("poison job + undecodable message") as s:
+        poison = [
+            {"type": "chaos.work", "payload": {"fail_times": 99, "ms": 5}, "max_attempts": 3}
+        ] * 20
+        load = Load(s.system.base_url, poison + mixed_jobs(200)).start()
+        before = dlq_depth(amqp_url, s.prefix)
+        for key in ("job.scheduled.default", "job.submitted"):
+            publish_raw(amqp_url, f"{s.prefix}.events", key, b"\x00not json{")
+            publish_raw(amqp_url, f"{s.prefix}.events", key, b'{"correlation_id": "x", "data": {}}')
+        s.faults += 4
+        # Then the four land in the dead-letter queue at once, with no retry loop
+        deadline = time.monotonic() + 10
+        while dlq_depth(amqp_url, s.prefix) < before + 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert dlq_depth(amqp_url, s.prefix) == before + 4
+        load.wait()
+        assert_clean(s, load)
+        # And every poison job FAILED after exactly its three attempts, with its error
+        for job_id in list(load.acked.values())[:20]:
+            history = s.store.history(job_id)
+            if isinstance(history[-1], Job.Failed):
+                assert sum(isinstance(e, Job.Started) for e in history) == 3
+                assert "planned failure" in history[-1].error_message
+
+
+def test_redis_flushed_then_down(run, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    import httpx
+    import redis as redis_client
+
+    from tests.chaos.faults import local_services, redis_down
+
+    if not local_services():
+        pytest.skip("needs the local Redis to stop and start")
+    with run("Redis FLUSHDB, then Redis down") as s:
+        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        time.sleep(2)
+        redis_client.Redis.from_url(redis_url).flushdb()
+        s.faults += 1
+        time.sleep(2)
+        with redis_down():
+            s.faults += 1
+            time.sleep(3)
+            # status reads still answer, from the log
+            some = next(iter(load.acked.values()))
+            answer = httpx.get(f"{s.system.base_url}/v1/jobs/{some}", timeout=10)
+            assert answer.status_code == 200 and answer.json()["source"] == "log"
+        load.wait()
+        assert_clean(s, load)
+
+
+def test_projector_leader_killed_with_a_standby(run) -> None:  # type: ignore[no-untyped-def]
+    services = ("projector-a", "projector-b", "scheduler", "worker-a", "worker-b", "submitter")
+    with run("projector leader SIGKILL, standby takes over", services=services) as s:
+        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        time.sleep(2)
+        leader = next(
+            name
+            for name in ("projector-a", "projector-b")
+            if "relay: this process is the leader" in s.system.services[name].tail(200)
+        )
+        s.system.services[leader].signal(signal.SIGKILL)
+        s.faults += 1
+        load.wait()
+        assert_clean(s, load)
+        standby = "projector-b" if leader == "projector-a" else "projector-a"
+        assert "relay: this process is the leader" in s.system.services[standby].tail(200)
+
+
+def test_relay_killed_between_publish_and_position_save(run) -> None:  # type: ignore[no-untyped-def]
+    with run("relay SIGKILL (republishes), 3 times") as s:
+        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        for _ in range(3):
+            time.sleep(1.5)
+            s.system.services["projector"].signal(signal.SIGKILL)
+            s.faults += 1
+            time.sleep(0.5)
+            s.system.services["projector"].start()
+        load.wait()
+        assert_clean(s, load)
+
+
+def test_submitter_killed_clients_retry_with_their_key(run) -> None:  # type: ignore[no-untyped-def]
+    with run("submitter SIGKILL, clients retry same key") as s:
+        load = Load(s.system.base_url, mixed_jobs(300), rate_per_s=100).start(threads=4)
+        for _ in range(2):
+            time.sleep(1.5)
+            s.system.services["submitter"].signal(signal.SIGKILL)
+            s.faults += 1
+            time.sleep(0.5)
+            s.system.services["submitter"].start()
+        load.wait()
+        assert_clean(s, load)
+        for job_id in load.acked.values():
+            assert sum(isinstance(e, Job.Submitted) for e in s.store.history(job_id)) == 1
+
+
+@pytest.mark.slow
+def test_rabbitmq_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
+    from tests.chaos.faults import local_services, rabbitmq_down
+
+    if not local_services():
+        pytest.skip("needs the local RabbitMQ to stop and start")
+    with run("RabbitMQ stop_app/start_app under load") as s:
+        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        time.sleep(2)
+        with rabbitmq_down():
+            s.faults += 1
+            time.sleep(5)
+        load.wait()
+        assert_clean(s, load, settle_s=180)
+
+
+@pytest.mark.slow
+def test_postgres_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
+    from tests.chaos.faults import local_services, postgres_down
+
+    if not local_services():
+        pytest.skip("needs the local PostgreSQL to stop and start")
+    with run("PostgreSQL stop/start under load (503 + Retry-After)") as s:
+        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        time.sleep(2)
+        with postgres_down():
+            s.faults += 1
+            time.sleep(5)
+        load.wait()
+        assert load.unavailable > 0  # submissions during the outage were refused with 503
+        assert_clean(s, load, settle_s=180)
