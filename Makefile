@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo up test unit lint services contracts bench clean
+.PHONY: setup demo up test unit chaos lint services contracts bench clean
 
 setup: ## create the virtualenv and install jobtrail with its test tools
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ services: ## make sure PostgreSQL, RabbitMQ and Redis answer (starts local ones 
 
 test: services ## the whole test suite against real services
 	$(BIN)/pytest -q
+
+chaos: services ## every fault scenario (bounded to 20 minutes), then the reliability table
+	JOBTRAIL_CHAOS_REPORT=$${JOBTRAIL_CHAOS_REPORT:-.jobtrail/reliability.md} timeout 1200 $(BIN)/pytest -q -m chaos tests/chaos
 
 unit: ## the tests that need no service
 	$(BIN)/pytest -q tests/unit

@@ -35,6 +35,10 @@ class StoreSettings(BaseSettings):
     store_max_batch: int = Field(default=256, ge=1, le=10_000)
     store_max_inflight_batches: int = Field(default=2, ge=1, le=32)
     store_conflict_retries: int = Field(default=5, ge=0, le=100)
+    store_retry_budget_s: float = Field(
+        default=4.0, gt=0, description="a command gives up (503 at the API) after this long"
+    )
+    postgres_connect_timeout_s: int = Field(default=2, ge=1)
 
     @field_validator("postgres_url")
     @classmethod
@@ -66,6 +70,7 @@ class StoreSettings(BaseSettings):
                 self.postgres_idle_in_transaction_timeout_s
             ),
             "POSTGRES_PRE_PING": "y",
+            "POSTGRES_CONNECT_TIMEOUT": str(self.postgres_connect_timeout_s),
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             "CREATE_TABLE": "y",
             "IS_SNAPSHOTTING_ENABLED": "n",

@@ -172,6 +172,7 @@ class JobStore:
         more often than the settings allow.
         """
         retries = self.settings.store_conflict_retries
+        give_up = time.monotonic() + self.settings.store_retry_budget_s
         for attempt in range(retries + 1):
             try:
                 return self._run_batch(commands)
@@ -183,8 +184,10 @@ class JobStore:
                 self._count(transient_retries=1)
                 log.warning("database error (attempt %d): %s", attempt + 1, exc)
                 error = exc
+            if time.monotonic() > give_up:
+                break
             time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise ConcurrencyError(f"gave up after {retries + 1} attempts: {error}") from error
+        raise ConcurrencyError(f"gave up after {attempt + 1} attempts: {error}") from error
 
     def _run_batch(self, commands: Sequence[tuple[UUID, Command]]) -> list[Outcome]:
         keys = sorted({lock_key(job_id) for job_id, _ in commands})

@@ -4,8 +4,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.chaos.harness import ROWS
 
 COLUMNS = (
@@ -38,4 +36,5 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(text)
     report = os.environ.get("JOBTRAIL_CHAOS_REPORT")
     if report:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
         Path(report).write_text(text + "\n")

@@ -14,7 +14,7 @@ PG_VERSION = os.listdir("/etc/postgresql")[0] if os.path.isdir("/etc/postgresql"
 
 
 def _sh(command: str) -> None:
-    subprocess.run(command, shell=True, check=False, capture_output=True, timeout=120)  # noqa: S602
+    subprocess.run(command, shell=True, check=False, capture_output=True, timeout=120)
 
 
 def _wait(url: str, up: bool, timeout: float = 60) -> None:

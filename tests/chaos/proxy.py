@@ -52,7 +52,7 @@ class Proxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
-                while self.blackholed:  # hold the bytes: nothing gets through, nothing is closed
+                while self.blackholed:  # noqa: ASYNC110 (hold the bytes: nothing passes, nothing closes)
                     await asyncio.sleep(0.05)
                 if self.latency_s:
                     await asyncio.sleep(self.latency_s)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -204,7 +205,6 @@ def test_submitter_killed_clients_retry_with_their_key(run) -> None:  # type: ig
             assert sum(isinstance(e, Job.Submitted) for e in s.store.history(job_id)) == 1
 
 
-@pytest.mark.slow
 def test_rabbitmq_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
     from tests.chaos.faults import local_services, rabbitmq_down
 
@@ -220,7 +220,6 @@ def test_rabbitmq_stopped_and_started_under_load(run) -> None:  # type: ignore[n
         assert_clean(s, load, settle_s=180)
 
 
-@pytest.mark.slow
 def test_postgres_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
     from tests.chaos.faults import local_services, postgres_down
 
@@ -235,3 +234,63 @@ def test_postgres_stopped_and_started_under_load(run) -> None:  # type: ignore[n
         load.wait()
         assert load.unavailable > 0  # submissions during the outage were refused with 503
         assert_clean(s, load, settle_s=180)
+
+
+def proxied_worker(s: Scenario, proxy_port: int, kind: str) -> None:
+    """Starts worker-a with its RabbitMQ or PostgreSQL link through the fault proxy."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from tests.processes import Service
+
+    env = dict(s.system.env)
+    if kind == "amqp":
+        env["JOBTRAIL_AMQP_URL"] = f"amqp://guest:guest@127.0.0.1:{proxy_port}/?heartbeat=3"
+    else:
+        parts = urlsplit(env["JOBTRAIL_POSTGRES_URL"])
+        netloc = f"{parts.username or 'postgres'}@127.0.0.1:{proxy_port}"
+        env["JOBTRAIL_POSTGRES_URL"] = urlunsplit(parts._replace(netloc=netloc))
+    s.system.services["worker-a"] = Service("worker-a", env, s.system.log_dir).start()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("link", ["amqp", "postgres"])
+def test_worker_link_blackholed_then_reset(
+    run, link: str, amqp_url: str, postgres_server: str
+) -> None:  # type: ignore[no-untyped-def]
+    from urllib.parse import urlsplit
+
+    from tests.chaos.proxy import Proxy
+
+    target = urlsplit(amqp_url if link == "amqp" else postgres_server)
+    proxy = Proxy(
+        target.hostname or "127.0.0.1", target.port or (5672 if link == "amqp" else 5432)
+    ).start()
+    services = ("projector", "scheduler", "worker-b", "submitter")
+    try:
+        with run(f"worker-{link} link blackholed 10 s, then reset", services=services) as s:
+            proxied_worker(s, proxy.port, link)
+            time.sleep(3)
+            load = Load(s.system.base_url, mixed_jobs(1200), rate_per_s=60).start()
+            time.sleep(2.5)
+            proxy.blackhole()
+            s.faults += 1
+            time.sleep(10)
+            proxy.heal()
+            time.sleep(1)
+            proxy.reset()
+            healed = datetime.now(UTC)
+            s.faults += 1
+            load.wait()
+            assert_clean(s, load, settle_s=180)
+            # And worker-a came back: it claimed jobs after its link was reset
+            later = [
+                e
+                for j in load.acked.values()
+                for e in s.store.history(j)
+                if isinstance(e, Job.Started)
+                and e.worker_id.startswith("worker-a")
+                and e.timestamp > healed
+            ]
+            assert later, f"worker-a did not work after the fault:\n{s.worker().tail()}"
+    finally:
+        proxy.stop()
