@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import psycopg
-from eventsourcing.persistence import InterfaceError, OperationalError
+from eventsourcing.persistence import InterfaceError, InternalError, OperationalError
 
 from shared.eventstore import ConcurrencyError
 
@@ -19,8 +19,10 @@ TRANSIENT: tuple[type[Exception], ...] = (
     ConcurrencyError,
     OperationalError,
     InterfaceError,
+    InternalError,
     psycopg.OperationalError,
     psycopg.InterfaceError,
+    psycopg.InternalError,
     ConnectionError,
     TimeoutError,
 )

@@ -244,6 +244,52 @@ def cancel(job_id: str, reason: Annotated[str | None, typer.Option()] = None) ->
     )
 
 
+dlq_app = typer.Typer(help="Dead letters: list, and replay the valid ones (idempotent).")
+app.add_typer(dlq_app, name="dlq")
+
+
+def _bus() -> tuple[str, Any]:
+    from contracts.names import Topology
+    from shared.settings import BusSettings
+
+    bus = BusSettings()
+    return bus.amqp_url, Topology(bus.topology_prefix)
+
+
+@dlq_app.command(name="list")
+def dlq_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50) -> None:
+    """Shows dead letters (they stay in the queue): origin, reason, job, and what is wrong."""
+    import asyncio
+
+    from services.cli.dlq import list_dead_letters
+
+    url, topology = _bus()
+    letters = asyncio.run(list_dead_letters(url, topology, limit))
+    table = Table(title=f"{len(letters)} dead letter(s) in {topology.dead_letter_queue}")
+    for column in ("message_id", "job_id", "from", "reason", "valid", "problem"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        row = letter.row()
+        table.add_row(
+            *(str(row[c]) for c in ("message_id", "job_id", "from", "reason", "valid", "problem"))
+        )
+    console.print(table)
+
+
+@dlq_app.command(name="replay")
+def dlq_replay(
+    message_id: Annotated[str | None, typer.Option(help="only this message")] = None,
+) -> None:
+    """Republishes valid dead letters to where they were going; invalid ones stay."""
+    import asyncio
+
+    from services.cli.dlq import replay
+
+    url, topology = _bus()
+    replayed, left = asyncio.run(replay(url, topology, message_id))
+    console.print(f"replayed {replayed}; left in the dead-letter queue: {left}")
+
+
 CSV = "city,temp\nOslo,3.5\nRome,17\nCairo,29.25\nLima,19\n"
 
 

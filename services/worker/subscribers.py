@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections.abc import Callable
@@ -38,6 +39,19 @@ def register(
         """A job was scheduled on this queue: claim it (a stale or duplicate delivery is
         dropped), run its handler under its timeout, record the outcome fenced by attempt, and
         only then acknowledge the message."""
+        try:
+            await handle(message, msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A valid work message must never reach the dead-letter queue because of our own
+            # failure: that would leave its job SCHEDULED with nothing to run it. Hand it back.
+            log.exception("unexpected failure handling %s; returning it", message.data.job_id)
+            await asyncio.sleep(1.0)
+            with contextlib.suppress(Exception):
+                await msg.nack(requeue=True)
+
+    async def handle(message: JobEventMessage, msg: RabbitMessage) -> None:
         event = message.data
         if event.event_type != "Scheduled" or event.attempt is None:
             return

@@ -25,6 +25,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, proje
 from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
+    InternalError,
     Notification,
     OperationalError,
     StoredEvent,
@@ -43,7 +44,14 @@ log = logging.getLogger(__name__)
 Command = Callable[[Job | None], Job]
 """Given the job as it is (None when it does not exist yet), returns it with new pending events."""
 
-_TRANSIENT = (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError)
+_TRANSIENT = (
+    OperationalError,
+    InterfaceError,
+    InternalError,  # e.g. the session was ended by idle_in_transaction_session_timeout
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg.InternalError,
+)
 
 
 class ConcurrencyError(Exception):

@@ -151,3 +151,28 @@ def test_a_refused_command_in_a_batch_leaves_the_others(store: JobStore) -> None
     assert [o.error is None for o in outcomes] == [True, True, False, True]
     assert isinstance(outcomes[2].error, JobError)
     assert [len(store.history(x)) for x in (a, b, c)] == [1, 1, 1]
+
+
+def test_a_transaction_ended_by_the_server_is_decided_again(postgres_url: str) -> None:
+    # Given a store whose sessions PostgreSQL ends after 1 s idle in a transaction
+    settings = StoreSettings(postgres_url=postgres_url, postgres_idle_in_transaction_timeout_s=1)
+    store = JobStore(settings)
+    job_id = uuid.uuid4()
+    calls: list[int] = []
+
+    def slow_submit(current: Job | None) -> Job:
+        calls.append(1)
+        if len(calls) == 1:
+            import time
+
+            time.sleep(1.5)  # a paused process (SIGSTOP, GC, swap) inside the transaction
+        return Job.submit(CAUSE, job_type="t", payload={}, job_id=job_id)
+
+    try:
+        # When the first try's session is ended under it
+        job = store.execute(job_id, slow_submit)
+        # Then the command was decided again and committed once
+        assert len(calls) == 2 and job.version == 1
+        assert len(store.history(job_id)) == 1
+    finally:
+        store.close()
