@@ -25,6 +25,31 @@ from shared.eventstore import ensure_database
 SERVER = os.environ.get("JOBTRAIL_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 
 
+def _delete_topology(amqp_url: str | None, prefix: str) -> None:
+    """Removes the run's queues and exchanges (quorum queues left behind slow RabbitMQ down)."""
+    import asyncio
+
+    import aio_pika
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(amqp_url or "amqp://guest:guest@127.0.0.1:5672/")
+        async with connection:
+            for queue in (
+                "scheduler",
+                "commands.submit",
+                "commands.cancel",
+                "dlq",
+                "work.default",
+                "work.cpu",
+                "work.io",
+            ):
+                await (await connection.channel()).queue_delete(f"{prefix}.{queue}")
+            for exchange in ("events", "commands", "dlx"):
+                await (await connection.channel()).exchange_delete(f"{prefix}.{exchange}")
+
+    asyncio.run(delete())
+
+
 def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float, float]:
     """Returns (submit seconds, seconds until every job completed)."""
     tag = uuid.uuid4().hex[:8]
@@ -70,6 +95,7 @@ def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float,
         return submitted, time.perf_counter() - start
     finally:
         supervisor.stop()
+        _delete_topology(env.get("JOBTRAIL_AMQP_URL", None), f"bench-{tag}")
         with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -12,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.services import resolve
+from tests.services import delete_topology, resolve
 
 
 @pytest.fixture(scope="session")
@@ -73,35 +72,4 @@ def redis_url(service_stack: ExitStack) -> str:
 def rabbit_cleanup(amqp_url: str, topology_prefix: str) -> Iterator[None]:
     """Deletes this session's exchanges and queues at the end."""
     yield
-    import asyncio
-
-    import aio_pika
-
-    from contracts.names import Topology
-    from shared.settings import BusSettings
-
-    async def delete() -> None:
-        connection = await aio_pika.connect(amqp_url)
-        async with connection:
-            names = Topology(topology_prefix)
-            queues = [
-                names.scheduler_queue,
-                names.submit_queue,
-                names.dead_letter_queue,
-                f"{topology_prefix}.commands.cancel",
-            ]
-            queues += [names.work_queue(q) for q in BusSettings().queues]
-            for queue in queues:
-                channel = await connection.channel()
-                with contextlib.suppress(Exception):
-                    await channel.queue_delete(queue)
-            for exchange in (
-                names.events_exchange,
-                names.commands_exchange,
-                names.dead_letter_exchange,
-            ):
-                channel = await connection.channel()
-                with contextlib.suppress(Exception):
-                    await channel.exchange_delete(exchange)
-
-    asyncio.run(delete())
+    delete_topology(amqp_url, topology_prefix)

@@ -98,3 +98,30 @@ def resolve(kind: str, stack: ExitStack) -> str:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return url
+
+
+def delete_topology(amqp_url: str, prefix: str) -> None:
+    """Deletes every queue and exchange a test made under ``prefix`` (quorum queues are heavy:
+    left behind, hundreds of them slow RabbitMQ to a halt)."""
+    import asyncio
+    import contextlib
+
+    import aio_pika
+
+    queues = ["scheduler", "commands.submit", "commands.cancel", "dlq"]
+    queues += [f"work.{name}" for name in ("default", "cpu", "io")]
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+        async with connection:
+            for name in [f"{prefix}.{q}" for q in queues]:
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.queue_delete(name), 10)
+            for name in ("events", "commands", "dlx"):
+                channel = await connection.channel()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(channel.exchange_delete(f"{prefix}.{name}"), 10)
+
+    with contextlib.suppress(Exception):
+        asyncio.run(delete())

@@ -23,6 +23,7 @@ from tests.chaos.checker import Report, check
 from tests.chaos.jobs import executions
 from tests.conftest import fresh_database
 from tests.processes import System, free_port, system_env
+from tests.services import delete_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS: list[dict[str, Any]] = []
@@ -211,6 +212,7 @@ def scenario(
         finally:
             system.stop()
             store.close()
+            delete_topology(amqp_url, prefix)
             with contextlib.suppress(Exception):
                 keys = list(cache.scan_iter(f"{prefix}:*", count=1000))
                 for start in range(0, len(keys), 1000):

@@ -205,6 +205,7 @@ def test_submitter_killed_clients_retry_with_their_key(run) -> None:  # type: ig
             assert sum(isinstance(e, Job.Submitted) for e in s.store.history(job_id)) == 1
 
 
+@pytest.mark.slow
 def test_rabbitmq_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
     from tests.chaos.faults import local_services, rabbitmq_down
 

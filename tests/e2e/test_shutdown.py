@@ -15,6 +15,7 @@ from shared.settings import StoreSettings
 from tests.conftest import fresh_database
 from tests.e2e.helpers import settle, wait_for
 from tests.processes import Service, System, free_port, system_env
+from tests.services import delete_topology
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +40,7 @@ def small_system(
         finally:
             running.stop()
             store.close()
+            delete_topology(amqp_url, prefix)
 
 
 def test_sigterm_finishes_started_jobs_and_returns_the_rest(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,6 +14,7 @@ from contracts.names import Topology
 from services.cli.dlq import list_dead_letters, replay
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.settings import BusSettings
+from tests.services import delete_topology
 
 
 @pytest.fixture
@@ -24,19 +26,7 @@ async def topology(amqp_url: str) -> AsyncIterator[Topology]:
     await declare_topology(broker, routes, ["default"])
     await broker.stop()
     yield routes.topology
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in (
-            routes.scheduler.name,
-            routes.submit.name,
-            routes.cancel.name,
-            routes.dlq.name,
-            routes.work("default").name,
-        ):
-            await channel.queue_delete(name)
-        for name in (routes.events.name, routes.commands.name, routes.dlx.name):
-            await channel.exchange_delete(name)
+    await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)
 
 
 async def test_list_shows_dead_letters_and_replay_returns_only_valid_ones(

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import aio_pika
 import pytest
 from redis.asyncio import Redis
 
@@ -20,6 +19,7 @@ from shared.redis_view import RedisView, full_view
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.conftest import fresh_database
 from tests.jobs import CAUSE
+from tests.services import delete_topology
 
 
 async def no_wait(_: float) -> None:
@@ -137,16 +137,4 @@ async def test_projection_equals_the_log_and_rebuilds_after_a_flush(
 
 
 async def _delete(amqp_url: str, routes: Routes) -> None:
-    connection = await aio_pika.connect(amqp_url)
-    async with connection:
-        channel = await connection.channel()
-        for name in (
-            routes.scheduler.name,
-            routes.submit.name,
-            routes.cancel.name,
-            routes.dlq.name,
-            routes.work("cpu").name,
-        ):
-            await channel.queue_delete(name)
-        for exchange in (routes.events.name, routes.commands.name, routes.dlx.name):
-            await channel.exchange_delete(exchange)
+    await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)
