@@ -9,9 +9,9 @@ that takes a second parameter receives a JobContext (attempt, progress, cancella
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import inspect
+import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -105,8 +105,6 @@ class Registry:
         self._lock = threading.Lock()
 
     def add(self, job: JobType) -> None:
-        import re
-
         if not re.match(JOB_TYPE_PATTERN, job.name):
             raise ValueError(f"job type name {job.name!r} must match {JOB_TYPE_PATTERN}")
         check_queue_name(job.queue)
@@ -171,7 +169,3 @@ def job_type(
         return fn
 
     return register
-
-
-async def run_in_thread(fn: Callable[[], Any]) -> Any:
-    return await asyncio.to_thread(fn)

@@ -34,7 +34,7 @@ class WorkerSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_WORKER_", extra="ignore")
 
-    concurrency: int = Field(default=16, ge=1, le=1024, description="jobs run at once")
+    concurrency: int = Field(default=32, ge=1, le=1024, description="jobs run at once")
     queues: CommaList = Field(default_factory=list, description="empty: every job type's queue")
     lease_s: float = Field(default=30.0, gt=0, description="a silent worker loses a job after")
     heartbeat_s: float = Field(default=0.0, ge=0, description="0: a third of lease_s")

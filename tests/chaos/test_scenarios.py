@@ -205,36 +205,35 @@ def test_submitter_killed_clients_retry_with_their_key(run) -> None:  # type: ig
             assert sum(isinstance(e, Job.Submitted) for e in s.store.history(job_id)) == 1
 
 
-@pytest.mark.slow
-def test_rabbitmq_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
-    from tests.chaos.faults import local_services, rabbitmq_down
+def outage(run, name: str, down) -> Load:  # type: ignore[no-untyped-def]
+    """Steady load, a service stopped for 5 s and started again, then the checker."""
+    from tests.chaos.faults import local_services
 
     if not local_services():
-        pytest.skip("needs the local RabbitMQ to stop and start")
-    with run("RabbitMQ stop_app/start_app under load") as s:
+        pytest.skip("needs local services this machine can stop and start")
+    with run(name) as s:
         load = Load(s.system.base_url, mixed_jobs(300)).start()
         time.sleep(2)
-        with rabbitmq_down():
+        with down():
             s.faults += 1
             time.sleep(5)
         load.wait()
         assert_clean(s, load, settle_s=180)
+        return load
+
+
+@pytest.mark.slow
+def test_rabbitmq_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
+    from tests.chaos.faults import rabbitmq_down
+
+    outage(run, "RabbitMQ stop_app/start_app under load", rabbitmq_down)
 
 
 def test_postgres_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
-    from tests.chaos.faults import local_services, postgres_down
+    from tests.chaos.faults import postgres_down
 
-    if not local_services():
-        pytest.skip("needs the local PostgreSQL to stop and start")
-    with run("PostgreSQL stop/start under load (503 + Retry-After)") as s:
-        load = Load(s.system.base_url, mixed_jobs(300)).start()
-        time.sleep(2)
-        with postgres_down():
-            s.faults += 1
-            time.sleep(5)
-        load.wait()
-        assert load.unavailable > 0  # submissions during the outage were refused with 503
-        assert_clean(s, load, settle_s=180)
+    load = outage(run, "PostgreSQL stop/start under load (503 + Retry-After)", postgres_down)
+    assert load.unavailable > 0  # submissions during the outage were refused with 503
 
 
 def proxied_worker(s: Scenario, proxy_port: int, kind: str) -> None:
