@@ -12,8 +12,6 @@ SCHEMA_VERSION: Literal[1] = 1
 
 T = TypeVar("T", bound=BaseModel)
 
-Id = str  # correlation and causation ids are opaque strings of bounded length
-
 
 class Strict(BaseModel):
     """Base of every contract model: unknown fields are rejected and instances are immutable."""

@@ -30,7 +30,6 @@ class Leadership:
 
     def __init__(self, url: str, name: str, *, check_s: float = 1.0) -> None:
         self.url, self.name, self.key, self.check_s = url, name, LOCK_KEYS[name], check_s
-        self.is_leader = asyncio.Event()
 
     async def run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Competes for the lock forever; runs ``work`` while it is held."""
@@ -39,7 +38,6 @@ class Leadership:
                 await self._term(work)
             except (psycopg.Error, OSError) as exc:
                 log.warning("%s leadership: database unavailable (%s); retrying", self.name, exc)
-            self.is_leader.clear()
             await asyncio.sleep(self.check_s)
 
     async def _term(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -54,7 +52,6 @@ class Leadership:
                     break
                 await asyncio.sleep(self.check_s)
             log.info("%s: this process is the leader", self.name)
-            self.is_leader.set()
             task = asyncio.create_task(work(), name=f"{self.name}-leader-work")
             try:
                 while not task.done():

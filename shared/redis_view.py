@@ -17,7 +17,7 @@ from eventsourcing.application import project_aggregate
 from redis.asyncio import Redis
 
 from shared.domain.job import Job
-from shared.domain.status import FINAL, TERMINAL, TRANSITIONS, Move, Status
+from shared.domain.status import TRANSITIONS, Move, Status
 from shared.settings import RedisSettings
 
 MAX_RESULT_BYTES = 65_536
@@ -266,11 +266,3 @@ class RedisView:
                 "fail instead of evicting; set allkeys-lru (status reads fall back to the log)"
             )
         return None
-
-
-def is_final(status: str) -> bool:
-    return status in {str(s) for s in FINAL}
-
-
-def is_terminal(status: str) -> bool:
-    return status in {str(s) for s in TERMINAL}

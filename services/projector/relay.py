@@ -81,7 +81,7 @@ def to_message(notification_id: int, event: Job.Event) -> Outgoing | None:
         occurred_at=event.timestamp,
         data=data,
     )
-    key = Topology.scheduled_key(queue) if kind == "scheduled" and queue else f"job.{kind}"
+    key = Topology.event_key(kind, queue)
     return Outgoing(
         kind, key, envelope.model_dump_json().encode(), message_id, event.correlation_id, priority
     )

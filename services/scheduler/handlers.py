@@ -3,34 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
-from shared.domain import Backoff, Cause, Job, JobError
-from shared.eventstore import AsyncJobStore, ConcurrencyError, Outcome
+from shared.domain import Backoff, Cause, JobError
+from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing
 
 log = logging.getLogger(__name__)
 
 
-def scheduling(cause: Cause) -> Callable[[Job | None], Job]:
-    def command(job: Job | None) -> Job:
-        if job is None:
-            raise JobError("no such job")
-        job.schedule(cause, datetime.now(UTC))
-        return job
-
-    return command
+def scheduling(cause: Cause) -> Command:
+    return existing(lambda job: job.schedule(cause, datetime.now(UTC)))
 
 
-def expiring(cause: Cause, attempt: int, backoff: Backoff) -> Callable[[Job | None], Job]:
-    def command(job: Job | None) -> Job:
-        if job is None:
-            raise JobError("no such job")
-        job.expire_lease(cause, attempt=attempt, now=datetime.now(UTC), backoff=backoff)
-        return job
-
-    return command
+def expiring(cause: Cause, attempt: int, backoff: Backoff) -> Command:
+    return existing(
+        lambda job: job.expire_lease(cause, attempt=attempt, now=datetime.now(UTC), backoff=backoff)
+    )
 
 
 async def schedule_job(store: AsyncJobStore, job_id: UUID, cause: Cause) -> bool:

@@ -14,7 +14,6 @@ from contracts.messages import SubmitJob
 from services.submitter import handlers
 from services.submitter.deps import Deps
 from shared.domain import Cause
-from shared.domain.errors import JobNotFoundError
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -256,6 +255,3 @@ async def readyz(request: Request) -> JSONResponse:
     return JSONResponse(
         {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
     )
-
-
-__all__ = ["JobNotFoundError", "problem", "router"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from faststream.rabbit import RabbitBroker
 
@@ -20,7 +20,6 @@ class Deps:
     queues: set[str]
     broker: RabbitBroker | None = None
     instance: str = "submitter"
-    extra: dict[str, object] = field(default_factory=dict)
 
     async def check(self) -> dict[str, str]:
         """Pings PostgreSQL, RabbitMQ and Redis, each within two seconds."""

@@ -11,9 +11,8 @@ from uuid import UUID, uuid4
 from pydantic import ValidationError
 
 from contracts.messages import SubmitJob
-from shared.domain import Cause, Job, JobError, job_id_for_key
-from shared.domain.errors import JobNotFoundError
-from shared.eventstore import AsyncJobStore, Outcome
+from shared.domain import Cause, Job, job_id_for_key
+from shared.eventstore import AsyncJobStore, Outcome, existing
 from shared.jobtypes import Registry, UnknownJobTypeError
 from shared.redis_view import RedisView, full_view
 
@@ -91,13 +90,7 @@ async def submit_many(store: AsyncJobStore, submissions: list[Submission]) -> li
 async def cancel(store: AsyncJobStore, job_id: UUID, cause: Cause) -> Job:
     """Cancels at once when not running, else records the request; JobError when final."""
 
-    def command(job: Job | None) -> Job:
-        if job is None:
-            raise JobNotFoundError(job_id)
-        job.request_cancel(cause)
-        return job
-
-    return await store.execute(job_id, command)
+    return await store.execute(job_id, existing(lambda job: job.request_cancel(cause)))
 
 
 def parse_view(view: dict[str, str]) -> dict[str, Any]:
@@ -174,6 +167,3 @@ def history(events: list[Job.Event]) -> list[dict[str, Any]]:
         }
         for e in events
     ]
-
-
-__all__ = ["InvalidRequestError", "JobError", "cancel", "history", "prepare", "read_job", "submit"]

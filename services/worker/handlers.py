@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from shared.domain import Backoff, Cause, Job, JobError
-from shared.eventstore import AsyncJobStore
+from shared.eventstore import AsyncJobStore, existing
 from shared.jobtypes import JobCancelledError, JobContext, NonRetryableError, Registry
 from shared.retrying import retry_transient
 
 log = logging.getLogger(__name__)
-
-Command = Callable[[Job | None], Job]
 
 
 @dataclass
@@ -53,21 +50,11 @@ class WorkerState:
     stopping: bool = False  # set on SIGTERM: deliveries not yet started go back to the queue
 
 
-def _command(fn: Callable[[Job], None]) -> Command:
-    def command(job: Job | None) -> Job:
-        if job is None:
-            raise JobError("no such job")
-        fn(job)
-        return job
-
-    return command
-
-
 async def claim(
     store: AsyncJobStore, state: WorkerState, job_id: UUID, attempt: int, cause: Cause
 ) -> Job | None:
     """Claims the job for ``attempt``; None when it is no longer SCHEDULED for it (a duplicate)."""
-    start = _command(
+    start = existing(
         lambda job: job.start(
             cause,
             worker_id=state.worker_id,
@@ -125,17 +112,17 @@ async def record(
     """Records the outcome of our attempt; False when we were fenced out (nothing recorded)."""
     worker = state.worker_id
     if outcome.kind == "completed":
-        command = _command(
+        command = existing(
             lambda job: job.complete(
                 cause, worker_id=worker, attempt=attempt, result=outcome.result
             )
         )
     elif outcome.kind == "cancelled":
-        command = _command(
+        command = existing(
             lambda job: job.acknowledge_cancel(cause, worker_id=worker, attempt=attempt)
         )
     else:
-        command = _command(
+        command = existing(
             lambda job: job.fail_attempt(
                 cause,
                 worker_id=worker,

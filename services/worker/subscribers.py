@@ -21,8 +21,6 @@ from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
 
-Reporter = Callable[[object], Callable[[float, str], None]]
-
 
 def register(
     broker: RabbitBroker,

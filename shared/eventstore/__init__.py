@@ -1,6 +1,21 @@
 """The event store adapter: the only code that touches eventsourcing's Application."""
 
 from shared.eventstore.aio import AsyncJobStore
-from shared.eventstore.store import ConcurrencyError, JobStore, Outcome, ensure_database
+from shared.eventstore.store import (
+    Command,
+    ConcurrencyError,
+    JobStore,
+    Outcome,
+    ensure_database,
+    existing,
+)
 
-__all__ = ["AsyncJobStore", "ConcurrencyError", "JobStore", "Outcome", "ensure_database"]
+__all__ = [
+    "AsyncJobStore",
+    "Command",
+    "ConcurrencyError",
+    "JobStore",
+    "Outcome",
+    "ensure_database",
+    "existing",
+]

@@ -44,6 +44,19 @@ log = logging.getLogger(__name__)
 Command = Callable[[Job | None], Job]
 """Given the job as it is (None when it does not exist yet), returns it with new pending events."""
 
+
+def existing(change: Callable[[Job], None]) -> Command:
+    """A command on a job that must already exist; JobNotFoundError otherwise."""
+
+    def command(job: Job | None) -> Job:
+        if job is None:
+            raise JobNotFoundError(None)  # the store names the job (see _decide)
+        change(job)
+        return job
+
+    return command
+
+
 _TRANSIENT = (
     OperationalError,
     InterfaceError,
@@ -279,6 +292,8 @@ class JobStore:
             if job.id != job_id:
                 raise ValueError(f"command for {job_id} returned job {job.id}")
             new = cast(list[Job.Event], list(job.collect_events()))
+        except JobNotFoundError as exc:
+            return Outcome(error=exc if exc.job_id is not None else JobNotFoundError(job_id))
         except Exception as exc:  # the command refused: nothing of it is recorded
             return Outcome(error=exc)
         history[job_id] = [*events, *new]
