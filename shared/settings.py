@@ -39,6 +39,11 @@ class StoreSettings(BaseSettings):
         default=4.0, gt=0, description="a command gives up (503 at the API) after this long"
     )
     postgres_connect_timeout_s: int = Field(default=2, ge=1)
+    postgres_create_schema: bool = Field(
+        default=True,
+        description="create tables and triggers at start; false for a role that may not "
+        "(run `jobtrail db init` as the owner instead)",
+    )
 
     @field_validator("postgres_url")
     @classmethod
@@ -72,7 +77,7 @@ class StoreSettings(BaseSettings):
             "POSTGRES_PRE_PING": "y",
             "POSTGRES_CONNECT_TIMEOUT": str(self.postgres_connect_timeout_s),
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-            "CREATE_TABLE": "y",
+            "CREATE_TABLE": "y" if self.postgres_create_schema else "n",
             "IS_SNAPSHOTTING_ENABLED": "n",
         }
 

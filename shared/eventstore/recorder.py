@@ -7,14 +7,29 @@ from typing import Any, cast
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
+from psycopg import sql
 
 
 class JobRecorder(PostgresApplicationRecorder):
     """Inserts events on ``conn`` when given one: same table lock, NOTIFY and key check, no commit.
 
     The caller's transaction already holds the job's advisory lock, so load, decide and append
-    commit together. Without ``conn`` it behaves exactly like eventsourcing's recorder.
+    commit together; it also passes each row's ``chain_hash`` (shared.eventstore.chain). Without
+    ``conn`` it behaves exactly like eventsourcing's recorder (rows without a chain hash, which
+    ``jobtrail verify`` reports).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.insert_chained_statement = sql.SQL(
+            "INSERT INTO {schema}.{table} "
+            "(originator_id, originator_version, topic, state, chain_hash) "
+            "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bytea[]) "
+            "RETURNING notification_id"
+        ).format(
+            schema=sql.Identifier(self.datastore.schema),
+            table=sql.Identifier(self.events_table_name),
+        )
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -24,7 +39,19 @@ class JobRecorder(PostgresApplicationRecorder):
             return cast(Sequence[int] | None, super().insert_events(stored_events, **kwargs))
         if not stored_events:
             return []
+        hashes: Sequence[bytes] = kwargs["chain_hashes"]
         with conn.cursor() as curs:
-            self._insert_stored_events(curs, stored_events)
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            curs.execute(
+                self.insert_chained_statement,
+                [
+                    [s.originator_id for s in stored_events],
+                    [s.originator_version for s in stored_events],
+                    [s.topic for s in stored_events],
+                    [s.state for s in stored_events],
+                    list(hashes),
+                ],
+            )
             ids: Sequence[int] | None = self._fetch_ids_after_insert_events(curs, stored_events)
             return ids

@@ -35,7 +35,8 @@ from psycopg import sql
 
 from shared.domain.errors import JobNotFoundError
 from shared.domain.job import Job
-from shared.eventstore import tables
+from shared.eventstore import integrity, tables
+from shared.eventstore.chain import GENESIS, event_hash
 from shared.eventstore.recorder import JobRecorder
 from shared.settings import StoreSettings
 
@@ -153,14 +154,16 @@ class JobStore:
         self.settings = settings or StoreSettings()
         with _schema_lock(self.settings):  # services starting together create tables once
             self.app = JobLog(env=self.settings.eventsourcing_env())
-        self.recorder = cast(JobRecorder, self.app.recorder)
-        with self.recorder.datastore.get_connection() as conn:
-            tables.create(conn)
+            self.recorder = cast(JobRecorder, self.app.recorder)
+            if self.settings.postgres_create_schema:
+                with self.recorder.datastore.get_connection() as conn:
+                    tables.create(conn)
+                    integrity.create(conn, self.recorder.events_table_name)
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
         table = sql.Identifier(self.settings.postgres_schema, self.recorder.events_table_name)
         self._select_many = sql.SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {} "
+            "SELECT originator_id, originator_version, topic, state, chain_hash FROM {} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
         ).format(table)
         self._select_states = sql.SQL(
@@ -218,12 +221,24 @@ class JobStore:
                 conn.execute(
                     "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys]
                 )
-                history = self._load(conn, ids)
+                heads: dict[UUID, bytes] = {}
+                history = self._load(conn, ids, heads)
                 outcomes = [self._decide(job_id, command, history) for job_id, command in commands]
                 new_events = [event for outcome in outcomes for event in outcome.events]
                 stored = [self.app.mapper.to_stored_event(e) for e in new_events]
                 if stored:
-                    self.recorder.insert_events(stored, conn=conn)
+                    hashes = []
+                    for s in stored:
+                        job_id = cast(UUID, s.originator_id)
+                        heads[job_id] = event_hash(
+                            heads.get(job_id, GENESIS),
+                            job_id,
+                            s.originator_version,
+                            s.topic,
+                            s.state,
+                        )
+                        hashes.append(heads[job_id])
+                    self.recorder.insert_events(stored, conn=conn, chain_hashes=hashes)
                     tables.maintain(conn, new_events)
             if not committed.ok and not self._committed(stored):
                 raise OperationalError("commit outcome unknown and the events are not there")
@@ -268,10 +283,18 @@ class JobStore:
             raise RuntimeError("partial commit observed; the log is inconsistent")
         return False
 
-    def _load(self, conn: psycopg.Connection[Any], ids: list[UUID]) -> dict[UUID, list[Job.Event]]:
+    def _load(
+        self,
+        conn: psycopg.Connection[Any],
+        ids: list[UUID],
+        heads: dict[UUID, bytes] | None = None,
+    ) -> dict[UUID, list[Job.Event]]:
+        """Every event of the jobs; ``heads`` receives each job's last chain hash."""
         rows = conn.execute(self._select_many, [ids]).fetchall()
         history: dict[UUID, list[Job.Event]] = defaultdict(list)
         for row in rows:
+            if heads is not None:  # rows come in version order: the last one stays
+                heads[row["originator_id"]] = bytes(row["chain_hash"] or GENESIS)
             stored = StoredEvent(
                 originator_id=row["originator_id"],
                 originator_version=row["originator_version"],

@@ -1,0 +1,479 @@
+"""Append-only by construction, checkpoints of the log head, and verification of the log.
+
+- ``create``: the ``chain_hash`` column, the ``jobtrail_checkpoints`` table, and triggers that
+  refuse UPDATE, DELETE and TRUNCATE on both tables for every role, the owner included, unless
+  the transaction opted into the maintenance path (``SET LOCAL jobtrail.maintenance = 'on'``,
+  used only by ``jobtrail archive``).
+- ``grant``: what a service role needs, and no more (see docs/audit.md).
+- ``write_checkpoint``: extends the running log head over new events and stores it.
+- ``verify_log``: recomputes every job's chain and the log head, and compares the head with each
+  checkpoint (from the database and, independently, from a checkpoint file).
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from shared.eventstore.chain import GENESIS, event_hash, head_hash, sign
+
+EVENTS = "jobtrail_events"
+CHECKPOINTS = "jobtrail_checkpoints"
+_CHECKPOINT_LOCK = 7261030
+
+_FUNCTION = """
+CREATE OR REPLACE FUNCTION jobtrail_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF current_setting('jobtrail.maintenance', true) = 'on' THEN
+    IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'insufficient_privilege',
+          HINT = 'history is never changed; archiving is the only maintenance path '
+                 '(docs/audit.md)';
+END $$
+"""
+
+
+def _ddl(events: str) -> list[sql.Composed]:
+    table = sql.Identifier(events)
+    statements = [
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS chain_hash bytea").format(table),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (notification_id bigint PRIMARY KEY, "
+            "head bytea NOT NULL, events bigint NOT NULL, "
+            "created_at timestamptz NOT NULL DEFAULT now(), signature bytea)"
+        ).format(sql.Identifier(CHECKPOINTS)),
+        sql.SQL(_FUNCTION).format(),
+    ]
+    for name in (events, CHECKPOINTS):
+        statements += [
+            sql.SQL(
+                "CREATE OR REPLACE TRIGGER {} BEFORE UPDATE OR DELETE ON {} "
+                "FOR EACH ROW EXECUTE FUNCTION jobtrail_append_only()"
+            ).format(sql.Identifier(f"{name}_append_only"), sql.Identifier(name)),
+            sql.SQL(
+                "CREATE OR REPLACE TRIGGER {} BEFORE TRUNCATE ON {} "
+                "FOR EACH STATEMENT EXECUTE FUNCTION jobtrail_append_only()"
+            ).format(sql.Identifier(f"{name}_no_truncate"), sql.Identifier(name)),
+        ]
+    return statements
+
+
+def create(conn: psycopg.Connection[Any], events: str = EVENTS) -> None:
+    """Adds the chain column, the checkpoints table and the append-only triggers (idempotent)."""
+    present = conn.execute(
+        "SELECT count(*) AS n FROM pg_trigger WHERE tgname = ANY(%s)",
+        [[f"{events}_append_only", f"{events}_no_truncate", f"{CHECKPOINTS}_append_only"]],
+    ).fetchone()
+    if present is not None and present["n"] == 3:
+        return  # ALTER TABLE would wait for the table lock every insert holds: skip when done
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(7261002)")
+        for statement in _ddl(events):
+            conn.execute(statement)
+
+
+def grant(conn: psycopg.Connection[Any], role: str, events: str = EVENTS) -> None:
+    """Grants a service role what the services need: the log may be read and appended to.
+
+    UPDATE on the events table is granted only because eventsourcing's ``LOCK TABLE ... IN
+    EXCLUSIVE MODE`` requires it; the trigger refuses every UPDATE. DELETE and TRUNCATE are not
+    granted. The derived tables (timers, leases, positions, ...) are read-write.
+    """
+    who = sql.Identifier(role)
+    with conn.transaction():
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(who))
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(sql.Identifier(events), who)
+        )
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(CHECKPOINTS), who)
+        )
+        sequence = conn.execute(
+            "SELECT pg_get_serial_sequence(%s, 'notification_id') AS s", [events]
+        ).fetchone()
+        if sequence and sequence["s"]:
+            conn.execute(
+                sql.SQL("GRANT USAGE, SELECT ON SEQUENCE {} TO {}").format(
+                    sql.SQL(sequence["s"]), who
+                )
+            )
+        derived = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename LIKE 'jobtrail\\_%%' AND tablename <> ALL(%s)",
+            [[events, CHECKPOINTS]],
+        ).fetchall()
+        for row in derived:
+            conn.execute(
+                sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                    sql.Identifier(row["tablename"]), who
+                )
+            )
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The log head after every event up to ``notification_id``; ``events`` counts them."""
+
+    notification_id: int
+    head: bytes
+    events: int
+    created_at: str = ""
+    signature: bytes | None = None
+    source: str = "database"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "notification_id": self.notification_id,
+                "head": self.head.hex(),
+                "events": self.events,
+                "created_at": self.created_at,
+                "signature": self.signature.hex() if self.signature else None,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, line: str, source: str) -> Checkpoint:
+        data = json.loads(line)
+        return cls(
+            notification_id=int(data["notification_id"]),
+            head=bytes.fromhex(data["head"]),
+            events=int(data["events"]),
+            created_at=str(data.get("created_at") or ""),
+            signature=bytes.fromhex(data["signature"]) if data.get("signature") else None,
+            source=source,
+        )
+
+
+def _checkpoint(row: dict[str, Any]) -> Checkpoint:
+    created = row["created_at"]
+    return Checkpoint(
+        notification_id=int(row["notification_id"]),
+        head=bytes(row["head"]),
+        events=int(row["events"]),
+        created_at=created.isoformat() if isinstance(created, datetime) else str(created),
+        signature=bytes(row["signature"]) if row["signature"] is not None else None,
+    )
+
+
+def checkpoints(conn: psycopg.Connection[Any]) -> list[Checkpoint]:
+    rows = conn.execute(
+        sql.SQL("SELECT * FROM {} ORDER BY notification_id").format(sql.Identifier(CHECKPOINTS))
+    ).fetchall()
+    return [_checkpoint(row) for row in rows]
+
+
+def write_checkpoint(
+    conn: psycopg.Connection[Any],
+    *,
+    key: bytes | None = None,
+    file: Path | None = None,
+    events: str = EVENTS,
+) -> Checkpoint | None:
+    """Extends the last checkpoint over the events committed since; None when there are none.
+
+    The insert lock of the events table makes notification ids rise in commit order, so every
+    event up to the newest committed one is already visible. The file copy is written after the
+    commit (and fsynced): it is the copy an attacker with only database access cannot rewrite.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_CHECKPOINT_LOCK])
+        last = conn.execute(
+            sql.SQL("SELECT * FROM {} ORDER BY notification_id DESC LIMIT 1").format(
+                sql.Identifier(CHECKPOINTS)
+            )
+        ).fetchone()
+        position, head, count = (
+            (last["notification_id"], bytes(last["head"]), last["events"])
+            if last
+            else (0, GENESIS, 0)
+        )
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT notification_id, chain_hash FROM {} WHERE notification_id > %s "
+                "ORDER BY notification_id"
+            ).format(sql.Identifier(events)),
+            [position],
+        )
+        seen = 0
+        for row in rows:
+            head = head_hash(head, row["notification_id"], bytes(row["chain_hash"] or GENESIS))
+            position, seen = row["notification_id"], seen + 1
+        if not seen:
+            return None
+        signature = sign(key, position, head) if key else None
+        row = conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (notification_id, head, events, signature) "
+                "VALUES (%s, %s, %s, %s) RETURNING *"
+            ).format(sql.Identifier(CHECKPOINTS)),
+            [position, head, count + seen, signature],
+        ).fetchone()
+        assert row is not None
+    checkpoint = _checkpoint(row)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with file.open("a", encoding="utf-8") as out:
+            out.write(checkpoint.to_json() + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+    return checkpoint
+
+
+def read_checkpoint_file(path: Path) -> list[Checkpoint]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [Checkpoint.from_json(line, f"file {path}") for line in lines if line.strip()]
+
+
+# -- verification -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored event as verification sees it."""
+
+    notification_id: int
+    job_id: UUID
+    version: int
+    topic: str
+    state: bytes
+    chain_hash: bytes | None
+
+    def to_archive(self) -> dict[str, Any]:
+        return {
+            "notification_id": self.notification_id,
+            "job_id": str(self.job_id),
+            "version": self.version,
+            "topic": self.topic,
+            "state": base64.b64encode(self.state).decode(),
+            "chain_hash": self.chain_hash.hex() if self.chain_hash else None,
+        }
+
+    @classmethod
+    def from_archive(cls, data: dict[str, Any]) -> Row:
+        return cls(
+            notification_id=int(data["notification_id"]),
+            job_id=UUID(data["job_id"]),
+            version=int(data["version"]),
+            topic=str(data["topic"]),
+            state=base64.b64decode(data["state"]),
+            chain_hash=bytes.fromhex(data["chain_hash"]) if data["chain_hash"] else None,
+        )
+
+
+def _row(r: dict[str, Any]) -> Row:
+    return Row(
+        notification_id=r["notification_id"],
+        job_id=r["originator_id"],
+        version=r["originator_version"],
+        topic=r["topic"],
+        state=bytes(r["state"]),
+        chain_hash=bytes(r["chain_hash"]) if r["chain_hash"] is not None else None,
+    )
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing verification found wrong; ``job_id``/``version`` name where, when known."""
+
+    kind: str
+    detail: str
+    job_id: UUID | None = None
+    version: int | None = None
+    notification_id: int | None = None
+
+    def __str__(self) -> str:
+        where = f"job {self.job_id} version {self.version}: " if self.job_id else ""
+        return f"[{self.kind}] {where}{self.detail}"
+
+
+@dataclass
+class Report:
+    """What ``verify_log`` checked and found."""
+
+    jobs: int = 0
+    events: int = 0
+    checkpoints: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check_chains(rows: Iterable[Row], report: Report) -> None:
+    """Recomputes each job's chain; ``rows`` must come grouped by job in version order.
+
+    Names the first bad version of each job: a gap (deleted row), a missing hash (a row written
+    around jobtrail), or a hash that does not match (a row edited, inserted or moved).
+    """
+    job: UUID | None = None
+    expected, previous, broken = 1, GENESIS, False
+    for row in rows:
+        report.events += 1
+        if row.job_id != job:
+            job, expected, previous, broken = row.job_id, 1, GENESIS, False
+            report.jobs += 1
+        if broken:
+            continue
+        problem = None
+        if row.version != expected:
+            problem = Problem(
+                "gap",
+                f"expected version {expected}, found {row.version}: "
+                f"version(s) {expected}..{row.version - 1} deleted",
+                row.job_id,
+                expected,
+                row.notification_id,
+            )
+        elif row.chain_hash is None:
+            problem = Problem(
+                "unchained",
+                "the row has no chain hash: it was written around jobtrail",
+                row.job_id,
+                row.version,
+                row.notification_id,
+            )
+        else:
+            computed = event_hash(previous, row.job_id, row.version, row.topic, row.state)
+            if computed != row.chain_hash:
+                problem = Problem(
+                    "hash",
+                    "the chain hash does not match the row: it was edited, inserted or moved",
+                    row.job_id,
+                    row.version,
+                    row.notification_id,
+                )
+            previous = computed
+        if problem is not None:
+            report.problems.append(problem)
+            broken = True
+        expected += 1
+
+
+def check_head(
+    entries: Iterable[tuple[int, bytes | None]],
+    marks: Iterable[Checkpoint],
+    report: Report,
+    key: bytes | None = None,
+) -> None:
+    """Recomputes the log head over (notification id, chain hash) in order; compares checkpoints.
+
+    After a mismatch the head restarts from that checkpoint, so each damaged interval is named.
+    """
+    ordered = sorted(marks, key=lambda c: (c.notification_id, c.source))
+    head, count, start = GENESIS, 0, 0
+    stream = iter(entries)
+    pending: tuple[int, bytes | None] | None = next(stream, None)
+    for mark in ordered:
+        report.checkpoints += 1
+        if key is not None and (
+            mark.signature is None or sign(key, mark.notification_id, mark.head) != mark.signature
+        ):
+            report.problems.append(
+                Problem(
+                    "signature",
+                    f"checkpoint at notification {mark.notification_id} ({mark.source}) has no "
+                    "valid signature: forged, or signed with another key",
+                    notification_id=mark.notification_id,
+                )
+            )
+        while pending is not None and pending[0] <= mark.notification_id:
+            head = head_hash(head, pending[0], pending[1] or GENESIS)
+            count += 1
+            pending = next(stream, None)
+        if head != mark.head or count != mark.events:
+            detail = (
+                f"log head at notification {mark.notification_id} differs from the checkpoint "
+                f"({mark.source}, {mark.created_at}): an event in notifications "
+                f"{start + 1}..{mark.notification_id} was edited, deleted, inserted or reordered"
+            )
+            if count != mark.events:
+                detail += f" ({count} events there now, {mark.events} when checkpointed)"
+            report.problems.append(
+                Problem("checkpoint", detail, notification_id=mark.notification_id)
+            )
+            head, count = mark.head, mark.events
+        start = mark.notification_id
+
+
+def _stream(
+    conn: psycopg.Connection[Any], query: sql.Composed, name: str
+) -> Iterator[dict[str, Any]]:
+    with conn.cursor(name=name, row_factory=dict_row) as cur:
+        cur.itersize = 5000
+        cur.execute(query)
+        yield from cur
+
+
+def verify_log(
+    conninfo: str,
+    *,
+    key: bytes | None = None,
+    checkpoint_file: Path | None = None,
+    archives: Iterable[Path] = (),
+    events: str = EVENTS,
+) -> Report:
+    """Checks every chain and the head against every checkpoint, in one consistent snapshot.
+
+    Memory stays constant in the number of events (server-side cursors); archived histories
+    (``shared.eventstore.archive``) are merged in where their rows left the table.
+    """
+    from shared.eventstore import archive as archive_module
+
+    report = Report()
+    archived = [archive_module.read(path) for path in archives]
+    for bundle in archived:
+        report.problems.extend(bundle.problems)
+        check_chains(bundle.by_job(), report)
+    table = sql.Identifier(events)
+    with psycopg.connect(conninfo, row_factory=dict_row) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        with conn.transaction():
+            check_chains(
+                (
+                    _row(r)
+                    for r in _stream(
+                        conn,
+                        sql.SQL(
+                            "SELECT * FROM {} ORDER BY originator_id, originator_version"
+                        ).format(table),
+                        "jobtrail_verify_chains",
+                    )
+                ),
+                report,
+            )
+            marks = checkpoints(conn)
+            if checkpoint_file is not None:
+                marks += read_checkpoint_file(checkpoint_file)
+            live = (
+                (r["notification_id"], bytes(r["chain_hash"]) if r["chain_hash"] else None)
+                for r in _stream(
+                    conn,
+                    sql.SQL(
+                        "SELECT notification_id, chain_hash FROM {} ORDER BY notification_id"
+                    ).format(table),
+                    "jobtrail_verify_head",
+                )
+            )
+            merged = heapq.merge(live, *(bundle.entries() for bundle in archived))
+            check_head(merged, marks, report, key)
+    return report

@@ -1,0 +1,338 @@
+"""Tamper evidence on real PostgreSQL: every kind of change made behind jobtrail's back is caught.
+
+Each test builds a small log in its own database, writes a checkpoint (and its file copy), then
+changes rows the way an attacker with the owner's rights would (through the documented
+maintenance switch, which is what disabling the trigger amounts to) and runs ``verify_log``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from shared.domain import Job
+from shared.eventstore import JobStore, archive, integrity
+from shared.eventstore.chain import GENESIS, event_hash, head_hash, sign
+from shared.settings import StoreSettings
+from tests.conftest import fresh_database
+from tests.jobs import CAUSE
+
+KEY = b"kept-by-the-auditor"
+
+
+@dataclass
+class Log:
+    url: str
+    store: JobStore
+    jobs: list[uuid.UUID]
+    checkpoint_file: Path
+
+    def sql(self, query: str, params: Any = (), *, maintenance: bool = True) -> list[Any]:
+        with psycopg.connect(self.url, row_factory=dict_row) as conn, conn.transaction():
+            if maintenance:
+                conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def checkpoint(self) -> integrity.Checkpoint | None:
+        with psycopg.connect(self.url, row_factory=dict_row, autocommit=True) as conn:
+            return integrity.write_checkpoint(conn, key=KEY, file=self.checkpoint_file)
+
+    def verify(self, **kwargs: Any) -> integrity.Report:
+        return integrity.verify_log(
+            self.url, key=KEY, checkpoint_file=self.checkpoint_file, **kwargs
+        )
+
+    def row(self, job: uuid.UUID, version: int) -> dict[str, Any]:
+        rows = self.sql(
+            "SELECT * FROM jobtrail_events WHERE originator_id = %s AND originator_version = %s",
+            [job, version],
+        )
+        return dict(rows[0])
+
+
+def _move(job_id: uuid.UUID, final: str) -> list[Any]:
+    now = datetime.now(UTC)
+
+    def schedule(job: Job | None) -> Job:
+        assert job is not None
+        job.schedule(CAUSE, now)
+        return job
+
+    def start(job: Job | None) -> Job:
+        assert job is not None
+        job.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=now)
+        return job
+
+    def finish(job: Job | None) -> Job:
+        assert job is not None
+        if final == "complete":
+            job.complete(CAUSE, worker_id="w1", attempt=1, result={"n": 1})
+        return job
+
+    return [schedule, start, finish] if final == "complete" else [schedule]
+
+
+@pytest.fixture
+def log(postgres_server: str, tmp_path: Path) -> Iterator[Log]:
+    with fresh_database(postgres_server, "integrity") as url:
+        store = JobStore(StoreSettings(postgres_url=url))
+        jobs = [uuid.uuid4() for _ in range(6)]
+        # jobs interleave in the log: each batch moves every job one step
+        store.execute_batch(
+            [
+                (j, lambda _, j=j: Job.submit(CAUSE, job_type="t", payload={"i": 1}, job_id=j))
+                for j in jobs
+            ]
+        )
+        for step in range(3):
+            store.execute_batch(
+                [(j, _move(j, "complete")[step]) for j in jobs[:4]]
+                + ([(j, _move(j, "schedule")[0]) for j in jobs[4:]] if step == 0 else [])
+            )
+        try:
+            yield Log(url, store, jobs, tmp_path / "checkpoints.jsonl")
+        finally:
+            store.close()
+
+
+def kinds(report: integrity.Report) -> list[str]:
+    return [p.kind for p in report.problems]
+
+
+def test_a_clean_log_verifies_against_its_checkpoints(log: Log) -> None:
+    assert log.checkpoint() is not None
+    log.store.execute(log.jobs[4], _move(log.jobs[4], "complete")[1])  # starts
+    assert log.checkpoint() is not None
+    assert log.checkpoint() is None  # nothing new
+    report = log.verify()
+    assert report.ok, report.problems
+    assert (report.jobs, report.events, report.checkpoints) == (6, 6 + 4 * 3 + 2 + 1, 4)
+
+
+def test_every_stored_hash_is_the_chain_recomputed(log: Log) -> None:
+    rows = log.sql(
+        "SELECT * FROM jobtrail_events WHERE originator_id = %s ORDER BY originator_version",
+        [log.jobs[0]],
+        maintenance=False,
+    )
+    previous = GENESIS
+    for r in rows:
+        previous = event_hash(
+            previous, r["originator_id"], r["originator_version"], r["topic"], bytes(r["state"])
+        )
+        assert bytes(r["chain_hash"]) == previous
+
+
+def test_an_edited_row_is_named(log: Log) -> None:
+    log.checkpoint()
+    job = log.jobs[1]
+    log.sql(
+        "UPDATE jobtrail_events SET state = "
+        "convert_to(replace(convert_from(state, 'UTF8'), 'w1', 'w2'), 'UTF8') "
+        "WHERE originator_id = %s AND originator_version = 3",
+        [job],
+    )
+    report = log.verify()
+    assert not report.ok
+    first = report.problems[0]
+    assert (first.kind, first.job_id, first.version) == ("hash", job, 3)
+    assert "checkpoint" not in kinds(report)  # the chain hash column itself was left alone
+
+
+def test_an_edit_with_the_chain_recomputed_is_caught_by_the_checkpoints(log: Log) -> None:
+    log.checkpoint()
+    job = log.jobs[2]
+    rows = log.sql(
+        "SELECT * FROM jobtrail_events WHERE originator_id = %s ORDER BY originator_version",
+        [job],
+    )
+    previous = GENESIS
+    for r in rows:  # the attacker edits version 3 (Started) and rehashes the chain from there
+        state = (
+            bytes(r["state"]).replace(b"w1", b"w9") if r["originator_version"] == 3 else r["state"]
+        )
+        previous = event_hash(previous, job, r["originator_version"], r["topic"], bytes(state))
+        log.sql(
+            "UPDATE jobtrail_events SET state = %s, chain_hash = %s WHERE notification_id = %s",
+            [bytes(state), previous, r["notification_id"]],
+        )
+    report = log.verify()
+    assert kinds(report) == ["checkpoint"]  # the file copy agrees: one report per interval
+    assert "edited, deleted, inserted or reordered" in report.problems[0].detail
+
+
+def test_a_deleted_row_is_named(log: Log) -> None:
+    log.checkpoint()
+    job = log.jobs[0]
+    log.sql(
+        "DELETE FROM jobtrail_events WHERE originator_id = %s AND originator_version = 2", [job]
+    )
+    report = log.verify()
+    first = report.problems[0]
+    assert (first.kind, first.job_id, first.version) == ("gap", job, 2)
+    assert "checkpoint" in kinds(report)
+
+
+def test_a_deleted_last_event_is_caught_by_the_checkpoints(log: Log) -> None:
+    log.checkpoint()
+    log.sql(
+        "DELETE FROM jobtrail_events WHERE originator_id = %s AND originator_version = 4",
+        [log.jobs[3]],
+    )
+    report = log.verify()
+    assert set(kinds(report)) == {"checkpoint"}
+    assert "events there now" in report.problems[0].detail
+
+
+def test_an_inserted_row_is_named(log: Log) -> None:
+    log.checkpoint()
+    job = log.jobs[4]  # SCHEDULED at version 2: a forged Started as version 3
+    started = log.row(log.jobs[0], 3)
+    log.sql(
+        "INSERT INTO jobtrail_events (originator_id, originator_version, topic, state) "
+        "VALUES (%s, 3, %s, %s)",
+        [job, started["topic"], started["state"]],
+    )
+    report = log.verify()
+    first = report.problems[0]
+    assert (first.kind, first.job_id, first.version) == ("unchained", job, 3)
+
+
+def test_an_inserted_row_with_a_forged_chain_is_caught_by_the_checkpoints(log: Log) -> None:
+    log.checkpoint()
+    job = log.jobs[5]
+    last = log.row(job, 2)
+    started = log.row(log.jobs[0], 3)
+    forged = event_hash(
+        bytes(last["chain_hash"]), job, 3, started["topic"], bytes(started["state"])
+    )
+    log.sql(  # slipped in before the checkpoint, where ids are not used
+        "INSERT INTO jobtrail_events (notification_id, originator_id, originator_version, topic, "
+        "state, chain_hash) VALUES (0, %s, 3, %s, %s, %s)",
+        [job, started["topic"], started["state"], forged],
+    )
+    report = log.verify()
+    assert set(kinds(report)) == {"checkpoint"}
+
+
+def test_reordered_rows_are_named(log: Log) -> None:
+    log.checkpoint()
+    job = log.jobs[1]
+    two, three = log.row(job, 2), log.row(job, 3)
+    for row, other in ((two, three), (three, two)):
+        log.sql(
+            "UPDATE jobtrail_events SET topic = %s, state = %s, chain_hash = %s "
+            "WHERE notification_id = %s",
+            [other["topic"], other["state"], other["chain_hash"], row["notification_id"]],
+        )
+    report = log.verify()
+    first = report.problems[0]
+    assert (first.kind, first.job_id, first.version) == ("hash", job, 2)
+
+
+def test_reordered_notifications_are_caught_by_the_checkpoints(log: Log) -> None:
+    log.checkpoint()
+    a, b = log.row(log.jobs[0], 1), log.row(log.jobs[1], 1)
+    log.sql(
+        "UPDATE jobtrail_events SET notification_id = CASE notification_id "
+        "WHEN %s THEN %s ELSE %s END WHERE notification_id IN (%s, %s)",
+        [a["notification_id"], -1, -2, a["notification_id"], b["notification_id"]],
+    )
+    log.sql(
+        "UPDATE jobtrail_events SET notification_id = CASE notification_id "
+        "WHEN -1 THEN %s ELSE %s END WHERE notification_id IN (-1, -2)",
+        [b["notification_id"], a["notification_id"]],
+    )
+    report = log.verify()
+    assert set(kinds(report)) == {"checkpoint"}  # each job's chain is intact, the order is not
+
+
+def test_rewritten_database_checkpoints_are_caught_by_the_file_and_the_key(log: Log) -> None:
+    log.checkpoint()
+    log.sql(
+        "DELETE FROM jobtrail_events WHERE originator_id = %s AND originator_version = 4",
+        [log.jobs[3]],
+    )
+    # The attacker recomputes the head and rewrites the stored checkpoint, without the key
+    entries = log.sql("SELECT notification_id, chain_hash FROM jobtrail_events ORDER BY 1")
+    head = GENESIS
+    for e in entries:
+        head = head_hash(head, e["notification_id"], bytes(e["chain_hash"]))
+    log.sql(
+        "UPDATE jobtrail_checkpoints SET head = %s, events = %s, signature = %s",
+        [head, len(entries), sign(b"guess", entries[-1]["notification_id"], head)],
+    )
+    report = log.verify()
+    assert "signature" in kinds(report)
+    assert any(p.kind == "checkpoint" and "file" in p.detail for p in report.problems)
+
+
+def test_history_is_append_only_even_for_the_owner(log: Log) -> None:
+    log.checkpoint()
+    job = log.jobs[0]
+    for statement in (
+        "UPDATE jobtrail_events SET topic = topic WHERE originator_id = %s",
+        "DELETE FROM jobtrail_events WHERE originator_id = %s",
+        "UPDATE jobtrail_checkpoints SET events = 0 WHERE %s IS NOT NULL",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            log.sql(statement, [job], maintenance=False)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+        log.sql("TRUNCATE jobtrail_events", maintenance=False)
+    assert len(log.store.history(job)) == 4
+
+
+def test_a_service_role_appends_and_reads_but_cannot_change_history(log: Log) -> None:
+    log.checkpoint()
+    role = f"jobtrail_svc_{uuid.uuid4().hex[:8]}"
+    log.sql(f'CREATE ROLE "{role}" LOGIN', maintenance=False)
+    try:
+        with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
+            integrity.grant(owner, role)
+        url = log.url.replace("postgres@", f"{role}@")
+        service = JobStore(StoreSettings(postgres_url=url, postgres_create_schema=False))
+        try:
+            new = uuid.uuid4()
+            service.execute(new, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=new))
+            assert service.get(new).version == 1
+            with psycopg.connect(url) as conn:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                    conn.execute("DELETE FROM jobtrail_events")
+                conn.rollback()
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                    conn.execute("UPDATE jobtrail_events SET topic = topic")
+                conn.rollback()
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                    conn.execute("TRUNCATE jobtrail_events")
+        finally:
+            service.close()
+        assert log.verify().ok
+    finally:
+        log.sql(f'DROP OWNED BY "{role}"', maintenance=False)
+        log.sql(f'DROP ROLE "{role}"', maintenance=False)
+
+
+def test_archived_histories_leave_the_table_and_still_verify(log: Log, tmp_path: Path) -> None:
+    log.checkpoint()
+    done = archive.archive(
+        log.store, datetime.now(UTC) + timedelta(seconds=1), tmp_path / "archive", limit=3
+    )
+    assert done is not None and (done.jobs, done.events) == (3, 12)
+    assert log.sql("SELECT count(*) AS n FROM jobtrail_events")[0]["n"] == 20 - 12
+    assert log.verify(archives=[done.data]).ok
+    assert "checkpoint" in kinds(log.verify())  # without the archive, rows are missing
+
+    # A changed archive is caught by its manifest digest
+    raw = bytearray(done.data.read_bytes())
+    raw[-10] ^= 0xFF
+    done.data.write_bytes(bytes(raw))
+    assert "archive" in kinds(log.verify(archives=[done.data]))
