@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BeforeValidator, Field, field_validator
+from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.domain.backoff import Backoff
@@ -125,3 +126,24 @@ class RetrySettings(BaseSettings):
 
     def backoff(self) -> Backoff:
         return Backoff(base_s=self.base_s, factor=self.factor, cap_s=self.cap_s, jitter=self.jitter)
+
+
+class AuditSettings(BaseSettings):
+    """Checkpoints of the log head and archives (see docs/audit.md)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    checkpoint_interval_s: float = Field(
+        default=60.0, ge=0, description="how often the projector checkpoints the log head; 0 = off"
+    )
+    checkpoint_key: SecretStr | None = Field(
+        default=None, description="HMAC key that signs checkpoints; keep it out of the database"
+    )
+    checkpoint_file: Path | None = Field(
+        default=None, description="append every checkpoint to this file too (keep it elsewhere)"
+    )
+    archive_dir: Path = Field(default=Path(".jobtrail/archive"))
+
+    @property
+    def key(self) -> bytes | None:
+        return self.checkpoint_key.get_secret_value().encode() if self.checkpoint_key else None

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli import integrity as integrity_cli
 from services.cli.client import ApiError, Client
 from services.cli.supervisor import Supervisor
 
@@ -243,6 +244,11 @@ def cancel(job_id: str, reason: Annotated[str | None, typer.Option()] = None) ->
         f"{job_id}: {job['status']}{' (cancel requested)' if job['cancel_requested'] else ''}"
     )
 
+
+app.command()(integrity_cli.verify)
+app.command()(integrity_cli.checkpoint)
+app.command()(integrity_cli.archive)
+app.add_typer(integrity_cli.db_app, name="db")
 
 dlq_app = typer.Typer(help="Dead letters: list, and replay the valid ones (idempotent).")
 app.add_typer(dlq_app, name="dlq")

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import psycopg
+from psycopg.rows import dict_row
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.projector.projection import Projection
 from services.projector.relay import Relay
 from shared.eventstore import AsyncJobStore, JobStore
+from shared.eventstore.integrity import write_checkpoint
 from shared.jobtypes import registry
-from shared.leader import Leadership, Wakeup
+from shared.leader import Leadership, Wakeup, conninfo
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView
 from shared.runtime import stop_on_signals, supervise
-from shared.settings import BusSettings, JobSettings, RedisSettings, StoreSettings
+from shared.settings import AuditSettings, BusSettings, JobSettings, RedisSettings, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,27 @@ class ProjectorSettings(BaseSettings):
     relay_batch: int = Field(default=500, ge=1)
     projection_batch: int = Field(default=1000, ge=1)
     leader_check_s: float = Field(default=1.0, gt=0)
+
+
+async def checkpoints(url: str, audit: AuditSettings) -> None:
+    """Checkpoints the log head every interval (every projector may; a lock serialises them)."""
+    if not audit.checkpoint_interval_s:
+        return
+
+    def once() -> None:
+        with psycopg.connect(conninfo(url), autocommit=True, row_factory=dict_row) as conn:
+            mark = write_checkpoint(conn, key=audit.key, file=audit.checkpoint_file)
+        if mark is not None:
+            log.info("checkpoint at notification %d: %s", mark.notification_id, mark.head.hex())
+
+    while True:
+        await asyncio.sleep(audit.checkpoint_interval_s)
+        try:
+            await asyncio.to_thread(once)
+        except (psycopg.Error, OSError) as exc:
+            log.warning(
+                "checkpoint not written (%s); next try in %.0f s", exc, audit.checkpoint_interval_s
+            )
 
 
 async def main() -> None:
@@ -70,6 +94,9 @@ async def main() -> None:
                     "wakeup": wakeup.run,
                     "relay": lambda: relay_lead.run(relay.run),
                     "projection": lambda: projection_lead.run(projection.run),
+                    "checkpoints": lambda: checkpoints(
+                        store_settings.postgres_url, AuditSettings()
+                    ),
                 },
                 stop,
             )

@@ -336,3 +336,42 @@ def test_archived_histories_leave_the_table_and_still_verify(log: Log, tmp_path:
     raw[-10] ^= 0xFF
     done.data.write_bytes(bytes(raw))
     assert "archive" in kinds(log.verify(archives=[done.data]))
+
+
+def test_the_cli_verifies_reports_tampering_and_exits_non_zero(
+    log: Log, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli.app import app
+
+    monkeypatch.setenv("JOBTRAIL_POSTGRES_URL", log.url)
+    monkeypatch.setenv("JOBTRAIL_CHECKPOINT_FILE", str(log.checkpoint_file))
+    monkeypatch.setenv("JOBTRAIL_CHECKPOINT_KEY", KEY.decode())
+    cli = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = cli.invoke(app, list(args))
+        return result.exit_code, result.output
+
+    code, out = run("checkpoint")
+    assert code == 0 and "checkpoint at notification" in out
+    code, out = run("verify", "--no-redis")
+    assert code == 0 and "log OK" in out
+
+    code, out = run("archive", "--before", "yesterday")
+    assert code == 2 and "--before must be an ISO 8601 time with a zone" in out
+    code, out = run("archive", "--before", "2000-01-01T00:00:00Z", "--dir", str(tmp_path))
+    assert code == 0 and "no final job finished before" in out
+    code, out = run("verify", "--no-redis", "--archive", str(tmp_path / "missing.jsonl.gz"))
+    assert code == 2 and "does not exist" in out
+    code, out = run("db", "grant", "no_such_role_here")
+    assert code == 2 and "does not exist" in out
+
+    job = log.jobs[2]
+    log.sql(
+        "DELETE FROM jobtrail_events WHERE originator_id = %s AND originator_version = 2", [job]
+    )
+    code, out = run("verify", "--no-redis")
+    assert code == 1
+    assert f"job {job} version 2" in out and "TAMPERED" in out

@@ -1,0 +1,190 @@
+"""``jobtrail verify``, ``checkpoint``, ``archive`` and ``db``: tamper evidence and retention.
+
+These talk to PostgreSQL directly (settings from ``JOBTRAIL_*``), not through the API: an
+auditor verifies the log itself, with a key and a checkpoint file the services never see.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from psycopg.rows import dict_row
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
+from rich.console import Console
+
+console = Console()
+err = Console(stderr=True)
+db_app = typer.Typer(help="Database roles and schema (run as the owner of the log).")
+
+_TIME = TypeAdapter(AwareDatetime)
+
+
+def parse_time(value: str, option: str) -> datetime:
+    """An ISO 8601 time with a zone (``2026-11-29T10:00:00Z``); a clear message otherwise."""
+    try:
+        return _TIME.validate_python(value)
+    except ValidationError:
+        err.print(
+            f"[red]error:[/red] {option} must be an ISO 8601 time with a zone, "
+            f"e.g. 2026-11-29T10:00:00Z (got {value!r})"
+        )
+        raise typer.Exit(2) from None
+
+
+def _conninfo() -> str:
+    from shared.leader import conninfo
+    from shared.settings import StoreSettings
+
+    return conninfo(StoreSettings().postgres_url)
+
+
+def _connect() -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(_conninfo(), autocommit=True, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        err.print(f"[red]error:[/red] cannot reach PostgreSQL (JOBTRAIL_POSTGRES_URL): {exc}")
+        raise typer.Exit(2) from None
+
+
+def verify(
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(help="a checkpoint file kept elsewhere (default JOBTRAIL_CHECKPOINT_FILE)"),
+    ] = None,
+    archive: Annotated[
+        list[Path] | None, typer.Option(help="archive file(s) whose histories left the table")
+    ] = None,
+    log: Annotated[bool, typer.Option(help="check the hash chains and checkpoints")] = True,
+    redis: Annotated[bool, typer.Option(help="check Redis against the fold of the events")] = True,
+) -> None:
+    """Checks the log's integrity and the Redis view; exits 1 when anything is wrong."""
+    from shared.eventstore.integrity import verify_log
+    from shared.settings import AuditSettings
+
+    audit = AuditSettings()
+    file = checkpoints or audit.checkpoint_file
+    archives = archive or []
+    for path in ([file] if file else []) + archives:
+        if not path.is_file():
+            err.print(f"[red]error:[/red] {path} does not exist")
+            raise typer.Exit(2)
+    failed = False
+    if log:
+        _connect().close()
+        report = verify_log(_conninfo(), key=audit.key, checkpoint_file=file, archives=archives)
+        console.print(
+            f"log: {report.jobs} jobs, {report.events} events, "
+            f"{report.checkpoints} checkpoints checked"
+            + ("" if audit.key else " (no JOBTRAIL_CHECKPOINT_KEY: signatures not checked)")
+        )
+        for problem in report.problems:
+            console.print(f"[red]TAMPERED[/red] {problem}")
+        if report.ok:
+            console.print("[green]log OK[/green]: every chain and checkpoint matches")
+        failed |= not report.ok
+    if redis:
+        failed |= not _verify_redis()
+    raise typer.Exit(1 if failed else 0)
+
+
+def _verify_redis() -> bool:
+    """Redis against the fold of each job's events (see shared.drift); True when equal."""
+    import asyncio
+
+    from shared.drift import find_drift
+    from shared.eventstore import AsyncJobStore, JobStore
+    from shared.redis_view import RedisView
+    from shared.settings import RedisSettings, StoreSettings
+
+    async def run() -> list[Any]:
+        async with AsyncJobStore(JobStore(StoreSettings())) as store:
+            view = RedisView(RedisSettings())
+            try:
+                return list(await find_drift(store, view))
+            finally:
+                await view.aclose()
+
+    drifted = asyncio.run(run())
+    for drift in drifted:
+        console.print(f"[red]DRIFT[/red] {drift}")
+    if not drifted:
+        console.print("[green]redis OK[/green]: every job in Redis equals the fold of its events")
+    return not drifted
+
+
+def checkpoint() -> None:
+    """Writes a checkpoint of the log head now (the projector also does, every interval)."""
+    from shared.eventstore.integrity import write_checkpoint
+    from shared.settings import AuditSettings
+
+    audit = AuditSettings()
+    with _connect() as conn:
+        mark = write_checkpoint(conn, key=audit.key, file=audit.checkpoint_file)
+    if mark is None:
+        console.print("no new events since the last checkpoint")
+    else:
+        console.print(
+            f"checkpoint at notification {mark.notification_id} ({mark.events} events): "
+            f"{mark.head.hex()}" + (f" -> also in {audit.checkpoint_file}" if audit.checkpoint_file else "")
+        )
+
+
+def archive(
+    before: Annotated[str, typer.Option(help="archive final jobs finished before this time")],
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="where archives go (JOBTRAIL_ARCHIVE_DIR)")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="jobs per archive")] = 10_000,
+) -> None:
+    """Moves old final histories to a compressed JSON Lines file with their chain hashes."""
+    from shared.eventstore import JobStore
+    from shared.eventstore import archive as archiving
+    from shared.settings import AuditSettings
+
+    cutoff = parse_time(before, "--before")
+    target = directory or AuditSettings().archive_dir
+    store = JobStore()
+    try:
+        done = archiving.archive(store, cutoff, target, limit)
+    finally:
+        store.close()
+    if done is None:
+        console.print(f"no final job finished before {cutoff.isoformat()}")
+        return
+    console.print(
+        f"archived {done.jobs} jobs ({done.events} events) to {done.data}; manifest "
+        f"{done.manifest}. Verify with: jobtrail verify --archive {done.data}"
+    )
+
+
+@db_app.command(name="init")
+def db_init() -> None:
+    """Creates the database, tables and append-only triggers (as the owner)."""
+    from shared.eventstore import JobStore, ensure_database
+    from shared.settings import StoreSettings
+
+    settings = StoreSettings()
+    ensure_database(settings.postgres_url)
+    JobStore(settings.model_copy(update={"postgres_create_schema": True})).close()
+    console.print("schema ready: events (append-only), checkpoints, timers, leases, positions")
+
+
+@db_app.command(name="grant")
+def db_grant(role: Annotated[str, typer.Argument(help="an existing login role")]) -> None:
+    """Lets ROLE run the services: read and append history, never change or delete it."""
+    from shared.eventstore.integrity import grant
+
+    with _connect() as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+        if not exists:
+            err.print(f"[red]error:[/red] role {role!r} does not exist (CREATE ROLE ... LOGIN)")
+            raise typer.Exit(2)
+        grant(conn, role)
+    console.print(
+        f"{role} may read and append the log; run its services with "
+        "JOBTRAIL_POSTGRES_CREATE_SCHEMA=false"
+    )
