@@ -130,5 +130,6 @@ def system_env(
         "JOBTRAIL_WORKER_CONCURRENCY": "32",
         "JOBTRAIL_WORKER_CANCEL_POLL_S": "0.3",
         "JOBTRAIL_SCHEDULER_TICK_S": "0.2",
+        "JOBTRAIL_CHECKPOINT_INTERVAL_S": "1",
         "JOBTRAIL_LOG_LEVEL": "INFO",
     }

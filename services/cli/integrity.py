@@ -129,7 +129,8 @@ def checkpoint() -> None:
     else:
         console.print(
             f"checkpoint at notification {mark.notification_id} ({mark.events} events): "
-            f"{mark.head.hex()}" + (f" -> also in {audit.checkpoint_file}" if audit.checkpoint_file else "")
+            f"{mark.head.hex()}"
+            + (f" -> also in {audit.checkpoint_file}" if audit.checkpoint_file else "")
         )
 
 

@@ -8,12 +8,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 import redis
+from psycopg.rows import dict_row
 
 from contracts.messages import SubmitJob, SubmitJobMessage
 from shared.domain import Job, Status, job_id_for_key
 from shared.eventstore import JobStore
+from shared.eventstore.integrity import checkpoints, verify_log
+from shared.leader import conninfo
 from shared.messaging import Routes
 from shared.redis_view import full_view
 from shared.settings import BusSettings
@@ -90,6 +94,20 @@ def test_mixed_jobs_reach_their_final_state_with_legal_histories(
     for job_id, job in final.items():
         cached = view.hgetall(f"{topology_prefix}:job:{job_id}")
         assert cached == full_view(job) | {"version": str(job.version)}
+
+    # And the log the services wrote verifies: every job's hash chain, and the head against the
+    # checkpoints the projector wrote meanwhile
+    head = log_store.max_notification_id()
+    wait_for(lambda: checkpointed(log_store) >= head, 30, "a checkpoint of the whole log")
+    report = verify_log(conninfo(log_store.settings.postgres_url))
+    assert report.ok, report.problems[:5]
+    assert report.checkpoints >= 1 and report.events >= head
+
+
+def checkpointed(store: JobStore) -> int:
+    with psycopg.connect(conninfo(store.settings.postgres_url), row_factory=dict_row) as conn:
+        marks = checkpoints(conn)
+    return marks[-1].notification_id if marks else 0
 
 
 def test_idempotency_key_returns_the_same_job_and_refuses_another_body(
