@@ -96,6 +96,7 @@ def _verify_redis() -> bool:
     import asyncio
 
     from shared.drift import find_drift
+
     from shared.eventstore import AsyncJobStore, JobStore
     from shared.redis_view import RedisView
     from shared.settings import RedisSettings, StoreSettings
