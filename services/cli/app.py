@@ -18,16 +18,16 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli import audit
 from services.cli.client import ApiError, Client
+from services.cli.console import console
+from services.cli.console import fail as _fail
 from services.cli.supervisor import Supervisor
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 INFRA = {
@@ -47,11 +47,6 @@ INFRA = {
         'redis-server --daemonize yes --port 6379 --save "" --appendonly no',
     ),
 }
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def check_infrastructure() -> list[str]:
@@ -243,6 +238,9 @@ def cancel(job_id: str, reason: Annotated[str | None, typer.Option()] = None) ->
         f"{job_id}: {job['status']}{' (cancel requested)' if job['cancel_requested'] else ''}"
     )
 
+
+app.command(name="audit")(audit.audit)
+app.command(name="state")(audit.state)
 
 dlq_app = typer.Typer(help="Dead letters: list, and replay the valid ones (idempotent).")
 app.add_typer(dlq_app, name="dlq")
