@@ -106,7 +106,7 @@ def write_records(records: Iterable[dict[str, Any]], fmt: Format, out: TextIO) -
 def history_table(records: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
     for column in ("v", "time", "event", "actor", "reason", "attempt", "worker", "error"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("v", "event", "attempt"))
+        table.add_column(column, overflow="fold", no_wrap=column in ("v", "time", "event", "attempt"))
     for r in records:
         error = f"{r['error_type']}: {r['error_message']}" if r["error_type"] else ""
         table.add_row(
