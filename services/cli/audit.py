@@ -105,8 +105,9 @@ def write_records(records: Iterable[dict[str, Any]], fmt: Format, out: TextIO) -
 
 def history_table(records: list[dict[str, Any]], title: str) -> Table:
     table = Table(title=title)
+    whole = ("v", "time", "event", "attempt")  # never folded; the others fold to fit
     for column in ("v", "time", "event", "actor", "reason", "attempt", "worker", "error"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("v", "time", "event", "attempt"))
+        table.add_column(column, overflow="fold", no_wrap=column in whole)
     for r in records:
         error = f"{r['error_type']}: {r['error_message']}" if r["error_type"] else ""
         table.add_row(

@@ -193,7 +193,11 @@ def test_missing_jobs_and_states_are_named(store: JobStore, cli: Any) -> None:
     # When asked for a time before it existed, a version past its last, or an unknown job
     before = cli("state", str(job_id), "--at", (created - timedelta(seconds=1)).isoformat())
     beyond = cli("state", str(job_id), "--version", "8")
-    missing = [cli("state", unknown), cli("audit", unknown), cli("state", unknown, "--version", "1")]
+    missing = [
+        cli("state", unknown),
+        cli("audit", unknown),
+        cli("state", unknown, "--version", "1"),
+    ]
 
     # Then each says so, with exit code 1 and no traceback
     assert before.exit_code == 1
