@@ -67,6 +67,9 @@ async def test_each_version_and_each_event_time_answer_the_fold_of_the_history(
         assert by_version.status_code == 200, by_version.text
         assert without_extras(by_version.json()) == expected
         assert without_extras(by_time.json()) == expected
+    # And with no Redis entry, the plain read falls back to the same fold of the whole history
+    plain = await client.get(f"/v1/jobs/{job_id}")
+    assert without_extras(plain.json()) == job_state(project_aggregate(None, history))
 
 
 async def test_point_in_time_reads_go_to_the_log_not_to_redis(
