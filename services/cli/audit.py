@@ -76,10 +76,10 @@ def open_store() -> Iterator[JobStore]:
     try:
         store = JobStore(settings)
     except Exception as exc:  # psycopg's or eventsourcing's connection errors, whichever
+        first_line = (str(exc).strip().splitlines() or [""])[0]
         raise fail(
             f"cannot read the log at {settings.postgres_url} ({type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
-            "check JOBTRAIL_POSTGRES_URL and that PostgreSQL runs"
+            f"{first_line}); check JOBTRAIL_POSTGRES_URL and that PostgreSQL runs"
         ) from None
     try:
         yield store
