@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID, uuid4
 
 from shared.domain import Backoff, Cause, Job, Status
+from shared.eventstore import JobStore, existing
 
 CAUSE = Cause(actor="test:builder", correlation_id="corr-test")
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -47,3 +50,31 @@ def job_in(
 
 def later(seconds: float) -> datetime:
     return NOW + timedelta(seconds=seconds)
+
+
+def record_a_retried_job(store: JobStore, cause: Cause = CAUSE) -> UUID:
+    """Writes a job whose history has every common event: submitted, scheduled, started, an
+    attempt failed, scheduled and started again, completed (7 events); returns its id."""
+    job_id = uuid4()
+    store.execute(job_id, lambda _: Job.submit(cause, job_type="t", payload={}, job_id=job_id))
+    now = datetime.now(UTC)
+    steps: list[Callable[[Job], None]] = [
+        lambda j: j.schedule(cause, now),
+        lambda j: j.start(cause, worker_id="w1", attempt=1, lease_s=30, now=now),
+        lambda j: j.fail_attempt(
+            cause,
+            worker_id="w1",
+            attempt=1,
+            error_type="ValueError",
+            error_message="bad input row 7",
+            retryable=True,
+            now=now,
+            backoff=NO_JITTER,
+        ),
+        lambda j: j.schedule(cause, now + timedelta(hours=1)),
+        lambda j: j.start(cause, worker_id="w2", attempt=2, lease_s=30, now=now),
+        lambda j: j.complete(cause, worker_id="w2", attempt=2, result={"rows": 7}),
+    ]
+    for step in steps:
+        store.execute(job_id, existing(step))
+    return job_id

@@ -18,17 +18,17 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from services.cli import audit
 from services.cli import integrity as integrity_cli
 from services.cli.client import ApiError, Client
+from services.cli.console import console
+from services.cli.console import fail as _fail
 from services.cli.supervisor import Supervisor
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
-console = Console()
-err = Console(stderr=True)
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 INFRA = {
@@ -48,11 +48,6 @@ INFRA = {
         'redis-server --daemonize yes --port 6379 --save "" --appendonly no',
     ),
 }
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 def check_infrastructure() -> list[str]:
@@ -245,6 +240,8 @@ def cancel(job_id: str, reason: Annotated[str | None, typer.Option()] = None) ->
     )
 
 
+app.command(name="audit")(audit.audit)
+app.command(name="state")(audit.state)
 app.command()(integrity_cli.verify)
 app.command()(integrity_cli.checkpoint)
 app.command()(integrity_cli.archive)

@@ -6,33 +6,17 @@ auditor verifies the log itself, with a key and a checkpoint file the services n
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import psycopg
 import typer
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime, TypeAdapter, ValidationError
-from rich.console import Console
 
-console = Console()
-err = Console(stderr=True)
+from services.cli.audit import open_store, parse_time
+from services.cli.console import console, fail
+
 db_app = typer.Typer(help="Database roles and schema (run as the owner of the log).")
-
-_TIME = TypeAdapter(AwareDatetime)
-
-
-def parse_time(value: str, option: str) -> datetime:
-    """An ISO 8601 time with a zone (``2026-11-29T10:00:00Z``); a clear message otherwise."""
-    try:
-        return _TIME.validate_python(value)
-    except ValidationError:
-        err.print(
-            f"[red]error:[/red] {option} must be an ISO 8601 time with a zone, "
-            f"e.g. 2026-11-29T10:00:00Z (got {value!r})"
-        )
-        raise typer.Exit(2) from None
 
 
 def _conninfo() -> str:
@@ -46,8 +30,7 @@ def _connect() -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(_conninfo(), autocommit=True, row_factory=dict_row)
     except psycopg.OperationalError as exc:
-        err.print(f"[red]error:[/red] cannot reach PostgreSQL (JOBTRAIL_POSTGRES_URL): {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"cannot reach PostgreSQL (check JOBTRAIL_POSTGRES_URL): {exc}") from None
 
 
 def verify(
@@ -70,8 +53,7 @@ def verify(
     archives = archive or []
     for path in ([file] if file else []) + archives:
         if not path.is_file():
-            err.print(f"[red]error:[/red] {path} does not exist")
-            raise typer.Exit(2)
+            raise fail(f"{path} does not exist", 2)
     failed = False
     if log:
         _connect().close()
@@ -143,17 +125,13 @@ def archive(
     limit: Annotated[int, typer.Option(min=1, max=1_000_000, help="jobs per archive")] = 10_000,
 ) -> None:
     """Moves old final histories to a compressed JSON Lines file with their chain hashes."""
-    from shared.eventstore import JobStore
     from shared.eventstore import archive as archiving
     from shared.settings import AuditSettings
 
     cutoff = parse_time(before, "--before")
     target = directory or AuditSettings().archive_dir
-    store = JobStore()
-    try:
+    with open_store() as store:
         done = archiving.archive(store, cutoff, target, limit)
-    finally:
-        store.close()
     if done is None:
         console.print(f"no final job finished before {cutoff.isoformat()}")
         return
@@ -183,8 +161,7 @@ def db_grant(role: Annotated[str, typer.Argument(help="an existing login role")]
     with _connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
         if not exists:
-            err.print(f"[red]error:[/red] role {role!r} does not exist (CREATE ROLE ... LOGIN)")
-            raise typer.Exit(2)
+            raise fail(f"role {role!r} does not exist (CREATE ROLE ... LOGIN first)", 2)
         grant(conn, role)
     console.print(
         f"{role} may read and append the log; run its services with "

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.messages import SubmitJob
 from services.submitter import handlers
@@ -194,9 +194,34 @@ async def submit_batch(request: Request, batch: BatchRequest) -> Any:
 
 
 @router.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
-async def get_job(request: Request, job_id: UUID) -> Any:
-    """The job's current status: from Redis, or from the log when Redis has no entry."""
+async def get_job(
+    request: Request,
+    job_id: UUID,
+    at: Annotated[
+        AwareDatetime | None,
+        Query(description="the job as it was at this time (ISO 8601 with a zone), from the log"),
+    ] = None,
+    version: Annotated[
+        int | None, Query(ge=1, description="the job after its first N events, from the log")
+    ] = None,
+) -> Any:
+    """The job's current status: from Redis, or from the log when Redis has no entry. With
+    ``at`` or ``version``, the job as it was then, always from the log: 404 when the job did not
+    exist yet at that time or has fewer versions."""
     deps = _deps(request)
+    if at is not None and version is not None:
+        message = "give at or version, not both"
+        return problem(
+            422,
+            "Invalid request",
+            message,
+            errors=[
+                {"field": "query.at", "message": message},
+                {"field": "query.version", "message": message},
+            ],
+        )
+    if at is not None or version is not None:
+        return await handlers.read_job_then(deps.store, job_id, at=at, version=version)
     job = await handlers.read_job(deps.store, deps.view, job_id)
     try:
         job["progress"] = await deps.view.get_progress(job_id)

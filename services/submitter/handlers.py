@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -13,8 +14,9 @@ from pydantic import ValidationError
 from contracts.messages import SubmitJob
 from shared.domain import Cause, Job, job_id_for_key
 from shared.eventstore import AsyncJobStore, Outcome, existing
+from shared.eventstore.export import job_state, state_at_time, state_at_version
 from shared.jobtypes import Registry, UnknownJobTypeError
-from shared.redis_view import RedisView, full_view
+from shared.redis_view import RedisView
 
 Command = Callable[[Job | None], Job]
 
@@ -137,9 +139,19 @@ async def read_job(store: AsyncJobStore, view: RedisView | None, job_id: UUID) -
             job["result"] = (await store.get(job_id)).result
         return job
     state = await store.get(job_id)  # raises JobNotFoundError
-    job = parse_view(full_view(state) | {"version": str(state.version)}) | {"source": "log"}
-    job["result"] = state.result
-    return job
+    return job_state(state) | {"source": "log"}
+
+
+async def read_job_then(
+    store: AsyncJobStore, job_id: UUID, *, at: datetime | None, version: int | None
+) -> dict[str, Any]:
+    """The job as it was at time ``at`` or after ``version`` events, always from the log."""
+    if version is not None:
+        state = await store.run_sync(state_at_version, store.store, job_id, version)
+    else:
+        assert at is not None
+        state = await store.run_sync(state_at_time, store.store, job_id, at)
+    return job_state(state) | {"source": "log"}
 
 
 def history(events: list[Job.Event]) -> list[dict[str, Any]]:

@@ -1,0 +1,16 @@
+"""The CLI's two consoles and its one way of stopping with a message."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console()
+err = Console(stderr=True)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Prints ``error: message`` on stderr; returns the Exit to raise (code 2: fix the input)."""
+    err.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code)
