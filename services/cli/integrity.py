@@ -154,16 +154,20 @@ def db_init() -> None:
 
 
 @db_app.command(name="grant")
-def db_grant(role: Annotated[str, typer.Argument(help="an existing login role")]) -> None:
-    """Lets ROLE run the services: read and append history, never change or delete it."""
+def db_grant(
+    role: Annotated[str, typer.Argument(help="an existing login role")],
+    read_only: Annotated[bool, typer.Option("--read-only", help="an auditor: SELECT only")] = False,
+) -> None:
+    """Lets ROLE run the services (read and append history, never change or delete it), or,
+    with --read-only, read everything and write nothing (auditors)."""
     from shared.eventstore.integrity import grant
 
     with _connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
         if not exists:
             raise fail(f"role {role!r} does not exist (CREATE ROLE ... LOGIN first)", 2)
-        grant(conn, role)
+        grant(conn, role, read_only=read_only)
     console.print(
-        f"{role} may read and append the log; run its services with "
+        f"{role} may {'read' if read_only else 'read and append'} the log; run it with "
         "JOBTRAIL_POSTGRES_CREATE_SCHEMA=false"
     )

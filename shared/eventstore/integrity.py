@@ -87,16 +87,31 @@ def create(conn: psycopg.Connection[Any], events: str = EVENTS) -> None:
             conn.execute(statement)
 
 
-def grant(conn: psycopg.Connection[Any], role: str, events: str = EVENTS) -> None:
+def grant(
+    conn: psycopg.Connection[Any], role: str, *, read_only: bool = False, events: str = EVENTS
+) -> None:
     """Grants a service role what the services need: the log may be read and appended to.
 
     UPDATE on the events table is granted only because eventsourcing's ``LOCK TABLE ... IN
     EXCLUSIVE MODE`` requires it; the trigger refuses every UPDATE. DELETE and TRUNCATE are not
-    granted. The derived tables (timers, leases, positions, ...) are read-write.
+    granted. The derived tables (timers, leases, positions, ...) are read-write. ``read_only``:
+    an auditor's role, SELECT on every jobtrail table and nothing else.
     """
     who = sql.Identifier(role)
     with conn.transaction():
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(who))
+        if read_only:
+            tables = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                "AND tablename LIKE 'jobtrail\\_%%'"
+            ).fetchall()
+            for row in tables:
+                conn.execute(
+                    sql.SQL("GRANT SELECT ON {} TO {}").format(
+                        sql.Identifier(row["tablename"]), who
+                    )
+                )
+            return
         conn.execute(
             sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(sql.Identifier(events), who)
         )

@@ -383,3 +383,29 @@ def test_audit_exports_carry_each_events_chain_hash(log: Log) -> None:
     records = EventExport(log.store).job_records(log.jobs[0])
     stored = [bytes(log.row(log.jobs[0], r["version"])["chain_hash"]).hex() for r in records]
     assert [r["chain_hash"] for r in records] == stored and len(stored) == 4
+
+
+def test_an_auditor_role_reads_and_verifies_but_writes_nothing(log: Log) -> None:
+    from shared.eventstore.export import EventExport
+
+    log.checkpoint()
+    role = f"jobtrail_audit_{uuid.uuid4().hex[:8]}"
+    log.sql(f'CREATE ROLE "{role}" LOGIN', maintenance=False)
+    try:
+        with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
+            integrity.grant(owner, role, read_only=True)
+        url = log.url.replace("postgres@", f"{role}@")
+        assert integrity.verify_log(url, key=KEY).ok
+        auditor = JobStore(StoreSettings(postgres_url=url, postgres_create_schema=False))
+        try:
+            assert len(EventExport(auditor).job_records(log.jobs[0])) == 4
+            new = uuid.uuid4()
+            with pytest.raises(Exception, match="permission denied"):
+                auditor.execute(
+                    new, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=new)
+                )
+        finally:
+            auditor.close()
+    finally:
+        log.sql(f'DROP OWNED BY "{role}"', maintenance=False)
+        log.sql(f'DROP ROLE "{role}"', maintenance=False)
