@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.projector.projection import Projection
 from services.projector.relay import Relay
+from shared import metrics
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.leader import Leadership, Wakeup
@@ -41,6 +42,8 @@ async def main() -> None:
     broker = make_broker(bus)
     stop = stop_on_signals()
     async with AsyncJobStore(JobStore(store_settings)) as store:
+        metrics.watch_store(store.store)
+        metrics.serve()
         view = RedisView(redis_settings)
         wakeup = Wakeup(store_settings.postgres_url, store.store.events_table)
         relay = Relay(
