@@ -403,3 +403,34 @@ def test_worker_link_blackholed_then_reset(
             assert later, f"worker-a did not work after the fault:\n{s.worker().tail()}"
     finally:
         proxy.stop()
+
+
+@pytest.mark.slow
+def test_worker_postgres_link_with_latency(run, postgres_server: str) -> None:  # type: ignore[no-untyped-def]
+    from urllib.parse import urlsplit
+
+    from tests.chaos.proxy import Proxy
+
+    target = urlsplit(postgres_server)
+    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 5432).start()
+    services = ("projector", "scheduler", "worker-b", "submitter")
+    try:
+        with run("worker-postgres link +100 ms each way under load (slow)", services=services) as s:
+            proxy.latency_s = 0.1
+            s.faults += 1
+            proxied_worker(s, proxy.port, "postgres")
+            time.sleep(3)
+            load = Load(s.system.base_url, mixed_jobs(300)).start()
+            load.wait()
+            assert_clean(s, load, settle_s=180)
+            # And the slowed worker still did its share
+            slowed = [
+                e
+                for j in load.acked.values()
+                for e in s.store.history(j)
+                if isinstance(e, Job.Started) and e.worker_id.startswith("worker-a")
+            ]
+            assert slowed, f"worker-a ran nothing:\n{s.worker().tail()}"
+            print(f"jobs started by the slowed worker: {len(slowed)}")
+    finally:
+        proxy.stop()
