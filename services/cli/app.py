@@ -200,12 +200,32 @@ def history_table(events: list[dict[str, Any]], title: str) -> Table:
 
 @app.command()
 def events(job_id: str) -> None:
-    """Prints a job's whole history from the event log."""
+    """Prints a job's whole history from the event log, and its dead letters if any."""
+    client = Client()
     try:
-        history = Client().events(job_id)
+        history = client.events(job_id)
+        letters = client.dead_letters(job_id)
     except ApiError as exc:
         raise _fail(str(exc)) from None
     console.print(history_table(history, f"history of {job_id}"))
+    if letters:
+        console.print(dead_letter_table(letters, f"dead letters naming {job_id}"))
+
+
+def dead_letter_table(letters: list[dict[str, Any]], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("at", "queue", "reason", "job_id", "message_id", "error"):
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        table.add_row(
+            letter["at"][:23],
+            letter["queue"],
+            letter["reason"],
+            str(letter["job_id"] or "-"),
+            str(letter["message_id"] or "-"),
+            letter["error"][:160],
+        )
+    return table
 
 
 @app.command(name="list")
@@ -277,6 +297,19 @@ def dlq_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50) -> Non
             *(str(row[c]) for c in ("message_id", "job_id", "from", "reason", "valid", "problem"))
         )
     console.print(table)
+
+
+@dlq_app.command(name="recorded")
+def dlq_recorded(
+    job: Annotated[str | None, typer.Option(help="only dead letters naming this job")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Shows the dead letters consumers recorded in PostgreSQL (newest first), via the API."""
+    try:
+        letters = Client().dead_letters(job, limit)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    console.print(dead_letter_table(letters, f"{len(letters)} recorded dead letter(s)"))
 
 
 @dlq_app.command(name="replay")

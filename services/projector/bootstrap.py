@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.projector.projection import Projection
 from services.projector.relay import Relay
+from shared import metrics
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.eventstore.integrity import write_checkpoint
 from shared.jobtypes import registry
@@ -65,6 +66,8 @@ async def main() -> None:
     broker = make_broker(bus)
     stop = stop_on_signals()
     async with AsyncJobStore(JobStore(store_settings)) as store:
+        metrics.watch_store(store.store)
+        metrics.serve()
         view = RedisView(redis_settings)
         wakeup = Wakeup(store_settings.postgres_url, store.store.events_table)
         relay = Relay(

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
-from shared.domain import Backoff, Cause, JobError
-from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing
+from psycopg import sql
+
+from shared.domain import Backoff, Cause, Job, JobError
+from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing, tables
+from shared.metrics import REDISPATCHED
+from shared.outbox import Outgoing, to_message
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,43 @@ async def expire_leases(store: AsyncJobStore, cause: Cause, backoff: Backoff, li
     commands = [(job_id, expiring(cause, attempt, backoff)) for job_id, attempt in expired]
     outcomes = await store.execute_many(commands)
     return _count(outcomes)
+
+
+async def redispatch(
+    store: AsyncJobStore,
+    publish: Callable[[Outgoing], Awaitable[None]],
+    limit: int,
+    deadline_s: float,
+) -> int:
+    """Sends the work message again for SCHEDULED jobs no worker claimed within ``deadline_s``
+    (the broker lost it, or it was dead-lettered); returns how many. A duplicate is harmless:
+    a claim needs the job SCHEDULED for that attempt and is decided under the job's lock."""
+    overdue = await store.run_sync(
+        tables.on_connection, store.store, tables.overdue_dispatches, limit, deadline_s
+    )
+    events: list[Job.Scheduled] = []
+    for job_id, attempt in overdue:
+        last = (await store.history(job_id))[-1]
+        if isinstance(last, Job.Scheduled) and last.attempt == attempt:
+            events.append(last)
+    if not events:
+        return 0
+    table = sql.Identifier(store.store.settings.postgres_schema, store.store.events_table)
+    keys = [(e.originator_id, e.originator_version) for e in events]
+    ids = await store.run_sync(
+        tables.on_connection, store.store, tables.notification_ids, table, keys
+    )
+    for event in events:
+        message = to_message(ids[(event.originator_id, event.originator_version)], event)
+        assert message is not None
+        log.warning(
+            "%s unclaimed for %.0f s: sending its work message again",
+            event.originator_id,
+            deadline_s,
+        )
+        await publish(message)
+        REDISPATCHED.inc()
+    return len(events)
 
 
 def _count(outcomes: list[Outcome]) -> int:

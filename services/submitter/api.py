@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.messages import SubmitJob
 from services.submitter import handlers
 from services.submitter.deps import Deps
+from shared import dead_letters
 from shared.domain import Cause
 
 log = logging.getLogger(__name__)
@@ -79,6 +82,20 @@ class BatchItem(BaseModel):
     status: StatusName | None = None
     replayed: bool = False
     errors: list[dict[str, Any]] | None = None
+
+
+class DeadLetterView(BaseModel):
+    """A message a consumer rejected to the dead-letter queue, as recorded."""
+
+    id: int
+    at: datetime
+    queue: str
+    reason: str = Field(description="invalid, rejected or error")
+    job_id: UUID | None = Field(description="the job the body names, when it names one")
+    message_id: str | None
+    correlation_id: str | None
+    error: str
+    body: str = Field(description="the body's first 4 KiB, undecodable bytes replaced")
 
 
 class Page(BaseModel):
@@ -236,6 +253,19 @@ async def get_events(request: Request, job_id: UUID) -> Any:
     return handlers.history(await _deps(request).store.history(job_id))
 
 
+@router.get("/v1/dead-letters", response_model=list[DeadLetterView], tags=["jobs"])
+async def get_dead_letters(
+    request: Request,
+    job_id: UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> Any:
+    """Messages consumers rejected to the dead-letter queue, newest first; only those naming
+    ``job_id`` when given. Recorded in PostgreSQL, never in the job's history."""
+    store = _deps(request).store
+    rows = await store.run_sync(dead_letters.recorded, store.store, job_id, limit)
+    return [row | {"body": bytes(row["body"]).decode(errors="replace")} for row in rows]
+
+
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobView, tags=["jobs"])
 async def cancel_job(
     request: Request, job_id: UUID, body: Annotated[CancelRequest | None, Body()] = None
@@ -264,6 +294,12 @@ async def list_jobs(
     jobs = [handlers.parse_view(v) | {"source": "cache"} for v in views]
     next_cursor = views[-1]["created_ms"] if len(views) == limit else None
     return Page(jobs=jobs, next_cursor=next_cursor)
+
+
+@router.get("/metrics", tags=["health"], response_class=Response)
+async def metrics() -> Response:
+    """Prometheus metrics of this process (docs/operations.md lists them)."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", tags=["health"])

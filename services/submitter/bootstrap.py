@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.submitter import subscribers
 from services.submitter.app import create_app, lifespan_for
 from services.submitter.deps import Deps
+from shared import dead_letters
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
@@ -41,6 +42,7 @@ async def dependencies() -> AsyncIterator[Deps]:
     view = RedisView(RedisSettings())
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, queues, broker, instance_id("submitter"))
+        dead_letters.watch(broker, store)
         subscribers.register(broker, routes, deps)
         await broker.connect()
         await declare_topology(broker, routes, sorted(queues))

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.exceptions import RedisError
 
 from services.worker import handlers, subscribers
+from shared import dead_letters, metrics
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
@@ -109,6 +110,8 @@ async def main() -> None:
     stop = stop_on_signals()
     view = RedisView(RedisSettings())
     async with AsyncJobStore(JobStore(store_settings)) as store:
+        dead_letters.watch(broker, store)
+        metrics.serve()
         subscribers.register(
             broker, routes, queues, store, state, settings.concurrency, progress_reporter(view)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -12,6 +13,7 @@ from uuid import UUID
 from shared.domain import Backoff, Cause, Job, JobError
 from shared.eventstore import AsyncJobStore, existing
 from shared.jobtypes import JobCancelledError, JobContext, NonRetryableError, Registry
+from shared.metrics import JOB_SECONDS, JOBS_FINISHED
 from shared.retrying import retry_transient
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
     """Runs the job's handler under its timeout; turns what happened into an Outcome."""
     job_type = state.registry.get(job.job_type)
     state.executions += 1
+    started = time.monotonic()
     try:
         if job_type.is_async:
             value = await asyncio.wait_for(
@@ -99,12 +102,14 @@ async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
         )
     except Exception as exc:
         return Outcome("failed", error_type=type(exc).__name__, error_message=str(exc) or repr(exc))
+    finally:
+        JOB_SECONDS.labels(job.job_type).observe(time.monotonic() - started)
 
 
 async def record(
     store: AsyncJobStore,
     state: WorkerState,
-    job_id: UUID,
+    job: Job,
     attempt: int,
     outcome: Outcome,
     cause: Cause,
@@ -135,10 +140,11 @@ async def record(
             )
         )
     try:
-        await retry_transient(lambda: store.execute(job_id, command), deadline_s=state.lease_s)
+        await retry_transient(lambda: store.execute(job.id, command), deadline_s=state.lease_s)
     except JobError as exc:
-        log.warning("outcome of %s attempt %d refused: %s", job_id, attempt, exc)
+        log.warning("outcome of %s attempt %d refused: %s", job.id, attempt, exc)
         return False
+    JOBS_FINISHED.labels(job.job_type, outcome.kind).inc()
     return True
 
 

@@ -81,7 +81,7 @@ def register(
                         return  # fenced out: the scheduler already took the job away
                     raise
                 try:
-                    await record(store, state, job.id, event.attempt, outcome, cause)
+                    await record(store, state, job, event.attempt, outcome, cause)
                 except TRANSIENT as exc:
                     log.error(
                         "cannot record the outcome of %s (%r); its lease will expire", job.id, exc

@@ -1,5 +1,6 @@
 """The event store adapter: the only code that touches eventsourcing's Application."""
 
+from shared.eventstore import tables
 from shared.eventstore.aio import AsyncJobStore
 from shared.eventstore.store import (
     Command,
@@ -18,4 +19,5 @@ __all__ = [
     "Outcome",
     "ensure_database",
     "existing",
+    "tables",
 ]

@@ -9,16 +9,27 @@ PENDING job without a timer or a RUNNING job without a lease.
   dispatches those; jobs due at once are dispatched from the bus, and swept only as a safety net.
 - ``jobtrail_leases``: one row per RUNNING job with its worker, attempt and expiry; workers renew
   it by heartbeat, the scheduler's sweep expires it.
+- ``jobtrail_dispatches``: one row per SCHEDULED job with its attempt and when its work message
+  was last sent; the scheduler's sweep sends it again when no worker claimed it in time.
+
+Outside the log, and not derived from it: ``jobtrail_dead_letters``, one row per message a
+consumer rejected to the dead-letter queue (never an event: it must not move a job).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
+from psycopg import sql
 
 from shared.domain.job import Job
+
+if TYPE_CHECKING:
+    from shared.eventstore.store import JobStore
+
+T = TypeVar("T")
 
 DDL = """
 CREATE TABLE IF NOT EXISTS jobtrail_timers (
@@ -35,6 +46,24 @@ CREATE TABLE IF NOT EXISTS jobtrail_leases (
     cancel_requested boolean NOT NULL DEFAULT false
 );
 CREATE INDEX IF NOT EXISTS jobtrail_leases_expiry ON jobtrail_leases (expires_at);
+CREATE TABLE IF NOT EXISTS jobtrail_dispatches (
+    job_id uuid PRIMARY KEY,
+    attempt integer NOT NULL,
+    sent_at timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobtrail_dispatches_sent ON jobtrail_dispatches (sent_at);
+CREATE TABLE IF NOT EXISTS jobtrail_dead_letters (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    queue text NOT NULL,
+    reason text NOT NULL,
+    job_id uuid,
+    message_id text,
+    correlation_id text,
+    error text NOT NULL,
+    body bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobtrail_dead_letters_job ON jobtrail_dead_letters (job_id, id);
 CREATE TABLE IF NOT EXISTS jobtrail_positions (
     name text PRIMARY KEY,
     position bigint NOT NULL,
@@ -55,6 +84,11 @@ _UPSERT_LEASE = (
 )
 _DELETE_LEASE = "DELETE FROM jobtrail_leases WHERE job_id = %s"
 _CANCEL_LEASE = "UPDATE jobtrail_leases SET cancel_requested = true WHERE job_id = %s"
+_UPSERT_DISPATCH = (
+    "INSERT INTO jobtrail_dispatches (job_id, attempt, sent_at) VALUES (%s, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, sent_at = EXCLUDED.sent_at"
+)
+_DELETE_DISPATCH = "DELETE FROM jobtrail_dispatches WHERE job_id = %s"
 
 _ENDS_LEASE = (Job.Completed, Job.AttemptFailed, Job.Failed, Job.LeaseExpired, Job.Cancelled)
 
@@ -103,14 +137,25 @@ def _lease_op(event: Job.Event, previous: Op | None) -> Op | None:
     return previous
 
 
+def _dispatch_op(event: Job.Event) -> Op | None:
+    job_id = event.originator_id
+    if isinstance(event, Job.Scheduled):
+        return _UPSERT_DISPATCH, (job_id, event.attempt, event.timestamp)
+    if isinstance(event, (Job.Started, Job.Cancelled)):  # the only moves out of SCHEDULED
+        return _DELETE_DISPATCH, (job_id,)
+    return None
+
+
 def maintain(conn: psycopg.Connection[Any], events: Sequence[Job.Event]) -> None:
-    """Applies what the new events imply to timers and leases, in the caller's transaction.
+    """Applies what the new events imply to timers, leases and dispatches, in the caller's
+    transaction.
 
     Only the last effect per job and table counts, so statements of one kind can be sent
     together without reordering one job's changes.
     """
     timers: dict[Any, Op] = {}
     leases: dict[Any, Op] = {}
+    dispatches: dict[Any, Op] = {}
     for event in events:
         job_id = event.originator_id
         timer = _timer_op(event)
@@ -119,7 +164,10 @@ def maintain(conn: psycopg.Connection[Any], events: Sequence[Job.Event]) -> None
         lease = _lease_op(event, leases.get(job_id))
         if lease is not None:
             leases[job_id] = lease
-    ops = [*timers.values(), *leases.values()]
+        dispatch = _dispatch_op(event)
+        if dispatch is not None:
+            dispatches[job_id] = dispatch
+    ops = [*timers.values(), *leases.values(), *dispatches.values()]
     with conn.cursor() as cur:
         for query in dict.fromkeys(q for q, _ in ops):
             cur.executemany(query, [args for q, args in ops if q == query])
@@ -169,3 +217,60 @@ def cancel_requests(conn: psycopg.Connection[Any], worker_id: str) -> list[Any]:
         [worker_id],
     ).fetchall()
     return [row["job_id"] for row in rows]
+
+
+def overdue_dispatches(
+    conn: psycopg.Connection[Any], limit: int, deadline_s: float
+) -> list[tuple[Any, int]]:
+    """SCHEDULED jobs no worker claimed within ``deadline_s`` of their last work message; marks
+    them sent now, so the next sweep waits another deadline."""
+    rows = conn.execute(
+        "UPDATE jobtrail_dispatches SET sent_at = now() WHERE job_id IN ("
+        "SELECT job_id FROM jobtrail_dispatches WHERE sent_at <= now() - make_interval(secs => %s) "
+        "ORDER BY sent_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING job_id, attempt",
+        [deadline_s, limit],
+    ).fetchall()
+    return [(row["job_id"], row["attempt"]) for row in rows]
+
+
+def record_dead_letter(conn: psycopg.Connection[Any], row: dict[str, Any]) -> None:
+    """Inserts one dead letter (queue, reason, job_id, message_id, correlation_id, error, body)."""
+    conn.execute(
+        "INSERT INTO jobtrail_dead_letters "
+        "(queue, reason, job_id, message_id, correlation_id, error, body) "
+        "VALUES (%(queue)s, %(reason)s, %(job_id)s, %(message_id)s, %(correlation_id)s, "
+        "%(error)s, %(body)s)",
+        row,
+    )
+
+
+def dead_letters(conn: psycopg.Connection[Any], job_id: Any, limit: int) -> list[dict[str, Any]]:
+    """Recorded dead letters, newest first; only the job's when ``job_id`` is given."""
+    rows = conn.execute(
+        "SELECT id, at, queue, reason, job_id, message_id, correlation_id, error, body "
+        "FROM jobtrail_dead_letters WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s "
+        "ORDER BY id DESC LIMIT %(limit)s",
+        {"job_id": job_id, "limit": limit},
+    ).fetchall()
+    return [dict(row) for row in rows]
+
+
+def on_connection(store: JobStore, fn: Callable[..., T], *args: Any) -> T:
+    """Runs ``fn(conn, *args)`` on a pooled connection of the store (autocommit)."""
+    with store.recorder.datastore.get_connection() as conn:
+        return fn(conn, *args)
+
+
+def notification_ids(
+    conn: psycopg.Connection[Any], table: sql.Composable, keys: Sequence[tuple[Any, int]]
+) -> dict[tuple[Any, int], int]:
+    """The notification id of each (job id, version) in the events ``table``."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT originator_id, originator_version, notification_id FROM {} "
+            "WHERE (originator_id, originator_version) IN "
+            "(SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
+        ).format(table),
+        [[k[0] for k in keys], [k[1] for k in keys]],
+    ).fetchall()
+    return {(r["originator_id"], r["originator_version"]): r["notification_id"] for r in rows}

@@ -4,7 +4,8 @@
 - duplicated: two final events without a Requeued between, two outcomes for one attempt, or an
   outcome recorded by a worker that did not hold that attempt (fenced out)
 - illegal: versions not exactly 1..n, or a move the transition table forbids
-- drift: the Redis hash differs from the state folded from the events (or is missing)
+- drift: the Redis hash differs from the state folded from the events (or is missing, unless
+  Redis may evict: then a missing hash is counted as ``evicted``, not drift)
 - executions: handler runs counted outside the log; "unexplained" are runs beyond the attempts the
   history shows started (a run the history cannot account for)
 """
@@ -37,6 +38,7 @@ class Report:
     executions: int = 0
     extra: int = 0  # runs beyond those the job planned to fail (a worker died, a lease ran out)
     unexplained: int = 0
+    evicted: int = 0  # hashes missing where Redis may evict keys (allkeys-lru): reads use the log
     details: list[str] = field(default_factory=list)
 
     @property
@@ -103,6 +105,8 @@ def check(
     acknowledged: Iterable[uuid.UUID],
     cached: dict[uuid.UUID, dict[str, str]],
     runs: dict[str, list[int]],
+    *,
+    evictable: bool = False,
 ) -> Report:
     """Counts every kind of broken promise over the acknowledged jobs."""
     report = Report()
@@ -123,7 +127,9 @@ def check(
         if job.status not in TERMINAL:
             report.note("lost", job_id, f"still {job.status}")
         expected = full_view(job) | {"version": str(job.version)}
-        if cached.get(job_id) != expected:
+        if evictable and job_id not in cached:
+            report.evicted += 1
+        elif cached.get(job_id) != expected:
             have = cached.get(job_id)
             diff = (
                 "missing"

@@ -66,3 +66,40 @@ def local_services() -> bool:
         os.environ.get(v)
         for v in ("JOBTRAIL_POSTGRES_URL", "JOBTRAIL_AMQP_URL", "JOBTRAIL_REDIS_URL")
     ) and os.path.isdir("/etc/postgresql")
+
+
+@contextlib.contextmanager
+def private_redis(maxmemory: str, policy: str = "allkeys-lru") -> Iterator[str]:
+    """A Redis of this test's own on a free port, with a memory limit; killed afterwards. (The
+    shared Redis is never reconfigured.)"""
+    from tests.processes import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory",
+            maxmemory,
+            "--maxmemory-policy",
+            policy,
+            "--daemonize",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        _wait(url, up=True, timeout=10)
+        yield url
+    finally:
+        process.kill()
+        process.wait(10)

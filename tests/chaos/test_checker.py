@@ -82,6 +82,16 @@ def test_a_stale_redis_entry_is_drift() -> None:
     assert run(events, None).drift == 1  # missing entirely
 
 
+def test_where_redis_may_evict_a_missing_entry_is_evicted_but_a_stale_one_is_drift() -> None:
+    job, events = completed()
+    job_id = job.id
+    runs = {str(job_id): [1]}
+    missing = check({job_id: events}, [job_id], {}, runs, evictable=True)
+    assert missing.clean and missing.evicted == 1
+    stale = view(job) | {"status": "RUNNING"}
+    assert check({job_id: events}, [job_id], {job_id: stale}, runs, evictable=True).drift == 1
+
+
 def test_an_unfinished_job_is_lost_and_a_missing_one_too() -> None:
     job = job_in(Status.RUNNING)
     events = list(Job.submit(CAUSE, job_type="t", payload={}).collect_events())

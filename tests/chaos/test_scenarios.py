@@ -5,14 +5,17 @@ Scenarios marked ``slow`` run in the full suite (`make chaos`); the rest also ru
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 
-from shared.domain import Job
+from shared.domain import Job, Status
+from tests.chaos.checker import Report
 from tests.chaos.harness import Load, Scenario, mixed_jobs, scenario
 
 pytestmark = pytest.mark.chaos
@@ -32,11 +35,12 @@ def run(
     return start
 
 
-def assert_clean(s: Scenario, load: Load, settle_s: float = 120) -> None:
+def assert_clean(s: Scenario, load: Load, settle_s: float = 120) -> Report:
     assert not load.refused, load.refused[:5]
     report = s.check(load, settle_s=settle_s)
     assert report.clean, "\n".join(report.details)
     assert report.jobs == len(load.jobs), f"only {report.jobs} of {len(load.jobs)} acknowledged"
+    return report
 
 
 def test_worker_killed_mid_job(run) -> None:  # type: ignore[no-untyped-def]
@@ -115,15 +119,38 @@ def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # ty
         ] * 20
         load = Load(s.system.base_url, poison + mixed_jobs(200)).start()
         before = dlq_depth(amqp_url, s.prefix)
+        while not load.acked:
+            time.sleep(0.1)
+        named = next(iter(load.acked.values()))
+        broken = json.dumps({"correlation_id": "x", "data": {"job_id": str(named)}}).encode()
         for key in ("job.scheduled.default", "job.submitted"):
             publish_raw(amqp_url, f"{s.prefix}.events", key, b"\x00not json{")
-            publish_raw(amqp_url, f"{s.prefix}.events", key, b'{"correlation_id": "x", "data": {}}')
-        s.faults += 4
-        # Then the four land in the dead-letter queue at once, with no retry loop
+            publish_raw(amqp_url, f"{s.prefix}.events", key, broken)
+        publish_raw(amqp_url, f"{s.prefix}.commands", "job.submit", broken)
+        s.faults += 5
+        # Then the five land in the dead-letter queue at once, with no retry loop
         deadline = time.monotonic() + 10
-        while dlq_depth(amqp_url, s.prefix) < before + 4 and time.monotonic() < deadline:
+        while dlq_depth(amqp_url, s.prefix) < before + 5 and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert dlq_depth(amqp_url, s.prefix) == before + 4
+        assert dlq_depth(amqp_url, s.prefix) == before + 5
+        # And each is recorded, against the job its body names, by the consumer that rejected it
+        letters = httpx.get(f"{s.system.base_url}/v1/dead-letters", timeout=10).json()
+        assert sorted(letter["queue"].removeprefix(s.prefix) for letter in letters) == [
+            ".commands.submit",
+            ".scheduler",
+            ".scheduler",
+            ".work.default",
+            ".work.default",
+        ]
+        mine = httpx.get(
+            f"{s.system.base_url}/v1/dead-letters", params={"job_id": str(named)}, timeout=10
+        ).json()
+        assert len(mine) == 3 and {letter["reason"] for letter in mine} == {"invalid"}
+        # And the submitter counted the one it rejected
+        metrics = httpx.get(f"{s.system.base_url}/metrics", timeout=10).text
+        labels = f'queue="{s.prefix}.commands.submit",reason="invalid"'
+        sample = f"jobtrail_dead_letters_total{{{labels}}} 1.0"
+        assert sample in metrics, metrics[-2000:]
         load.wait()
         assert_clean(s, load)
         # And every poison job FAILED after exactly its three attempts, with its error
@@ -135,7 +162,6 @@ def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # ty
 
 
 def test_redis_flushed_then_down(run, redis_url: str) -> None:  # type: ignore[no-untyped-def]
-    import httpx
     import redis as redis_client
 
     from tests.chaos.faults import local_services, redis_down
@@ -157,6 +183,89 @@ def test_redis_flushed_then_down(run, redis_url: str) -> None:  # type: ignore[n
             assert answer.status_code == 200 and answer.json()["source"] == "log"
         load.wait()
         assert_clean(s, load)
+
+
+def test_redis_with_a_tiny_maxmemory_evicting_under_load(
+    postgres_server: str, amqp_url: str, tmp_path: Path
+) -> None:
+    import redis as redis_client
+
+    from tests.chaos.faults import private_redis
+
+    with (
+        private_redis("2mb") as url,
+        scenario(
+            "Redis maxmemory 2mb allkeys-lru (private server)",
+            postgres_server,
+            amqp_url,
+            url,
+            tmp_path,
+        ) as s,
+    ):
+        s.evictable = True  # a missing hash is fine; one that is there must equal the fold
+        s.faults += 1
+        load = Load(s.system.base_url, mixed_jobs(900), rate_per_s=90).start()
+        load.wait()
+        # status reads answer for every job, from the log where Redis evicted the hash
+        sources = {"cache": 0, "log": 0}
+        with httpx.Client(base_url=s.system.base_url, timeout=10) as http:
+            for job_id in list(load.acked.values())[::9]:
+                answer = http.get(f"/v1/jobs/{job_id}")
+                assert answer.status_code == 200, answer.text
+                sources[answer.json()["source"]] += 1
+        report = assert_clean(s, load)
+        evicted_keys = int(redis_client.Redis.from_url(url).info("stats")["evicted_keys"])
+        print(
+            f"evicted keys: {evicted_keys}; hashes missing at the check: {report.evicted}; "
+            f"sampled reads: {sources}"
+        )
+        assert evicted_keys > 0, "the scenario did not make Redis evict anything"
+
+
+def purge_work_queues(amqp_url: str, prefix: str) -> int:
+    import asyncio
+
+    import aio_pika
+
+    async def purge() -> int:
+        connection = await aio_pika.connect(amqp_url)
+        purged = 0
+        async with connection:
+            channel = await connection.channel()
+            for name in ("default", "cpu", "io"):
+                queue = await channel.get_queue(f"{prefix}.work.{name}")
+                purged += (await queue.purge()).message_count or 0
+        return purged
+
+    return asyncio.run(purge())
+
+
+def test_lost_work_messages_are_sent_again(run, amqp_url: str) -> None:  # type: ignore[no-untyped-def]
+    from tests.processes import Service
+
+    with run(
+        "work messages lost (work queues purged before any worker)",
+        services=("projector", "scheduler", "submitter"),
+        extra_env={"JOBTRAIL_SCHEDULER_DISPATCH_DEADLINE_S": "3"},
+    ) as s:
+        # Given jobs scheduled and relayed to their work queues while no worker runs
+        load = Load(s.system.base_url, mixed_jobs(200), rate_per_s=100).start()
+        load.wait()
+        ids = list(load.acked.values())
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (
+            all(j.status == Status.SCHEDULED for j in s.store.get_many(ids))
+            and s.store.position("relay") >= s.store.max_notification_id()
+        ):
+            time.sleep(0.3)
+        # When the broker loses every work message
+        assert purge_work_queues(amqp_url, s.prefix) >= len(ids)
+        s.faults += 1
+        for name in ("worker-a", "worker-b"):
+            s.system.services[name] = Service(name, s.system.env, s.system.log_dir).start()
+        # Then the scheduler sends them again and every job still reaches its final state
+        assert_clean(s, load)
+        assert "sending its work message again" in s.system.services["scheduler"].tail(400)
 
 
 def test_projector_leader_killed_with_a_standby(run) -> None:  # type: ignore[no-untyped-def]
@@ -292,5 +401,36 @@ def test_worker_link_blackholed_then_reset(
                 and e.timestamp > healed
             ]
             assert later, f"worker-a did not work after the fault:\n{s.worker().tail()}"
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.slow
+def test_worker_postgres_link_with_latency(run, postgres_server: str) -> None:  # type: ignore[no-untyped-def]
+    from urllib.parse import urlsplit
+
+    from tests.chaos.proxy import Proxy
+
+    target = urlsplit(postgres_server)
+    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 5432).start()
+    services = ("projector", "scheduler", "worker-b", "submitter")
+    try:
+        with run("worker-postgres link +100 ms each way under load (slow)", services=services) as s:
+            proxy.latency_s = 0.1
+            s.faults += 1
+            proxied_worker(s, proxy.port, "postgres")
+            time.sleep(3)
+            load = Load(s.system.base_url, mixed_jobs(300)).start()
+            load.wait()
+            assert_clean(s, load, settle_s=180)
+            # And the slowed worker still did its share
+            slowed = [
+                e
+                for j in load.acked.values()
+                for e in s.store.history(j)
+                if isinstance(e, Job.Started) and e.worker_id.startswith("worker-a")
+            ]
+            assert slowed, f"worker-a ran nothing:\n{s.worker().tail()}"
+            print(f"jobs started by the slowed worker: {len(slowed)}")
     finally:
         proxy.stop()

@@ -293,3 +293,16 @@ def _exists(store: JobStore, job_id: uuid.UUID) -> bool:
     except Exception:
         return False
     return True
+
+
+def test_dead_letters_and_metrics_over_http(system: System) -> None:
+    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+        bad = http.get("/v1/dead-letters", params={"job_id": "not-a-uuid", "limit": 0})
+        none = http.get("/v1/dead-letters", params={"job_id": str(uuid.uuid4())})
+        metrics = http.get("/metrics")
+    assert bad.status_code == 422
+    assert {e["field"] for e in bad.json()["errors"]} == {"query.job_id", "query.limit"}
+    assert none.status_code == 200 and none.json() == []
+    assert metrics.status_code == 200
+    assert "jobtrail_store_commands_total" in metrics.text
+    assert "jobtrail_dead_letters_total" in metrics.text

@@ -1,0 +1,62 @@
+"""Committed events as bus messages: what the relay publishes, and what the scheduler sends
+again for a job no worker claimed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import NAMESPACE_OID, uuid5
+
+from contracts.messages import JobEvent, JobEventMessage
+from contracts.names import Topology
+from shared.domain.job import Job
+
+KINDS: dict[type[Job.Event], str] = {
+    Job.Submitted: "submitted",
+    Job.Scheduled: "scheduled",
+    Job.AttemptFailed: "attempt_failed",
+    Job.LeaseExpired: "lease_expired",
+    Job.Requeued: "requeued",
+}
+"""The events a service consumes; the rest stay in the log (and reach Redis via the projector)."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    kind: str
+    routing_key: str
+    body: bytes
+    message_id: str
+    correlation_id: str
+    priority: int | None
+
+
+def to_message(notification_id: int, event: Job.Event) -> Outgoing | None:
+    """The bus message of an event, or None when no service consumes that kind."""
+    kind = KINDS.get(type(event))
+    if kind is None:
+        return None
+    queue = getattr(event, "queue", None)
+    priority = getattr(event, "priority", None)
+    due_at = getattr(event, "run_at", None) or getattr(event, "retry_at", None)
+    data = JobEvent(
+        job_id=event.originator_id,
+        version=event.originator_version,
+        notification_id=notification_id,
+        event_type=type(event).__name__,
+        attempt=getattr(event, "attempt", None),
+        queue=queue,
+        priority=priority,
+        due_at=due_at,
+    )
+    message_id = str(uuid5(NAMESPACE_OID, f"{event.originator_id}/{event.originator_version}"))
+    envelope = JobEventMessage(
+        message_id=message_id,
+        correlation_id=event.correlation_id,
+        causation_id=event.causation_id,
+        occurred_at=event.timestamp,
+        data=data,
+    )
+    key = Topology.event_key(kind, queue)
+    return Outgoing(
+        kind, key, envelope.model_dump_json().encode(), message_id, event.correlation_id, priority
+    )

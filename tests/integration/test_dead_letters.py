@@ -1,0 +1,118 @@
+"""Messages a consumer rejects are recorded in PostgreSQL against their job and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aio_pika
+import pytest
+from prometheus_client import REGISTRY
+
+from services.scheduler import subscribers
+from shared import dead_letters
+from shared.domain import Cause, Job
+from shared.eventstore import AsyncJobStore, JobStore
+from shared.messaging import Routes, declare_topology, make_broker
+from shared.settings import BusSettings, StoreSettings
+from tests.services import delete_topology
+
+
+@dataclass
+class Consumer:
+    store: AsyncJobStore
+    routes: Routes
+
+
+@pytest.fixture
+async def scheduler(postgres_url: str, amqp_url: str) -> AsyncIterator[Consumer]:
+    """The scheduler's real subscriber, with the dead-letter middleware, on its own prefix."""
+    bus = BusSettings(amqp_url=amqp_url, topology_prefix=f"jt-dl-{uuid.uuid4().hex[:6]}")
+    routes = Routes.from_settings(bus)
+    broker = make_broker(bus)
+    settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
+    try:
+        async with AsyncJobStore(JobStore(settings)) as store:
+            dead_letters.watch(broker, store)
+            subscribers.register(broker, routes, store, "scheduler/test")
+            await broker.connect()
+            await declare_topology(broker, routes, ["default"])
+            await broker.start()
+            try:
+                yield Consumer(store, routes)
+            finally:
+                await broker.stop()
+    finally:
+        await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)
+
+
+def counted(queue: str, reason: str) -> float:
+    labels = {"queue": queue, "reason": reason}
+    return REGISTRY.get_sample_value("jobtrail_dead_letters_total", labels) or 0.0
+
+
+async def test_a_rejected_message_is_recorded_against_its_job_and_counted(
+    amqp_url: str, scheduler: Consumer
+) -> None:
+    # Given a job, and two messages the scheduler cannot read: one breaks its contract but names
+    # the job, the other is not JSON at all
+    cause = Cause("test", correlation_id="dl")
+    job_id = uuid.uuid4()
+    job = await scheduler.store.execute(
+        job_id, lambda _: Job.submit(cause, job_type="cpu.hash", payload={}, job_id=job_id)
+    )
+    queue = scheduler.routes.topology.scheduler_queue
+    before = counted(queue, "invalid")
+    broken = json.dumps({"correlation_id": "c-1", "data": {"job_id": str(job.id)}}).encode()
+
+    # When both arrive on the scheduler's queue
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        events = await channel.get_exchange(scheduler.routes.topology.events_exchange)
+        for body, message_id in ((broken, "m-broken"), (b"\x00not json{", "m-garbage")):
+            await events.publish(
+                aio_pika.Message(body, message_id=message_id, correlation_id="c-1"),
+                "job.submitted",
+            )
+
+    # Then both are recorded (within seconds: no retry loop), the first one against its job
+    deadline = asyncio.get_running_loop().time() + 15
+    rows: list[dict[str, object]] = []
+    while len(rows) < 2 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        rows = await scheduler.store.run_sync(
+            dead_letters.recorded, scheduler.store.store, None, 10
+        )
+    by_id = {row["message_id"]: row for row in rows}
+    assert set(by_id) == {"m-broken", "m-garbage"}, rows
+    assert by_id["m-broken"]["job_id"] == job.id
+    assert by_id["m-garbage"]["job_id"] is None
+    assert {row["queue"] for row in rows} == {queue}
+    assert {row["reason"] for row in rows} == {"invalid"}
+    assert "ValidationError" in str(by_id["m-broken"]["error"])
+    assert bytes(by_id["m-garbage"]["body"]) == b"\x00not json{"  # type: ignore[call-overload]
+    # And the job's own dead letters are found by its id
+    mine = await scheduler.store.run_sync(dead_letters.recorded, scheduler.store.store, job.id, 10)
+    assert [row["message_id"] for row in mine] == ["m-broken"]
+    # And counted
+    assert counted(queue, "invalid") == before + 2
+    # And the job's history is untouched: a dead letter is not an event
+    assert len(await scheduler.store.history(job.id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"data": {"job_id": "6f1c2b8e-8d54-4a55-9a2e-3c1f0e6d7a10"}}', True),
+        (b'{"job_id": "6f1c2b8e-8d54-4a55-9a2e-3c1f0e6d7a10"}', True),
+        (b'{"data": {"job_id": "not-a-uuid"}}', False),
+        (b"[1, 2]", False),
+        (b"\xff\xfe", False),
+    ],
+)
+def test_the_job_is_read_leniently_from_a_broken_body(body: bytes, expected: bool) -> None:
+    assert (dead_letters.job_id_in(body) is not None) == expected
