@@ -39,11 +39,19 @@ class Report:
     extra: int = 0  # runs beyond those the job planned to fail (a worker died, a lease ran out)
     unexplained: int = 0
     evicted: int = 0  # hashes missing where Redis may evict keys (allkeys-lru): reads use the log
+    chain: int = 0  # hash-chain or checkpoint mismatches found by verify_log (docs/audit.md)
     details: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        return not (self.lost or self.duplicated or self.illegal or self.drift or self.unexplained)
+        return not (
+            self.lost
+            or self.duplicated
+            or self.illegal
+            or self.drift
+            or self.unexplained
+            or self.chain
+        )
 
     def note(self, kind: str, job_id: Any, why: str) -> None:
         setattr(self, kind, getattr(self, kind) + 1)

@@ -18,6 +18,8 @@ import redis
 from shared.domain.errors import JobNotFoundError
 from shared.domain.status import TERMINAL
 from shared.eventstore import JobStore
+from shared.eventstore.integrity import verify_log
+from shared.leader import conninfo
 from shared.settings import StoreSettings
 from tests.chaos.checker import Report, check
 from tests.chaos.jobs import executions
@@ -176,6 +178,9 @@ class Scenario:
             with contextlib.suppress(JobNotFoundError):
                 histories[job_id] = self.store.history(job_id)
         report = check(histories, ids, cached, executions(self.chaos_dir), evictable=self.evictable)
+        integrity = verify_log(conninfo(self.store.settings.postgres_url))  # chains, checkpoints
+        for problem in integrity.problems:
+            report.note("chain", problem.job_id, str(problem))
         ROWS.append(
             {
                 "scenario": self.name,
@@ -186,6 +191,7 @@ class Scenario:
                 "duplicated": report.duplicated,
                 "illegal": report.illegal,
                 "drift": report.drift,
+                "chain": report.chain,
                 "executions": report.executions,
                 "extra executions": report.extra,
                 "unexplained": report.unexplained,
