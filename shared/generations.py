@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 SWITCH = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return -1 end
 local new_at = tonumber(redis.call('GET', KEYS[3]) or '0')
-if new_at < tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
+if ARGV[3] ~= '1' and new_at < tonumber(redis.call('GET', KEYS[2]) or '0') then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1
 """
@@ -83,11 +83,13 @@ async def new_generation(redis: Redis, prefix: str) -> KeySpace:
     return KeySpace(prefix, str(await redis.incr(f"{prefix}:generations")))
 
 
-async def switch(redis: Redis, old: KeySpace, new: KeySpace) -> Switch:
+async def switch(redis: Redis, old: KeySpace, new: KeySpace, *, force: bool = False) -> Switch:
     """Makes ``new`` active if ``old`` still is and ``new`` has applied at least as much of the
-    log as ``old`` (so no reader sees an older state after the switch)."""
+    log as ``old`` (so no reader sees an older state after the switch); ``force`` skips the
+    second check (for a new generation that has read to the end of the log)."""
     keys = [old.active_key, old.position_key, new.position_key]
-    found = await cast(Any, redis.eval(SWITCH, len(keys), *keys, old.generation, new.generation))
+    args = [old.generation, new.generation, "1" if force else "0"]
+    found = await cast(Any, redis.eval(SWITCH, len(keys), *keys, *args))
     return Switch(int(found))
 
 

@@ -38,7 +38,8 @@ if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return -2 e
 local fields = cjson.decode(ARGV[6])
 local cur = redis.call('HMGET', key, 'version', 'status', 'type', 'created_ms')
 if cur[1] then
-  if mode ~= '2' and tonumber(cur[1]) >= version then return 0 end
+  local have = tonumber(cur[1])
+  if have > version or (have == version and mode ~= '2') then return 0 end
 elseif mode == '0' then
   return -1
 end
@@ -280,7 +281,8 @@ class RedisView:
         return refold
 
     async def put_jobs(self, jobs: Sequence[Job], *, force: bool = False) -> None:
-        """Writes whole jobs (after a refold), only over older versions unless ``force``."""
+        """Writes whole jobs (after a refold) over older versions; ``force`` also rewrites a hash
+        of the same version (to repair drift), never a newer one."""
         space, guard = await self._target()
         pipe = self.redis.pipeline(transaction=False)
         for job in jobs:
