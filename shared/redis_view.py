@@ -12,7 +12,7 @@ does not bring back jobs that had already left Redis.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
@@ -65,11 +65,13 @@ if not cur[1] or mode == '2' then
   redis.call('ZADD', root .. ':index', created, jid)
   redis.call('ZADD', root .. ':index:type:' .. jtype, created, jid)
 end
-if status and status ~= cur[2] then
-  if cur[2] then
-    redis.call('HINCRBY', counts, 'status:' .. cur[2], -1)
-    redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. cur[2], -1)
-    redis.call('ZREM', root .. ':index:status:' .. cur[2], jid)
+local was = cur[2]
+if not was and ARGV[9] ~= '' then was = ARGV[9] end
+if status and status ~= was then
+  if was then
+    redis.call('HINCRBY', counts, 'status:' .. was, -1)
+    redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. was, -1)
+    redis.call('ZREM', root .. ':index:status:' .. was, jid)
   end
   redis.call('HINCRBY', counts, 'status:' .. status, 1)
   redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. status, 1)
@@ -244,19 +246,21 @@ class RedisView:
         fields: dict[str, str],
         mode: str,
         at: datetime | None,
+        was: str = "",
     ) -> list[Any]:
         # One JSON argument instead of 2 per field: packing arguments dominated the cost.
         ttl = self.settings.final_ttl_s
         encoded = json.dumps(fields, separators=(",", ":"))
-        return [version, mode, ttl, space.root, str(job_id), encoded, guard, _ms(at)]
+        return [version, mode, ttl, space.root, str(job_id), encoded, guard, _ms(at), was]
 
     def _keys(self, space: KeySpace, job_id: UUID) -> list[str]:
         return [space.active_key, space.job_key(job_id), space.counts_key]
 
-    async def apply_events(self, events: Sequence[Job.Event]) -> set[UUID]:
-        """Applies events in one pipeline; returns the jobs that need a full refold."""
+    async def apply_events(self, events: Sequence[Job.Event]) -> dict[UUID, str]:
+        """Applies events in one pipeline; returns the jobs that need a full refold, each with
+        the status it is counted under if its hash is gone ("" when unknown)."""
         space, guard = await self._target()
-        refold: set[UUID] = set()
+        refold: dict[UUID, str] = {}
         pipe = self.redis.pipeline(transaction=False)
         sent: list[UUID] = []
         for event in events:
@@ -267,8 +271,8 @@ class RedisView:
                 fields: dict[str, str] | None = full_view(first)
             else:
                 fields = delta_view(event)
-            if fields is None:
-                refold.add(job_id)
+            if fields is None:  # Requeued: only a FAILED job (whose hash may have expired)
+                refold[job_id] = str(Status.FAILED)
                 continue
             version, mode = event.originator_version, "1" if full else "0"
             args = self._args(space, guard, job_id, version, fields, mode, event.timestamp)
@@ -277,18 +281,24 @@ class RedisView:
         results = [int(r) for r in await pipe.execute()] if sent else []
         if -2 in results:
             raise GenerationMovedError(space.generation)
-        refold.update(job_id for job_id, r in zip(sent, results, strict=True) if r == -1)
+        for job_id, result in zip(sent, results, strict=True):
+            if result == -1:
+                refold.setdefault(job_id, "")
         return refold
 
-    async def put_jobs(self, jobs: Sequence[Job], *, force: bool = False) -> None:
+    async def put_jobs(
+        self, jobs: Sequence[Job], *, force: bool = False, was: Mapping[UUID, str] | None = None
+    ) -> None:
         """Writes whole jobs (after a refold) over older versions; ``force`` also rewrites a hash
-        of the same version (to repair drift), never a newer one."""
+        of the same version (to repair drift), never a newer one. ``was``: the status a job
+        whose hash is gone is still counted under (see apply_events)."""
         space, guard = await self._target()
         pipe = self.redis.pipeline(transaction=False)
         for job in jobs:
             mode = "2" if force else "1"
+            hint = (was or {}).get(job.id, "")
             args = self._args(
-                space, guard, job.id, job.version, full_view(job), mode, job.last_event_at
+                space, guard, job.id, job.version, full_view(job), mode, job.last_event_at, hint
             )
             await self._apply(self._keys(space, job.id), args, pipe)
         if jobs and -2 in [int(r) for r in await pipe.execute()]:

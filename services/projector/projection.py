@@ -65,7 +65,7 @@ class Projection:
         try:
             refold = await view.apply_events([event for _, event in entries])
             if refold:
-                await view.put_jobs(await self.store.get_many(sorted(refold)))
+                await view.put_jobs(await self.store.get_many(sorted(refold)), was=refold)
             await view.set_position(entries[-1][0])
         except GenerationMovedError:
             log.info("projection: readers moved to another generation; continuing there")
