@@ -2,7 +2,8 @@
 
 When Redis loses its data (FLUSHALL, eviction, a restart without persistence) the position goes
 with it and the projection rebuilds from the start of the log; a job whose hash was evicted alone
-is refolded from its events. Versions are compared in Lua, so re-applying is harmless.
+is refolded from its events. Versions are compared in Lua, so re-applying is harmless. It follows
+the active generation (``shared.generations``), so a ``jobtrail replay`` can switch it over.
 """
 
 from __future__ import annotations
