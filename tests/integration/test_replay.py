@@ -18,7 +18,7 @@ from shared.domain import Job, Status
 from shared.drift import expected_view, find_drift
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.generations import KeySpace, Switch
-from shared.redis_view import RedisView
+from shared.redis_view import GenerationMovedError, RedisView
 from shared.settings import RedisSettings, StoreSettings
 from tests.conftest import fresh_database
 from tests.jobs import CAUSE, NO_JITTER
@@ -323,3 +323,29 @@ async def test_a_switch_from_a_generation_that_is_no_longer_active_is_refused(
     third = await generations.new_generation(view.redis, view.prefix)
     assert await generations.switch(view.redis, first, third) is Switch.BEHIND
     assert await view.active_space() == first
+
+
+async def test_a_write_to_a_generation_that_is_no_longer_active_is_refused(
+    store: AsyncJobStore, view: RedisView
+) -> None:
+    # Given the live projection pinned to the base generation, and a replay that switched away
+    ids = await workload(store, 7)
+    base = await view.active_space()
+    stale = view.pinned(base)
+    new = await generations.new_generation(view.redis, view.prefix)
+    assert await generations.switch(view.redis, base, new) is Switch.SWITCHED
+    events = [event for _, event in await store.events_after(0, 1000)]
+
+    # When the stale view writes (a step that raced the switch)
+    with pytest.raises(GenerationMovedError):
+        await stale.apply_events(events)
+    with pytest.raises(GenerationMovedError):
+        await stale.put_jobs(await store.get_many(ids))
+    with pytest.raises(GenerationMovedError):
+        await stale.set_position(len(events))
+
+    # Then nothing reached the old generation, and a following projection writes the new one
+    assert [k for p in base.patterns() async for k in view.redis.scan_iter(match=p)] == []
+    await catch_up(store, view)
+    assert await view.pinned(new).position() == len(events)
+    assert await find_drift(store, view, settle_s=0) == []
