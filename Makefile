@@ -36,8 +36,9 @@ lint: ## ruff and mypy
 contracts: ## regenerate contracts/asyncapi.json and contracts/openapi.json
 	$(BIN)/python -m services.specs
 
-bench: ## store, end-to-end and audit-export benchmarks (print figures and the machine)
+bench: ## store, replay, end-to-end and audit-export benchmarks (print figures and the machine)
 	$(BIN)/python -m benchmarks.store_throughput --jobs 2000
+	$(BIN)/python -m benchmarks.replay_throughput --events 100000
 	$(BIN)/python -m benchmarks.e2e_throughput --jobs 3000 --rounds 2
 	$(BIN)/python -m benchmarks.audit_export --events 200000
 

@@ -1,70 +1,34 @@
 """The status projection in Redis: one hash per job, counters, and indexes for listing.
 
-Keys under ``<prefix>:``: ``job:<id>`` (hash), ``counts`` (hash: ``status:<S>``,
-``type:<T>:<S>``), ``index`` and ``index:status:<S>`` / ``index:type:<T>`` (sorted sets by creation
-time), ``projection:position`` (the last notification id applied). An update applies only when
-its version is newer than the hash's (an atomic compare in Lua), so re-applying is harmless.
+Keys under the active generation's root (``<prefix>:`` or ``<prefix>:g<N>:``, see
+``shared.generations``): ``job:<id>`` (hash), ``counts`` (hash: ``status:<S>``, ``type:<T>:<S>``),
+``index`` and ``index:status:<S>`` / ``index:type:<T>`` (sorted sets by creation time),
+``projection:position`` (the last notification id applied). An update applies only when its
+version is newer than the hash's (an atomic compare in Lua), so re-applying is harmless. A final
+job's hash expires ``final_ttl_s`` after its final event (not after it was projected), so a replay
+does not bring back jobs that had already left Redis.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.application import project_aggregate
 from redis.asyncio import Redis
 
+from shared import generations
 from shared.domain.job import Job
 from shared.domain.status import TRANSITIONS, Move, Status
+from shared.generations import KeySpace
+from shared.redis_scripts import APPLY, APPLY_CHUNK, READ, SET_POSITION
 from shared.settings import RedisSettings
 
 MAX_RESULT_BYTES = 65_536
 MOVE_TARGET: dict[Move, Status] = {move: to for (_, move), to in TRANSITIONS.items()}
 assert len({(m, t) for (_, m), t in TRANSITIONS.items()}) == len(MOVE_TARGET), "move target unique"
-
-APPLY = """
-local key, counts = KEYS[1], KEYS[2]
-local version, full, ttl = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3])
-local prefix, jid = ARGV[4], ARGV[5]
-local fields = cjson.decode(ARGV[6])
-local cur = redis.call('HMGET', key, 'version', 'status', 'type', 'created_ms')
-if cur[1] then
-  if tonumber(cur[1]) >= version then return 0 end
-elseif not full then
-  return -1
-end
-local status = fields['status']
-local jtype = fields['type'] or cur[3]
-local created = fields['created_ms'] or cur[4]
-local flat = {}
-for f, v in pairs(fields) do
-  flat[#flat + 1] = f
-  flat[#flat + 1] = v
-end
-redis.call('HSET', key, 'version', ARGV[1], unpack(flat))
-if not cur[1] then
-  redis.call('ZADD', prefix .. ':index', created, jid)
-  redis.call('ZADD', prefix .. ':index:type:' .. jtype, created, jid)
-end
-if status and status ~= cur[2] then
-  if cur[2] then
-    redis.call('HINCRBY', counts, 'status:' .. cur[2], -1)
-    redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. cur[2], -1)
-    redis.call('ZREM', prefix .. ':index:status:' .. cur[2], jid)
-  end
-  redis.call('HINCRBY', counts, 'status:' .. status, 1)
-  redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. status, 1)
-  redis.call('ZADD', prefix .. ':index:status:' .. status, created, jid)
-  if ttl > 0 and (status == 'COMPLETED' or status == 'CANCELLED' or status == 'FAILED') then
-    redis.call('EXPIRE', key, ttl)
-  else
-    redis.call('PERSIST', key)
-  end
-end
-return 1
-"""
 
 
 def _iso(value: Any) -> str:
@@ -131,10 +95,29 @@ def delta_view(event: Job.Event) -> dict[str, str] | None:
     return fields
 
 
-class RedisView:
-    """Reads and writes the projection; every key lives under the configured prefix."""
+class GenerationMovedError(Exception):
+    """A guarded write found another generation active (a replay switched): resolve it again."""
 
-    def __init__(self, settings: RedisSettings, client: Redis | None = None) -> None:
+
+def _ms(value: datetime | None) -> int:
+    return int(value.timestamp() * 1000) if value is not None else 0
+
+
+class RedisView:
+    """Reads and writes the projection; every key lives under the configured prefix.
+
+    A view made from settings follows the active generation (``shared.generations``); ``pinned``
+    gives one bound to a single generation: guarded (its writes stop with GenerationMovedError
+    once that generation is no longer active) or not (a replay building a new generation).
+    """
+
+    def __init__(
+        self,
+        settings: RedisSettings,
+        client: Redis | None = None,
+        space: KeySpace | None = None,
+        guarded: bool = True,
+    ) -> None:
         self.settings = settings
         self.prefix = settings.redis_prefix
         self.redis = client or Redis.from_url(
@@ -143,65 +126,127 @@ class RedisView:
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
         )
+        self.space, self.guarded = space, guarded
         self._apply = self.redis.register_script(APPLY)
-        self.position_key = f"{self.prefix}:projection:position"
-        self.counts_key = f"{self.prefix}:counts"
+        self._read = self.redis.register_script(READ)
+        self._set_position = self.redis.register_script(SET_POSITION)
+
+    def pinned(self, space: KeySpace, *, guarded: bool = True) -> RedisView:
+        """A view of one generation, sharing this view's connection."""
+        return RedisView(self.settings, self.redis, space, guarded)
+
+    async def current(self) -> RedisView:
+        """This view if pinned, else one pinned (guarded) to the generation active now."""
+        return self if self.space is not None else self.pinned(await self.active_space())
+
+    async def active_space(self) -> KeySpace:
+        return await generations.active(self.redis, self.prefix)
+
+    async def _space(self) -> KeySpace:
+        return self.space if self.space is not None else await self.active_space()
 
     def job_key(self, job_id: UUID | str) -> str:
-        return f"{self.prefix}:job:{job_id}"
+        """The key of a job's hash in the pinned generation (the base one when following)."""
+        return (self.space or KeySpace(self.prefix)).job_key(job_id)
 
     async def aclose(self) -> None:
         await self.redis.aclose()
 
     async def position(self) -> int:
-        return int(await self.redis.get(self.position_key) or 0)
+        """The last notification id applied to this view's generation."""
+        return int(await self.redis.get((await self._space()).position_key) or 0)
+
+    async def _target(self) -> tuple[KeySpace, str]:
+        space = await self._space()
+        guard = space.generation if self.guarded or self.space is None else "*"
+        return space, guard
 
     async def set_position(self, position: int) -> None:
-        await self.redis.set(self.position_key, position)
+        space, guard = await self._target()
+        keys = [space.active_key, space.position_key]
+        if int(await self._set_position(keys, [guard, position])) == -2:
+            raise GenerationMovedError(space.generation)
 
-    def _args(self, job_id: UUID, version: int, fields: dict[str, str], full: bool) -> list[Any]:
-        # One JSON argument instead of 2 per field: packing arguments dominated the cost.
+    async def _write(self, updates: list[list[Any]]) -> list[int]:
+        """Sends updates (see APPLY) in chunks on one pipeline; one result per update."""
+        if not updates:
+            return []
+        space, guard = await self._target()
         ttl = self.settings.final_ttl_s
-        encoded = json.dumps(fields, separators=(",", ":"))
-        return [version, "1" if full else "0", ttl, self.prefix, str(job_id), encoded]
-
-    async def apply_events(self, events: Sequence[Job.Event]) -> set[UUID]:
-        """Applies events in one pipeline; returns the jobs that need a full refold."""
-        refold: set[UUID] = set()
         pipe = self.redis.pipeline(transaction=False)
+        for start in range(0, len(updates), APPLY_CHUNK):
+            encoded = json.dumps(updates[start : start + APPLY_CHUNK], separators=(",", ":"))
+            await self._apply([space.active_key], [guard, ttl, space.root, encoded], pipe)
+        results = [int(r) for part in await pipe.execute() for r in part]
+        if -2 in results:
+            raise GenerationMovedError(space.generation)
+        return results
+
+    async def apply_events(self, events: Sequence[Job.Event]) -> dict[UUID, str]:
+        """Applies events in one pipeline; returns the jobs that need a full refold, each with
+        the status it is counted under if its hash is gone ("" when unknown)."""
+        refold: dict[UUID, str] = {}
+        updates: list[list[Any]] = []
         sent: list[UUID] = []
         for event in events:
             job_id = event.originator_id
             full = isinstance(event, Job.Submitted)
             if full:  # the first event holds everything the view needs
-                first = cast(Job, project_aggregate(None, [event]))
+                # mutate, not project_aggregate: its Protocol check cost more than the rest
+                first = cast(Job, event.mutate(None))
                 fields: dict[str, str] | None = full_view(first)
             else:
                 fields = delta_view(event)
-            if fields is None:
-                refold.add(job_id)
+            if fields is None:  # Requeued: only a FAILED job (whose hash may have expired)
+                refold[job_id] = str(Status.FAILED)
                 continue
-            keys = [self.job_key(job_id), self.counts_key]
-            await self._apply(
-                keys, self._args(job_id, event.originator_version, fields, full), pipe
-            )
+            version, mode, at = str(event.originator_version), "1" if full else "0", event.timestamp
+            updates.append([str(job_id), version, mode, fields, _ms(at), ""])
             sent.append(job_id)
-        results = await pipe.execute() if sent else []
-        refold.update(job_id for job_id, r in zip(sent, results, strict=True) if int(r) == -1)
+        for job_id, result in zip(sent, await self._write(updates), strict=True):
+            if result == -1:
+                refold.setdefault(job_id, "")
         return refold
 
-    async def put_jobs(self, jobs: Sequence[Job]) -> None:
-        """Writes whole jobs (after a refold), still only over older versions."""
-        pipe = self.redis.pipeline(transaction=False)
-        for job in jobs:
-            keys = [self.job_key(job.id), self.counts_key]
-            await self._apply(keys, self._args(job.id, job.version, full_view(job), True), pipe)
-        if jobs:
-            await pipe.execute()
+    async def put_jobs(
+        self, jobs: Sequence[Job], *, force: bool = False, was: Mapping[UUID, str] | None = None
+    ) -> None:
+        """Writes whole jobs (after a refold) over older versions; ``force`` also rewrites a hash
+        of the same version (to repair drift), never a newer one. ``was``: the status a job
+        whose hash is gone is still counted under (see apply_events)."""
+        mode, hints = "2" if force else "1", was or {}
+        await self._write(
+            [
+                [
+                    str(j.id),
+                    str(j.version),
+                    mode,
+                    full_view(j),
+                    _ms(j.last_event_at),
+                    hints.get(j.id, ""),
+                ]
+                for j in jobs
+            ]
+        )
 
     async def get(self, job_id: UUID) -> dict[str, str] | None:
-        data = cast(dict[str, str], await self.redis.hgetall(self.job_key(job_id)))
-        return data or None
+        """The job's hash in the active generation (resolved in the same call), or None."""
+        if self.space is not None:
+            data = cast(dict[str, str], await self.redis.hgetall(self.space.job_key(job_id)))
+            return data or None
+        flat = cast(
+            list[str],
+            await self._read([generations.active_key(self.prefix)], [self.prefix, str(job_id)]),
+        )
+        return dict(zip(flat[::2], flat[1::2], strict=True)) or None
+
+    async def get_many(self, job_ids: Sequence[UUID | str]) -> list[dict[str, str] | None]:
+        """The hashes of several jobs in one round trip (this view's generation)."""
+        space = await self._space()
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hgetall(space.job_key(job_id))
+        return [view or None for view in await pipe.execute()]
 
     async def page(
         self,
@@ -212,11 +257,12 @@ class RedisView:
         before: float | None = None,
     ) -> list[dict[str, str]]:
         """Jobs newest first, created before ``before`` (ms), filtered by status and type."""
-        index = f"{self.prefix}:index"
+        space = await self._space()
+        index = space.index_key()
         if status:
-            index = f"{self.prefix}:index:status:{status}"
+            index = space.index_key("status", status)
         elif job_type:
-            index = f"{self.prefix}:index:type:{job_type}"
+            index = space.index_key("type", job_type)
         top = f"({before}" if before is not None else "+inf"
         found: list[dict[str, str]] = []
         offset = 0
@@ -230,7 +276,7 @@ class RedisView:
             offset += len(ids)
             pipe = self.redis.pipeline(transaction=False)
             for job_id in ids:
-                pipe.hgetall(self.job_key(job_id))
+                pipe.hgetall(space.job_key(job_id))
             for view in await pipe.execute():
                 type_ok = not job_type or view.get("type") == job_type
                 if view and type_ok and (not status or view.get("status") == status):
@@ -253,7 +299,7 @@ class RedisView:
         return data or None
 
     async def counts(self) -> dict[str, int]:
-        raw = cast(dict[str, str], await self.redis.hgetall(self.counts_key))
+        raw = cast(dict[str, str], await self.redis.hgetall((await self._space()).counts_key))
         return {k: int(v) for k, v in raw.items()}
 
     async def warn_if_noeviction(self) -> str | None:

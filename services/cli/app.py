@@ -50,10 +50,11 @@ INFRA = {
 }
 
 
-def check_infrastructure() -> list[str]:
+def check_infrastructure(names: tuple[str, ...] = tuple(INFRA)) -> list[str]:
     """Names what does not answer, with how to start it; an empty list when all answer."""
     problems = []
-    for name, (variable, default, start) in INFRA.items():
+    for name in names:
+        variable, default, start = INFRA[name]
         url = urlsplit(os.environ.get(variable, default))
         port = url.port or {"postgresql": 5432, "amqp": 5672, "redis": 6379}.get(url.scheme, 0)
         try:
@@ -324,6 +325,72 @@ def dlq_replay(
     url, topology = _bus()
     replayed, left = asyncio.run(replay(url, topology, message_id))
     console.print(f"replayed {replayed}; left in the dead-letter queue: {left}")
+
+
+def _when(name: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise _fail(f"{name} needs an ISO time with a zone, e.g. 2030-01-01T09:00:00+00:00", 2)
+    return at
+
+
+@app.command(name="replay")
+def replay_log(
+    job: Annotated[str | None, typer.Option(help="refold only this job (its id)")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="refold the jobs with an event at or after this ISO time")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="refold the jobs with an event before this ISO time")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=100, max=100_000, help="events read per step")] = 5000,
+) -> None:
+    """Rebuilds the Redis projection from the log into a new key space and switches readers to it;
+    or refolds one job (--job) or the jobs with events in a time range (--since/--until)."""
+    import asyncio
+    import uuid
+
+    from services.cli import replay
+
+    if job is not None and (since or until):
+        raise _fail("use either --job or --since/--until, not both", 2)
+    job_id = None
+    if job is not None:
+        try:
+            job_id = uuid.UUID(job)
+        except ValueError:
+            raise _fail(f"--job {job!r} is not a job id (a UUID)", 2) from None
+    start, end = _when("--since", since), _when("--until", until)
+    if start and end and start >= end:
+        raise _fail("--since must be before --until", 2)
+    problems = check_infrastructure(("PostgreSQL", "Redis"))
+    if problems:
+        raise _fail("\n".join(problems), 2)
+    try:
+        if job_id is not None:
+            refolded = asyncio.run(replay.refold_job(job_id))
+            if not refolded:
+                raise _fail(f"job {job_id} has no events in the log")
+            console.print(f"refolded {refolded[0]}")
+        elif start or end:
+            count = asyncio.run(replay.refold_range(console, start, end))
+            console.print(f"refolded {count} job(s) with events in the range")
+        else:
+            done = asyncio.run(replay.rebuild(console, batch))
+            console.print(
+                f"replayed {done.events} events in {done.seconds:.1f} s "
+                f"({done.rate:.0f} events/s); readers moved from {done.old.root!r} to "
+                f"{done.new.root!r}; unlinked {done.dropped} old keys"
+            )
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a database that does not exist, a replay that lost a race ...
+        raise _fail(f"replay failed: {type(exc).__name__}: {exc}") from None
 
 
 CSV = "city,temp\nOslo,3.5\nRome,17\nCairo,29.25\nLima,19\n"

@@ -6,6 +6,7 @@ auditor verifies the log itself, with a key and a checkpoint file the services n
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -78,7 +79,6 @@ def _verify_redis() -> bool:
     import asyncio
 
     from shared.drift import find_drift
-
     from shared.eventstore import AsyncJobStore, JobStore
     from shared.redis_view import RedisView
     from shared.settings import RedisSettings, StoreSettings
@@ -93,7 +93,8 @@ def _verify_redis() -> bool:
 
     drifted = asyncio.run(run())
     for drift in drifted:
-        console.print(f"[red]DRIFT[/red] {drift}")
+        fields = ", ".join(f"{k}: redis {r!r} log {v!r}" for k, (r, v) in drift.fields.items())
+        console.print(f"[red]DRIFT[/red] job {drift.job_id} {drift.kind}: {fields}"[:400])
     if not drifted:
         console.print("[green]redis OK[/green]: every job in Redis equals the fold of its events")
     return not drifted
@@ -126,9 +127,17 @@ def archive(
 ) -> None:
     """Moves old final histories to a compressed JSON Lines file with their chain hashes."""
     from shared.eventstore import archive as archiving
-    from shared.settings import AuditSettings
+    from shared.settings import AuditSettings, RedisSettings
 
     cutoff = parse_time(before, "--before")
+    ttl = RedisSettings().final_ttl_s
+    latest = datetime.now(UTC) - timedelta(seconds=ttl)
+    if ttl and cutoff > latest:
+        raise fail(
+            f"--before must be at least JOBTRAIL_FINAL_TTL_S ({ttl} s) ago, so that archived "
+            f"jobs have already left Redis; e.g. --before {latest:%Y-%m-%dT%H:%M:%SZ}",
+            2,
+        )
     target = directory or AuditSettings().archive_dir
     with open_store() as store:
         done = archiving.archive(store, cutoff, target, limit)
@@ -138,6 +147,11 @@ def archive(
     console.print(
         f"archived {done.jobs} jobs ({done.events} events) to {done.data}; manifest "
         f"{done.manifest}. Verify with: jobtrail verify --archive {done.data}"
+        + (
+            ""
+            if ttl
+            else "; JOBTRAIL_FINAL_TTL_S is 0: run `jobtrail replay` to drop them from Redis"
+        )
     )
 
 

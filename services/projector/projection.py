@@ -2,7 +2,8 @@
 
 When Redis loses its data (FLUSHALL, eviction, a restart without persistence) the position goes
 with it and the projection rebuilds from the start of the log; a job whose hash was evicted alone
-is refolded from its events. Versions are compared in Lua, so re-applying is harmless.
+is refolded from its events. Versions are compared in Lua, so re-applying is harmless. It follows
+the active generation (``shared.generations``), so a ``jobtrail replay`` can switch it over.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from redis.exceptions import RedisError
 
 from shared.eventstore import AsyncJobStore
-from shared.redis_view import RedisView
+from shared.redis_view import GenerationMovedError, RedisView
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +52,24 @@ class Projection:
                 await asyncio.sleep(1.0)
 
     async def step(self) -> bool:
-        """Applies the next batch; returns False when the projection is caught up."""
-        position = await self.view.position()
+        """Applies the next batch; returns False when the projection is caught up.
+
+        The generation is resolved at every step and every write is guarded by it: after a
+        replay switches readers, the step that raced it writes nothing more to the old
+        generation, and the next one continues from the new generation's own position.
+        """
+        view = await self.view.current()
+        position = await view.position()
         entries = await self.store.events_after(position, self.batch)
         if not entries:
             return False
-        refold = await self.view.apply_events([event for _, event in entries])
-        if refold:
-            await self.view.put_jobs(await self.store.get_many(sorted(refold)))
-        await self.view.set_position(entries[-1][0])
+        try:
+            refold = await view.apply_events([event for _, event in entries])
+            if refold:
+                await view.put_jobs(await self.store.get_many(sorted(refold)), was=refold)
+            await view.set_position(entries[-1][0])
+        except GenerationMovedError:
+            log.info("projection: readers moved to another generation; continuing there")
+            return True
         self.applied += len(entries)
         return True

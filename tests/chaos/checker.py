@@ -22,7 +22,7 @@ from eventsourcing.application import project_aggregate
 from shared.domain import Job
 from shared.domain.errors import JobError
 from shared.domain.status import TERMINAL
-from shared.redis_view import full_view
+from shared.drift import differences
 
 OUTCOMES = (Job.Completed, Job.AttemptFailed, Job.Failed, Job.LeaseExpired)
 FINAL_EVENTS = (Job.Completed, Job.Failed, Job.Cancelled)
@@ -134,17 +134,14 @@ def check(
         job: Job = project_aggregate(None, events)  # type: ignore[assignment]
         if job.status not in TERMINAL:
             report.note("lost", job_id, f"still {job.status}")
-        expected = full_view(job) | {"version": str(job.version)}
-        if evictable and job_id not in cached:
+        have = cached.get(job_id)
+        if evictable and have is None:
             report.evicted += 1
-        elif cached.get(job_id) != expected:
-            have = cached.get(job_id)
-            diff = (
-                "missing"
-                if have is None
-                else {k: (have.get(k), v) for k, v in expected.items() if have.get(k) != v}
-            )
-            report.note("drift", job_id, f"redis differs: {diff}")
+        else:
+            diff = differences(job, have)
+            if diff:
+                why = "missing" if have is None else diff
+                report.note("drift", job_id, f"redis differs: {why}")
         attempts = runs.get(str(job_id), [])
         started = {e.attempt for e in events if isinstance(e, Job.Started)}
         report.executions += len(attempts)

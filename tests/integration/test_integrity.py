@@ -361,6 +361,8 @@ def test_the_cli_verifies_reports_tampering_and_exits_non_zero(
 
     code, out = run("archive", "--before", "yesterday")
     assert code == 2 and "--before 'yesterday' is not an ISO 8601 time" in out
+    code, out = run("archive", "--before", "2099-01-01T00:00:00Z", "--dir", str(tmp_path))
+    assert code == 2 and "at least JOBTRAIL_FINAL_TTL_S" in out
     code, out = run("archive", "--before", "2000-01-01T00:00:00Z", "--dir", str(tmp_path))
     assert code == 0 and "no final job finished before" in out
     code, out = run("verify", "--no-redis", "--archive", str(tmp_path / "missing.jsonl.gz"))

@@ -1,0 +1,91 @@
+"""The Lua scripts of the Redis projection (shared.redis_view): each runs atomically in Redis."""
+
+APPLY_CHUNK = 500
+"""Updates per APPLY call: one call costs far less than 500 commands, and blocks Redis ~ms."""
+
+APPLY = """
+local guard, ttl, root = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return {-2} end
+local counts = root .. ':counts'
+local now_ms = nil
+local function passed(deadline)
+  if not now_ms then
+    local t = redis.call('TIME')
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return deadline <= now_ms
+end
+local function apply(jid, vtext, mode, fields, at, hint)
+  local key = root .. ':job:' .. jid
+  local version = tonumber(vtext)
+  local cur = redis.call('HMGET', key, 'version', 'status', 'type', 'created_ms')
+  if cur[1] then
+    local have = tonumber(cur[1])
+    if have > version or (have == version and mode ~= '2') then return 0 end
+  elseif mode == '0' then
+    return -1
+  end
+  local status = fields['status']
+  local final = status == 'COMPLETED' or status == 'CANCELLED' or status == 'FAILED'
+  local expire_ms = tonumber(at) + ttl * 1000
+  if final and ttl > 0 and not cur[1] and passed(expire_ms) then return 0 end
+  local jtype = fields['type'] or cur[3]
+  local created = fields['created_ms'] or cur[4]
+  local flat = {}
+  for f, v in pairs(fields) do
+    flat[#flat + 1] = f
+    flat[#flat + 1] = v
+  end
+  if mode == '2' then redis.call('DEL', key) end
+  redis.call('HSET', key, 'version', vtext, unpack(flat))
+  if not cur[1] or mode == '2' then
+    redis.call('ZADD', root .. ':index', created, jid)
+    redis.call('ZADD', root .. ':index:type:' .. jtype, created, jid)
+  end
+  local was = cur[2]
+  if not was and hint ~= '' then was = hint end
+  if status and status ~= was then
+    if was then
+      redis.call('HINCRBY', counts, 'status:' .. was, -1)
+      redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. was, -1)
+      redis.call('ZREM', root .. ':index:status:' .. was, jid)
+    end
+    redis.call('HINCRBY', counts, 'status:' .. status, 1)
+    redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. status, 1)
+    redis.call('ZADD', root .. ':index:status:' .. status, created, jid)
+  end
+  if status and (status ~= cur[2] or mode == '2') then
+    if final and ttl > 0 then
+      redis.call('PEXPIREAT', key, string.format('%.0f', expire_ms))
+    else
+      redis.call('PERSIST', key)
+    end
+  end
+  return 1
+end
+local results = {}
+for i, u in ipairs(cjson.decode(ARGV[4])) do
+  results[i] = apply(u[1], u[2], u[3], u[4], u[5], u[6])
+end
+return results
+"""
+"""Applies updates ``[job id, version, mode, fields, event time ms, counted status]`` to one
+generation (all guarded by ARGV[1]). Mode 0: an event's changes, only onto a hash of an older
+version (-1 when the hash is missing: refold the job); 1: a whole job, onto an older or missing
+hash; 2: a whole job, also over the same version (repairs drift). A final job's hash expires
+``ttl`` after its final event; one whose time has passed is not written back."""
+
+READ = """
+local g = redis.call('GET', KEYS[1])
+local root = ARGV[1]
+if g then root = root .. ':g' .. g end
+return redis.call('HGETALL', root .. ':job:' .. ARGV[2])
+"""
+"""A job's hash in the active generation: resolving the generation and reading in one call."""
+
+SET_POSITION = """
+if ARGV[1] ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return -2 end
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+"""
+"""Saves a generation's position, unless (guarded) that generation is no longer active (-2)."""
