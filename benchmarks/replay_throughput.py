@@ -24,13 +24,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from services.projector import replay
 from services.projector.projection import Projection
 from shared import generations
 from shared.domain import Cause, Job
 from shared.drift import find_drift
-from shared.eventstore import AsyncJobStore, JobStore
+from shared.eventstore import AsyncJobStore, JobStore, integrity
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
 
@@ -103,6 +104,26 @@ async def measure(store: AsyncJobStore, view: RedisView, rounds: int, batch: int
     )
 
 
+def integrity_figures(url: str) -> None:
+    """Checkpointing and verifying the same log (docs/audit.md): both read every event once."""
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        started = time.perf_counter()
+        mark = integrity.write_checkpoint(conn)
+        seconds = time.perf_counter() - started
+    assert mark is not None
+    print(
+        f"checkpoint of {mark.events} events: {seconds:.2f} s "
+        f"({mark.events / seconds:.0f} events/s)"
+    )
+    started = time.perf_counter()
+    report = integrity.verify_log(url)
+    seconds = time.perf_counter() - started
+    print(
+        f"verify (chains + head vs checkpoint) of {report.events} events: {seconds:.2f} s "
+        f"({report.events / seconds:.0f} events/s), {len(report.problems)} problems"
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -119,6 +140,7 @@ async def main() -> None:
         store = JobStore(StoreSettings(postgres_url=url))
         rate = fill(store, args.events)
         print(f"filled {store.max_notification_id()} events at {rate:.0f} events/s")
+        integrity_figures(url)
         view = RedisView(
             RedisSettings(redis_url=redis_url, redis_prefix=f"jt-bench-{uuid.uuid4().hex[:6]}")
         )
