@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from psycopg.rows import dict_row
+from rich.markup import escape
 
 from services.cli.audit import open_store, parse_time
 from services.cli.console import console, fail
@@ -65,7 +66,7 @@ def verify(
             + ("" if audit.key else " (no JOBTRAIL_CHECKPOINT_KEY: signatures not checked)")
         )
         for problem in report.problems:
-            console.print(f"[red]TAMPERED[/red] {problem}")
+            console.print(f"[red]TAMPERED[/red] {escape(str(problem))}")
         if report.ok:
             console.print("[green]log OK[/green]: every chain and checkpoint matches")
         failed |= not report.ok
@@ -91,10 +92,17 @@ def _verify_redis() -> bool:
             finally:
                 await view.aclose()
 
-    drifted = asyncio.run(run())
+    try:
+        drifted = asyncio.run(run())
+    except Exception as exc:  # an event that no longer decodes: the log itself is damaged
+        console.print(
+            f"[red]DRIFT[/red] the Redis check could not fold the log ({type(exc).__name__}: "
+            f"{exc}); an event no longer decodes: `jobtrail verify --no-redis` says where"
+        )
+        return False
     for drift in drifted:
         fields = ", ".join(f"{k}: redis {r!r} log {v!r}" for k, (r, v) in drift.fields.items())
-        console.print(f"[red]DRIFT[/red] job {drift.job_id} {drift.kind}: {fields}"[:400])
+        console.print(f"[red]DRIFT[/red] job {drift.job_id} {drift.kind}: {escape(fields[:300])}")
     if not drifted:
         console.print("[green]redis OK[/green]: every job in Redis equals the fold of its events")
     return not drifted

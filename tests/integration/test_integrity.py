@@ -378,6 +378,18 @@ def test_the_cli_verifies_reports_tampering_and_exits_non_zero(
     assert code == 1
     assert f"job {job} version 2" in out and "TAMPERED" in out
 
+    # A row edited so that it no longer decodes: both checks report it, neither crashes
+    monkeypatch.setenv("JOBTRAIL_REDIS_PREFIX", f"jt-verify-{uuid.uuid4().hex[:6]}")
+    log.sql(
+        "UPDATE jobtrail_events SET state = convert_to('{\"garbage\": 1}', 'UTF8') "
+        "WHERE originator_id = %s AND originator_version = 3",
+        [log.jobs[0]],
+    )
+    result = cli.invoke(app, ["verify"])
+    assert isinstance(result.exception, SystemExit) and result.exit_code == 1, result.output
+    assert f"job {log.jobs[0]} version 3" in result.output
+    assert "could not fold the log" in result.output
+
 
 def test_audit_exports_carry_each_events_chain_hash(log: Log) -> None:
     from shared.eventstore.export import EventExport
