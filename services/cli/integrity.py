@@ -28,6 +28,10 @@ def _conninfo() -> str:
     return conninfo(StoreSettings().postgres_url)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 def _connect() -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(_conninfo(), autocommit=True, row_factory=dict_row)
@@ -59,7 +63,12 @@ def verify(
     failed = False
     if log:
         _connect().close()
-        report = verify_log(_conninfo(), key=audit.key, checkpoint_file=file, archives=archives)
+        try:
+            report = verify_log(_conninfo(), key=audit.key, checkpoint_file=file, archives=archives)
+        except ValueError as exc:  # an unreadable checkpoint file line
+            raise fail(str(exc), 2) from None
+        except psycopg.Error as exc:
+            raise fail(f"cannot read the log: {_first_line(exc)}") from None
         console.print(
             f"log: {report.jobs} jobs, {report.events} events, "
             f"{report.checkpoints} checkpoints checked"
@@ -79,6 +88,9 @@ def _verify_redis() -> bool:
     """Redis against the fold of each job's events (see shared.drift); True when equal."""
     import asyncio
 
+    from eventsourcing.persistence import OperationalError, ProgrammingError
+    from redis.exceptions import RedisError
+
     from shared.drift import find_drift
     from shared.eventstore import AsyncJobStore, JobStore
     from shared.redis_view import RedisView
@@ -94,10 +106,15 @@ def _verify_redis() -> bool:
 
     try:
         drifted = asyncio.run(run())
-    except Exception as exc:  # an event that no longer decodes: the log itself is damaged
+    except (RedisError, OSError) as exc:
+        raise fail(f"cannot read Redis (JOBTRAIL_REDIS_URL): {_first_line(exc)}") from None
+    except (psycopg.Error, OperationalError, ProgrammingError) as exc:
+        raise fail(f"cannot read the log: {_first_line(exc)}") from None
+    except Exception as exc:  # folding raised: an event no longer decodes or applies
         console.print(
-            f"[red]DRIFT[/red] the Redis check could not fold the log ({type(exc).__name__}: "
-            f"{exc}); an event no longer decodes: `jobtrail verify --no-redis` says where"
+            f"[red]DRIFT[/red] the Redis check could not fold the log "
+            f"({type(exc).__name__}: {escape(_first_line(exc))}); an event no longer decodes or "
+            "applies: `jobtrail verify --no-redis` says where"
         )
         return False
     for drift in drifted:
@@ -114,8 +131,13 @@ def checkpoint() -> None:
     from shared.settings import AuditSettings
 
     audit = AuditSettings()
-    with _connect() as conn:
-        mark = write_checkpoint(conn, key=audit.key, file=audit.checkpoint_file)
+    try:
+        with _connect() as conn:
+            mark = write_checkpoint(conn, key=audit.key, file=audit.checkpoint_file)
+    except psycopg.Error as exc:
+        raise fail(f"checkpoint not written: {_first_line(exc)}") from None
+    except OSError as exc:
+        raise fail(f"checkpoint written to the database, not to the file: {exc}") from None
     if mark is None:
         console.print("no new events since the last checkpoint")
     else:
@@ -148,9 +170,15 @@ def archive(
         )
     target = directory or AuditSettings().archive_dir
     with open_store() as store:
-        done = archiving.archive(store, cutoff, target, limit)
+        try:
+            done = archiving.archive(store, cutoff, target, limit)
+        except (archiving.ArchiveError, psycopg.Error, OSError) as exc:
+            raise fail(f"nothing archived: {_first_line(exc)}") from None
     if done is None:
-        console.print(f"no final job finished before {cutoff.isoformat()}")
+        console.print(
+            f"no final job finished before {cutoff.isoformat()} and covered by a checkpoint "
+            "(`jobtrail checkpoint` writes one)"
+        )
         return
     console.print(
         f"archived {done.jobs} jobs ({done.events} events) to {done.data}; manifest "

@@ -26,10 +26,14 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from shared.domain.job import Job
-from shared.eventstore.integrity import EVENTS, Problem, Row, _row
+from shared.eventstore.integrity import CHECKPOINTS, EVENTS, Problem, Row, _row
 from shared.eventstore.store import JobStore, lock_key
 
 FINAL_EVENTS = (Job.Completed, Job.Failed, Job.Cancelled)
+
+
+class ArchiveError(RuntimeError):
+    """The archive was not made; nothing left the table."""
 
 
 @dataclass
@@ -89,12 +93,21 @@ def read(path: Path) -> Bundle:
 
 
 def _candidates(store: JobStore, before: datetime, limit: int) -> list[UUID]:
-    """Final jobs whose final event (always their last) is older than ``before``."""
+    """Jobs whose last event is final, older than ``before``, and covered by a checkpoint.
+
+    Final is not forever (a FAILED job can be requeued), so the final event must be the job's
+    last. Only rows the newest checkpoint covers leave the table: a later checkpoint computed
+    without them would not match the log with its archives merged back.
+    """
     topics = [get_topic(kind) for kind in FINAL_EVENTS]
     query = sql.SQL(
-        "SELECT originator_id, originator_version, topic, state FROM {} WHERE topic = ANY(%s) "
+        "SELECT originator_id, originator_version, topic, state FROM {events} e "
+        "WHERE topic = ANY(%s) "
+        "AND notification_id <= (SELECT coalesce(max(notification_id), 0) FROM {checkpoints}) "
+        "AND NOT EXISTS (SELECT 1 FROM {events} later WHERE later.originator_id = e.originator_id "
+        "AND later.originator_version > e.originator_version) "
         "ORDER BY notification_id"
-    ).format(sql.Identifier(EVENTS))
+    ).format(events=sql.Identifier(EVENTS), checkpoints=sql.Identifier(CHECKPOINTS))
     chosen: list[UUID] = []
     with store.recorder.datastore.get_connection() as conn:
         for r in conn.execute(query, [topics]):
@@ -146,17 +159,24 @@ def archive(store: JobStore, before: datetime, directory: Path, limit: int) -> A
     }
     _write(data, payload)
     _write(manifest_path(data), json.dumps(manifest, indent=2).encode())
-    with store.recorder.datastore.get_connection() as conn, conn.transaction():
-        conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
-            [sorted({lock_key(job) for job in jobs})],
-        )
-        deleted = conn.execute(
-            sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(table), [jobs]
-        ).rowcount
-        if deleted != len(rows):  # a history changed since it was read: keep everything
-            raise RuntimeError(f"archived {len(rows)} events but {deleted} matched; rolled back")
+    try:
+        with store.recorder.datastore.get_connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
+                [sorted({lock_key(job) for job in jobs})],
+            )
+            deleted = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(table), [jobs]
+            ).rowcount
+            if deleted != len(rows):  # a history changed since it was read: keep everything
+                raise ArchiveError(
+                    f"archived {len(rows)} events but {deleted} matched; nothing was deleted"
+                )
+    except BaseException:
+        data.unlink(missing_ok=True)  # the rows stay in the table: the files must not exist
+        manifest_path(data).unlink(missing_ok=True)
+        raise
     return Archived(data, manifest_path(data), len(jobs), len(rows))
 
 

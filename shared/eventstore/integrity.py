@@ -2,8 +2,9 @@
 
 - ``create``: the ``chain_hash`` column, the ``jobtrail_checkpoints`` table, and triggers that
   refuse UPDATE, DELETE and TRUNCATE on both tables for every role, the owner included, unless
-  the transaction opted into the maintenance path (``SET LOCAL jobtrail.maintenance = 'on'``,
-  used only by ``jobtrail archive``).
+  the owner (or a member of the owner's role) opted into the maintenance path in that
+  transaction (``SET LOCAL jobtrail.maintenance = 'on'``, used only by ``jobtrail archive``); any
+  role may set the variable, so the trigger checks who set it.
 - ``grant``: what a service role needs, and no more (see docs/audit.md).
 - ``write_checkpoint``: extends the running log head over new events and stores it.
 - ``verify_log``: recomputes every job's chain and the log head, and compares the head with each
@@ -36,7 +37,9 @@ _CHECKPOINT_LOCK = 7261030
 _FUNCTION = """
 CREATE OR REPLACE FUNCTION jobtrail_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-  IF current_setting('jobtrail.maintenance', true) = 'on' THEN
+  IF current_setting('jobtrail.maintenance', true) = 'on'
+     AND pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'MEMBER')
+  THEN
     IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
     RETURN NEW;
   END IF;
@@ -254,8 +257,17 @@ def write_checkpoint(
 
 
 def read_checkpoint_file(path: Path) -> list[Checkpoint]:
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [Checkpoint.from_json(line, f"file {path}") for line in lines if line.strip()]
+    """Every checkpoint in a file; a torn last line (a crash while appending) is skipped, any
+    other unreadable line raises ValueError naming it."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    marks = []
+    for number, line in enumerate(lines, 1):
+        try:
+            marks.append(Checkpoint.from_json(line, f"file {path}"))
+        except (ValueError, KeyError, TypeError) as exc:
+            if number < len(lines):
+                raise ValueError(f"{path} line {number} is not a checkpoint: {exc}") from None
+    return marks
 
 
 # -- verification -------------------------------------------------------------------------------
@@ -398,7 +410,11 @@ def check_head(
     head, count, start = GENESIS, 0, 0
     stream = iter(entries)
     pending: tuple[int, bytes | None] | None = next(stream, None)
+    restart: Checkpoint | None = None
+    last_id: int | None = None
     for mark in ordered:
+        if restart is not None and restart.notification_id < mark.notification_id:
+            head, count, restart = restart.head, restart.events, None  # localise the next interval
         report.checkpoints += 1
         if key is not None and (
             mark.signature is None or sign(key, mark.notification_id, mark.head) != mark.signature
@@ -412,8 +428,10 @@ def check_head(
                 )
             )
         while pending is not None and pending[0] <= mark.notification_id:
-            head = head_hash(head, pending[0], pending[1] or GENESIS)
-            count += 1
+            if pending[0] != last_id:  # an archived row still in the table is counted once
+                head = head_hash(head, pending[0], pending[1] or GENESIS)
+                count += 1
+                last_id = pending[0]
             pending = next(stream, None)
         if head != mark.head or count != mark.events:
             detail = (
@@ -426,7 +444,7 @@ def check_head(
             report.problems.append(
                 Problem("checkpoint", detail, notification_id=mark.notification_id)
             )
-            head, count = mark.head, mark.events
+            restart = restart or mark  # copies at the same id are judged by the same head
         start = mark.notification_id
 
 
@@ -460,6 +478,9 @@ def verify_log(
         report.problems.extend(bundle.problems)
         check_chains(bundle.by_job(), report)
     table = sql.Identifier(events)
+    # Before the snapshot: each line was written after its checkpoint committed, so the snapshot
+    # sees every row a line covers (read later, a new line could name rows it cannot see).
+    from_file = read_checkpoint_file(checkpoint_file) if checkpoint_file is not None else []
     with psycopg.connect(conninfo, row_factory=dict_row) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         with conn.transaction():
@@ -476,9 +497,7 @@ def verify_log(
                 ),
                 report,
             )
-            marks = checkpoints(conn)
-            if checkpoint_file is not None:
-                marks += read_checkpoint_file(checkpoint_file)
+            marks = checkpoints(conn) + from_file
             live = (
                 (r["notification_id"], bytes(r["chain_hash"]) if r["chain_hash"] else None)
                 for r in _stream(

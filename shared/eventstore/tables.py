@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS jobtrail_dispatches (
     attempt integer NOT NULL,
     sent_at timestamptz NOT NULL
 );
+ALTER TABLE jobtrail_dispatches ADD COLUMN IF NOT EXISTS resends integer NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS jobtrail_dispatches_sent ON jobtrail_dispatches (sent_at);
 CREATE TABLE IF NOT EXISTS jobtrail_dead_letters (
     id bigserial PRIMARY KEY,
@@ -86,7 +87,8 @@ _DELETE_LEASE = "DELETE FROM jobtrail_leases WHERE job_id = %s"
 _CANCEL_LEASE = "UPDATE jobtrail_leases SET cancel_requested = true WHERE job_id = %s"
 _UPSERT_DISPATCH = (
     "INSERT INTO jobtrail_dispatches (job_id, attempt, sent_at) VALUES (%s, %s, %s) "
-    "ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, sent_at = EXCLUDED.sent_at"
+    "ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, sent_at = EXCLUDED.sent_at, "
+    "resends = 0"
 )
 _DELETE_DISPATCH = "DELETE FROM jobtrail_dispatches WHERE job_id = %s"
 
@@ -223,10 +225,12 @@ def overdue_dispatches(
     conn: psycopg.Connection[Any], limit: int, deadline_s: float
 ) -> list[tuple[Any, int]]:
     """SCHEDULED jobs no worker claimed within ``deadline_s`` of their last work message; marks
-    them sent now, so the next sweep waits another deadline."""
+    them sent now. Each resend doubles the wait (up to 64 deadlines), so a backlog that is merely
+    slow (messages waiting in a long queue) is not flooded with copies of itself."""
     rows = conn.execute(
-        "UPDATE jobtrail_dispatches SET sent_at = now() WHERE job_id IN ("
-        "SELECT job_id FROM jobtrail_dispatches WHERE sent_at <= now() - make_interval(secs => %s) "
+        "UPDATE jobtrail_dispatches SET sent_at = now(), resends = resends + 1 WHERE job_id IN ("
+        "SELECT job_id FROM jobtrail_dispatches "
+        "WHERE sent_at <= now() - make_interval(secs => %s * power(2, least(resends, 6))) "
         "ORDER BY sent_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING job_id, attempt",
         [deadline_s, limit],
     ).fetchall()

@@ -166,7 +166,7 @@ def test_an_edit_with_the_chain_recomputed_is_caught_by_the_checkpoints(log: Log
             [bytes(state), previous, r["notification_id"]],
         )
     report = log.verify()
-    assert kinds(report) == ["checkpoint"]  # the file copy agrees: one report per interval
+    assert kinds(report) == ["checkpoint", "checkpoint"]  # the database and the file copy
     assert "edited, deleted, inserted or reordered" in report.problems[0].detail
 
 
@@ -423,3 +423,107 @@ def test_an_auditor_role_reads_and_verifies_but_writes_nothing(log: Log) -> None
     finally:
         log.sql(f'DROP OWNED BY "{role}"', maintenance=False)
         log.sql(f'DROP ROLE "{role}"', maintenance=False)
+
+
+def _failed_then_requeued(store: JobStore) -> uuid.UUID:
+    from dataclasses import replace
+
+    from shared.domain.backoff import Backoff
+
+    job_id = uuid.uuid4()
+    now = datetime.now(UTC)
+    store.execute(
+        job_id,
+        lambda _: Job.submit(CAUSE, job_type="t", payload={}, max_attempts=1, job_id=job_id),
+    )
+    for step in _move(job_id, "schedule"):
+        store.execute(job_id, step)
+    store.execute(job_id, _move(job_id, "complete")[1])  # starts
+
+    def fail(job: Job | None) -> Job:
+        assert job is not None
+        job.fail_attempt(
+            CAUSE,
+            worker_id="w1",
+            attempt=1,
+            error_type="E",
+            error_message="boom",
+            retryable=True,
+            now=now,
+            backoff=Backoff(),
+        )
+        return job
+
+    def requeue(job: Job | None) -> Job:
+        assert job is not None
+        job.requeue(replace(CAUSE, reason="operator retry"))
+        return job
+
+    store.execute(job_id, fail)
+    store.execute(job_id, requeue)
+    return job_id
+
+
+def test_archive_takes_only_final_jobs_covered_by_a_checkpoint(log: Log, tmp_path: Path) -> None:
+    requeued = _failed_then_requeued(log.store)  # FAILED once, PENDING again: not final
+    later = log.jobs[4]
+    log.checkpoint()
+    for step in _move(later, "complete")[1:]:  # completes after the checkpoint
+        log.store.execute(later, step)
+    done = archive.archive(log.store, datetime.now(UTC) + timedelta(seconds=1), tmp_path, 100)
+    assert done is not None and done.jobs == 4  # the four completed before the checkpoint
+    assert len(log.store.history(requeued)) == 5 and len(log.store.history(later)) == 4
+    log.checkpoint()
+    assert log.verify(archives=[done.data]).ok
+
+
+def test_the_maintenance_switch_works_only_for_the_owner(log: Log) -> None:
+    role = f"jobtrail_svc_{uuid.uuid4().hex[:8]}"
+    log.sql(f'CREATE ROLE "{role}" LOGIN', maintenance=False)
+    try:
+        with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
+            integrity.grant(owner, role)
+        url = log.url.replace("postgres@", f"{role}@")
+        with psycopg.connect(url) as conn:
+            conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute("UPDATE jobtrail_events SET topic = topic")
+    finally:
+        log.sql(f'DROP OWNED BY "{role}"', maintenance=False)
+        log.sql(f'DROP ROLE "{role}"', maintenance=False)
+
+
+def test_a_torn_last_checkpoint_line_is_skipped_a_corrupt_one_is_named(log: Log) -> None:
+    log.checkpoint()
+    with log.checkpoint_file.open("a") as out:
+        out.write('{"notification_id": 99, "he')  # a crash while appending
+    assert log.verify().ok
+    with log.checkpoint_file.open("a") as out:
+        out.write("\n" + log.checkpoint_file.read_text().splitlines()[0] + "\n")
+    with pytest.raises(ValueError, match="line 2 is not a checkpoint"):
+        log.verify()
+
+
+def test_a_work_message_is_resent_less_and_less_often(log: Log) -> None:
+    from shared.eventstore import tables
+
+    job = log.jobs[5]  # SCHEDULED: it has a dispatch row
+    with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as conn:
+        conn.execute(
+            "UPDATE jobtrail_dispatches SET sent_at = now() - interval '15 seconds' "
+            "WHERE job_id = %s",
+            [job],
+        )
+        assert [j for j, _ in tables.overdue_dispatches(conn, 100, 10)] == [job]
+        conn.execute(  # resent once: the next resend waits 2 deadlines (20 s), not 10
+            "UPDATE jobtrail_dispatches SET sent_at = now() - interval '15 seconds' "
+            "WHERE job_id = %s",
+            [job],
+        )
+        assert tables.overdue_dispatches(conn, 100, 10) == []
+        conn.execute(
+            "UPDATE jobtrail_dispatches SET sent_at = now() - interval '25 seconds' "
+            "WHERE job_id = %s",
+            [job],
+        )
+        assert [j for j, _ in tables.overdue_dispatches(conn, 100, 10)] == [job]
