@@ -8,8 +8,9 @@ maintenance switch, which is what disabling the trigger amounts to) and runs ``v
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,27 @@ import pytest
 from psycopg.rows import dict_row
 
 from shared.domain import Job
-from shared.eventstore import JobStore, archive, integrity
+from shared.eventstore import JobStore, archive, existing, integrity
 from shared.eventstore.chain import GENESIS, event_hash, head_hash, sign
 from shared.settings import StoreSettings
 from tests.conftest import fresh_database
-from tests.jobs import CAUSE
+from tests.jobs import CAUSE, NO_JITTER
 
 KEY = b"kept-by-the-auditor"
+
+
+@contextmanager
+def role(log: Log, *, read_only: bool = False) -> Iterator[str]:
+    """A login role granted by ``integrity.grant``; yields the URL that connects as it."""
+    name = f"jobtrail_role_{uuid.uuid4().hex[:8]}"
+    log.sql(f'CREATE ROLE "{name}" LOGIN', maintenance=False)
+    try:
+        with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
+            integrity.grant(owner, name, read_only=read_only)
+        yield log.url.replace("postgres@", f"{name}@")
+    finally:
+        log.sql(f'DROP OWNED BY "{name}"', maintenance=False)
+        log.sql(f'DROP ROLE "{name}"', maintenance=False)
 
 
 @dataclass
@@ -293,32 +308,30 @@ def test_history_is_append_only_even_for_the_owner(log: Log) -> None:
 
 def test_a_service_role_appends_and_reads_but_cannot_change_history(log: Log) -> None:
     log.checkpoint()
-    role = f"jobtrail_svc_{uuid.uuid4().hex[:8]}"
-    log.sql(f'CREATE ROLE "{role}" LOGIN', maintenance=False)
-    try:
-        with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
-            integrity.grant(owner, role)
-        url = log.url.replace("postgres@", f"{role}@")
+    with role(log) as url:
         service = JobStore(StoreSettings(postgres_url=url, postgres_create_schema=False))
         try:
             new = uuid.uuid4()
             service.execute(new, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=new))
             assert service.get(new).version == 1
-            with psycopg.connect(url) as conn:
-                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
-                    conn.execute("DELETE FROM jobtrail_events")
-                conn.rollback()
-                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
-                    conn.execute("UPDATE jobtrail_events SET topic = topic")
-                conn.rollback()
-                with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
-                    conn.execute("TRUNCATE jobtrail_events")
         finally:
             service.close()
-        assert log.verify().ok
-    finally:
-        log.sql(f'DROP OWNED BY "{role}"', maintenance=False)
-        log.sql(f'DROP ROLE "{role}"', maintenance=False)
+        with psycopg.connect(url) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                conn.execute("DELETE FROM jobtrail_events")
+            conn.rollback()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute("UPDATE jobtrail_events SET topic = topic")
+            conn.rollback()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+                conn.execute("TRUNCATE jobtrail_events")
+            conn.rollback()
+            conn.execute("SET LOCAL jobtrail.maintenance = 'on'")  # anyone may set it ...
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(
+                    "UPDATE jobtrail_events SET topic = topic"
+                )  # ... only the owner uses it
+    assert log.verify().ok
 
 
 def test_archived_histories_leave_the_table_and_still_verify(log: Log, tmp_path: Path) -> None:
@@ -403,12 +416,7 @@ def test_an_auditor_role_reads_and_verifies_but_writes_nothing(log: Log) -> None
     from shared.eventstore.export import EventExport
 
     log.checkpoint()
-    role = f"jobtrail_audit_{uuid.uuid4().hex[:8]}"
-    log.sql(f'CREATE ROLE "{role}" LOGIN', maintenance=False)
-    try:
-        with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
-            integrity.grant(owner, role, read_only=True)
-        url = log.url.replace("postgres@", f"{role}@")
+    with role(log, read_only=True) as url:
         assert integrity.verify_log(url, key=KEY).ok
         auditor = JobStore(StoreSettings(postgres_url=url, postgres_create_schema=False))
         try:
@@ -420,29 +428,20 @@ def test_an_auditor_role_reads_and_verifies_but_writes_nothing(log: Log) -> None
                 )
         finally:
             auditor.close()
-    finally:
-        log.sql(f'DROP OWNED BY "{role}"', maintenance=False)
-        log.sql(f'DROP ROLE "{role}"', maintenance=False)
 
 
 def _failed_then_requeued(store: JobStore) -> uuid.UUID:
-    from dataclasses import replace
-
-    from shared.domain.backoff import Backoff
-
+    """A job that FAILED (its only attempt) and was requeued by an operator: PENDING again."""
     job_id = uuid.uuid4()
     now = datetime.now(UTC)
     store.execute(
         job_id,
         lambda _: Job.submit(CAUSE, job_type="t", payload={}, max_attempts=1, job_id=job_id),
     )
-    for step in _move(job_id, "schedule"):
-        store.execute(job_id, step)
-    store.execute(job_id, _move(job_id, "complete")[1])  # starts
-
-    def fail(job: Job | None) -> Job:
-        assert job is not None
-        job.fail_attempt(
+    steps: list[Callable[[Job], None]] = [
+        lambda j: j.schedule(CAUSE, now),
+        lambda j: j.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=now),
+        lambda j: j.fail_attempt(
             CAUSE,
             worker_id="w1",
             attempt=1,
@@ -450,17 +449,12 @@ def _failed_then_requeued(store: JobStore) -> uuid.UUID:
             error_message="boom",
             retryable=True,
             now=now,
-            backoff=Backoff(),
-        )
-        return job
-
-    def requeue(job: Job | None) -> Job:
-        assert job is not None
-        job.requeue(replace(CAUSE, reason="operator retry"))
-        return job
-
-    store.execute(job_id, fail)
-    store.execute(job_id, requeue)
+            backoff=NO_JITTER,
+        ),
+        lambda j: j.requeue(replace(CAUSE, reason="operator retry")),
+    ]
+    for step in steps:
+        store.execute(job_id, existing(step))
     return job_id
 
 
@@ -475,22 +469,6 @@ def test_archive_takes_only_final_jobs_covered_by_a_checkpoint(log: Log, tmp_pat
     assert len(log.store.history(requeued)) == 5 and len(log.store.history(later)) == 4
     log.checkpoint()
     assert log.verify(archives=[done.data]).ok
-
-
-def test_the_maintenance_switch_works_only_for_the_owner(log: Log) -> None:
-    role = f"jobtrail_svc_{uuid.uuid4().hex[:8]}"
-    log.sql(f'CREATE ROLE "{role}" LOGIN', maintenance=False)
-    try:
-        with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
-            integrity.grant(owner, role)
-        url = log.url.replace("postgres@", f"{role}@")
-        with psycopg.connect(url) as conn:
-            conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
-            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
-                conn.execute("UPDATE jobtrail_events SET topic = topic")
-    finally:
-        log.sql(f'DROP OWNED BY "{role}"', maintenance=False)
-        log.sql(f'DROP ROLE "{role}"', maintenance=False)
 
 
 def test_a_torn_last_checkpoint_line_is_skipped_a_corrupt_one_is_named(log: Log) -> None:
