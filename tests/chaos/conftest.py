@@ -15,6 +15,7 @@ COLUMNS = (
     "duplicated",
     "illegal",
     "drift",
+    "chain",
     "executions",
     "extra executions",
     "unexplained",

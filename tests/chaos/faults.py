@@ -50,6 +50,23 @@ def rabbitmq_down() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def rabbitmq_killed() -> Iterator[None]:
+    """SIGKILL to RabbitMQ's Erlang VM (no clean shutdown), then ``rabbitmq-server -detached``:
+    durable quorum and classic queues recover from their logs."""
+    _sh("pkill -KILL -f 'beam.smp.*rabbit'")
+    try:
+        _wait("amqp://127.0.0.1:5672", up=False)
+        yield
+    finally:
+        if not answers("amqp://127.0.0.1:5672", timeout=1):
+            time.sleep(1)  # epmd lets go of the dead node's name
+            _sh(START["rabbitmq"])
+        _wait("amqp://127.0.0.1:5672", up=True, timeout=120)
+        _sh("rabbitmqctl await_startup --timeout 120")
+        time.sleep(1)
+
+
+@contextlib.contextmanager
 def redis_down() -> Iterator[None]:
     _sh("redis-cli -p 6379 shutdown nosave")
     try:

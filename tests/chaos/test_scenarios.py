@@ -338,6 +338,13 @@ def test_rabbitmq_stopped_and_started_under_load(run) -> None:  # type: ignore[n
     outage(run, "RabbitMQ stop_app/start_app under load", rabbitmq_down)
 
 
+@pytest.mark.slow
+def test_rabbitmq_killed_and_restarted_under_load(run) -> None:  # type: ignore[no-untyped-def]
+    from tests.chaos.faults import rabbitmq_killed
+
+    outage(run, "RabbitMQ SIGKILL, then restarted, under load", rabbitmq_killed)
+
+
 def test_postgres_stopped_and_started_under_load(run) -> None:  # type: ignore[no-untyped-def]
     from tests.chaos.faults import postgres_down
 
