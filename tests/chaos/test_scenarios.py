@@ -413,19 +413,22 @@ def test_worker_link_blackholed_then_reset(
 
 
 @pytest.mark.slow
-def test_worker_postgres_link_with_latency(run, postgres_server: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("link", ["postgres", "amqp"])
+def test_worker_link_with_latency(run, link: str, amqp_url: str, postgres_server: str) -> None:  # type: ignore[no-untyped-def]
     from urllib.parse import urlsplit
 
     from tests.chaos.proxy import Proxy
 
-    target = urlsplit(postgres_server)
-    proxy = Proxy(target.hostname or "127.0.0.1", target.port or 5432).start()
+    target = urlsplit(postgres_server if link == "postgres" else amqp_url)
+    port = target.port or (5432 if link == "postgres" else 5672)
+    proxy = Proxy(target.hostname or "127.0.0.1", port).start()
     services = ("projector", "scheduler", "worker-b", "submitter")
     try:
-        with run("worker-postgres link +100 ms each way under load (slow)", services=services) as s:
+        name = f"worker-{link} link +100 ms each way under load (slow)"
+        with run(name, services=services) as s:
             proxy.latency_s = 0.1
             s.faults += 1
-            proxied_worker(s, proxy.port, "postgres")
+            proxied_worker(s, proxy.port, link)
             time.sleep(3)
             load = Load(s.system.base_url, mixed_jobs(300)).start()
             load.wait()
