@@ -76,7 +76,12 @@ def verify(
         )
         for problem in report.problems:
             console.print(f"[red]TAMPERED[/red] {escape(str(problem))}")
-        if report.ok:
+        if report.ok and not report.checkpoints:
+            console.print(
+                "[yellow]log chains OK[/yellow], but there is no checkpoint yet: a deleted last "
+                "event or a rewritten chain would go unseen (`jobtrail checkpoint` writes one)"
+            )
+        elif report.ok:
             console.print("[green]log OK[/green]: every chain and checkpoint matches")
         failed |= not report.ok
     if redis:
