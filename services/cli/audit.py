@@ -149,6 +149,13 @@ def audit(
         typer.Option("--format", help="table (one job's default), jsonl (range default), csv"),
     ] = None,
     output: Annotated[Path | None, typer.Option(help="write the export here, not stdout")] = None,
+    archive: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="archive file(s) to read a job's history from when it left the log "
+            "(default: every archive in JOBTRAIL_ARCHIVE_DIR)"
+        ),
+    ] = None,
 ) -> None:
     """A job's history (table, jsonl, csv), or every event in a time range across all jobs."""
     is_range = since is not None or until is not None or event_type or actor is not None
@@ -161,13 +168,17 @@ def audit(
         raise fail("--format table shows one job on the screen; use --format jsonl or csv", 2)
     if job is not None:
         job_id = parse_job_id(job)
+        title = f"history of {job_id}"
         with open_store() as store:
             try:
                 records = EventExport(store).job_records(job_id)
             except JobNotFoundError as exc:
-                raise fail(f"{exc} in the log") from None
+                records, title = (
+                    _from_archives(EventExport(store), job_id, archive, exc),
+                    (f"history of {job_id} (archived)"),
+                )
         if fmt is Format.table:
-            console.print(history_table(records, f"history of {job_id}"))
+            console.print(history_table(records, title))
         else:
             _export(records, fmt, output)
         return
@@ -184,6 +195,28 @@ def audit(
         raise fail("--since must be before --until (the range is since <= time < until)", 2)
     with open_store() as store:
         _export(EventExport(store).range_records(where), fmt, output)
+
+
+def _from_archives(
+    export: EventExport, job_id: UUID, given: list[Path] | None, missing: JobNotFoundError
+) -> list[dict[str, Any]]:
+    """A job that left the log: its history from the archives, or a CLI error saying where we
+    looked."""
+    from shared.settings import AuditSettings
+
+    directory = AuditSettings().archive_dir
+    paths = given or sorted(directory.glob("*.jsonl.gz"))
+    for path in paths:
+        if not path.is_file():
+            raise fail(f"--archive {path} does not exist", 2)
+    try:
+        records, problems = export.archived_job_records(job_id, paths)
+    except JobNotFoundError:
+        where = f"{len(paths)} archive file(s)" if paths else f"archives (none in {directory})"
+        raise fail(f"{missing} in the log nor in {where}") from None
+    for problem in problems:
+        err.print(f"[red]warning:[/red] {problem}")
+    return records
 
 
 def state(

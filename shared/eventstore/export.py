@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
@@ -232,6 +233,36 @@ class EventExport:
             if len(rows) < page:
                 return
             after = rows[-1]["notification_id"]
+
+    def archived_job_records(
+        self, job_id: UUID, paths: Sequence[Path]
+    ) -> tuple[list[dict[str, Any]], list[str]]:
+        """One job's history read back from archive files (``jobtrail archive``), with what is
+        wrong with those files (a digest that does not match its manifest); JobNotFoundError
+        when no archive holds the job."""
+        from shared.eventstore import archive
+
+        rows, problems = [], []
+        for path in paths:
+            bundle = archive.read(path)
+            problems += [str(problem) for problem in bundle.problems]
+            rows += [row for row in bundle.rows if row.job_id == job_id]
+        if not rows:
+            raise JobNotFoundError(job_id)
+        records = [
+            self._record(
+                {
+                    "notification_id": row.notification_id,
+                    "originator_id": row.job_id,
+                    "originator_version": row.version,
+                    "topic": row.topic,
+                    "state": row.state,
+                    "chain_hash": row.chain_hash,
+                }
+            )
+            for row in sorted(rows, key=lambda r: r.version)
+        ]
+        return records, problems
 
     def _record(self, row: dict[str, Any]) -> dict[str, Any]:
         chain = bytes(row["chain_hash"]) if row["chain_hash"] is not None else None

@@ -505,3 +505,31 @@ def test_a_work_message_is_resent_less_and_less_often(log: Log) -> None:
             [job],
         )
         assert [j for j, _ in tables.overdue_dispatches(conn, 100, 10)] == [job]
+
+
+def test_an_archived_history_is_still_audited(
+    log: Log, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from services.cli.app import app
+
+    before = {
+        r["originator_version"]: bytes(r["chain_hash"]).hex()
+        for r in log.sql("SELECT * FROM jobtrail_events WHERE originator_id = %s", [log.jobs[0]])
+    }
+    log.checkpoint()
+    done = archive.archive(log.store, datetime.now(UTC) + timedelta(seconds=1), tmp_path, 10)
+    assert done is not None
+    monkeypatch.setenv("JOBTRAIL_POSTGRES_URL", log.url)
+    monkeypatch.setenv("JOBTRAIL_ARCHIVE_DIR", str(tmp_path))
+    result = CliRunner().invoke(app, ["audit", str(log.jobs[0]), "--format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert {r["version"]: r["chain_hash"] for r in records} == before
+    assert [r["event_type"] for r in records] == ["Submitted", "Scheduled", "Started", "Completed"]
+
+    missing = CliRunner().invoke(app, ["audit", str(uuid.uuid4())])
+    assert missing.exit_code == 1 and "nor in 1" in " ".join(missing.output.split())
