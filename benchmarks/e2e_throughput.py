@@ -39,6 +39,7 @@ def _delete_topology(amqp_url: str | None, prefix: str) -> None:
                 "commands.submit",
                 "commands.cancel",
                 "dlq",
+                "dlq.ledger",
                 "work.default",
                 "work.cpu",
                 "work.io",

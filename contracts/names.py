@@ -51,6 +51,12 @@ class Topology:
         return f"{self.prefix}.dlq"
 
     @property
+    def dead_letter_ledger(self) -> str:
+        """A second queue on the dead-letter exchange: its copy of each dead letter is recorded
+        and acknowledged, while the one in ``dead_letter_queue`` stays for operators."""
+        return f"{self.prefix}.dlq.ledger"
+
+    @property
     def scheduler_queue(self) -> str:
         return f"{self.prefix}.scheduler"
 

@@ -21,6 +21,7 @@ from services.submitter import subscribers as submitter_subscribers
 from services.submitter.app import create_app
 from services.submitter.deps import Deps
 from services.worker import subscribers as worker_subscribers
+from shared import dead_letters
 from shared.jobtypes import registry
 from shared.messaging import Routes, make_broker
 from shared.settings import BusSettings, JobSettings
@@ -40,6 +41,7 @@ def asyncapi() -> dict[str, Any]:
     none: Any = None
     submitter_subscribers.register(brokers["submitter"], routes, cast(Deps, none))
     scheduler_subscribers.register(brokers["scheduler"], routes, none, "scheduler")
+    dead_letters.register_ledger(brokers["scheduler"], routes, none)
 
     async def register_worker() -> None:  # the worker's semaphore wants a running loop
         worker_subscribers.register(

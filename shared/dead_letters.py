@@ -21,10 +21,13 @@ from uuid import UUID
 from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage, NackMessage, RejectMessage
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
 from shared.eventstore import AsyncJobStore, JobStore, tables
+from shared.messaging import Routes
 from shared.metrics import CONSUMED, DEAD_LETTERS, watch_store
+from shared.retrying import retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +140,49 @@ def watch(broker: RabbitBroker, store: AsyncJobStore) -> None:
 
     broker.add_middleware(DeadLetterMiddleware(record))
     watch_store(store.store)
+
+
+def broker_dead_letter(message: Any) -> DeadLetter | None:
+    """The record of a message RabbitMQ dead-lettered by itself (a quorum queue's delivery limit,
+    an expiry, an overflow), read from its ``x-death`` header; None for a consumer's reject,
+    which the middleware recorded already with its error."""
+    deaths = (getattr(message, "headers", None) or {}).get("x-death") or []
+    death = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
+    reason = str(death.get("reason") or "unknown")
+    if reason == "rejected":
+        return None
+    body = bytes(getattr(message, "body", b""))
+    return DeadLetter(
+        queue=str(death.get("queue") or "unknown"),
+        reason=reason,
+        job_id=job_id_in(body),
+        message_id=getattr(message, "message_id", None),
+        correlation_id=getattr(message, "correlation_id", None),
+        error=f"dead-lettered by RabbitMQ ({reason}) after {death.get('count', 1)} death(s)",
+        body=body[:BODY_LIMIT],
+    )
+
+
+def register_ledger(broker: RabbitBroker, routes: Routes, store: AsyncJobStore) -> None:
+    """Records and counts what RabbitMQ dead-letters by itself: the ledger queue gets a copy of
+    every dead letter from the dead-letter exchange (the dead-letter queue keeps its own)."""
+
+    @broker.subscriber(routes.ledger, routes.dlx, title="dead-letter-ledger")
+    async def on_dead_letter(message: RabbitMessage) -> None:
+        """A copy of a dead letter: recorded unless a consumer rejected it (already recorded)."""
+        letter = broker_dead_letter(message.raw_message)
+        if letter is None:
+            return
+        DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
+        log.warning("dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error)
+        try:
+            await retry_transient(
+                lambda: store.run_sync(
+                    tables.on_connection, store.store, tables.record_dead_letter, asdict(letter)
+                )
+            )
+        except Exception as exc:
+            log.error("dead letter from %s not recorded: %r", letter.queue, exc)
 
 
 def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str, Any]]:

@@ -57,6 +57,10 @@ class Routes:
     def dlq(self) -> Queue:
         return Queue(self.topology.dead_letter_queue, queue_type=QueueType.QUORUM, durable=True)
 
+    @property
+    def ledger(self) -> Queue:
+        return Queue(self.topology.dead_letter_ledger, queue_type=QueueType.QUORUM, durable=True)
+
     def _limited(self, name: str, routing_key: str = "") -> Queue:
         arguments: dict[str, Any] = {
             "x-delivery-limit": self.delivery_limit,
@@ -121,6 +125,8 @@ async def declare_topology(broker: RabbitBroker, routes: Routes, queues: list[st
     dlx = await broker.declare_exchange(routes.dlx)
     dlq = await broker.declare_queue(routes.dlq)
     await dlq.bind(dlx, routing_key="")
+    ledger = await broker.declare_queue(routes.ledger)
+    await ledger.bind(dlx, routing_key="")
     scheduler = await broker.declare_queue(routes.scheduler)
     for key in SCHEDULER_KEYS:
         await scheduler.bind(events, routing_key=key)

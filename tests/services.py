@@ -108,7 +108,7 @@ def delete_topology(amqp_url: str, prefix: str) -> None:
 
     import aio_pika
 
-    queues = ["scheduler", "commands.submit", "commands.cancel", "dlq"]
+    queues = ["scheduler", "commands.submit", "commands.cancel", "dlq", "dlq.ledger"]
     queues += [f"work.{name}" for name in ("default", "cpu", "io")]
 
     async def delete() -> None:

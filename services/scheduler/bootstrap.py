@@ -104,6 +104,7 @@ async def main() -> None:
         dead_letters.watch(broker, store)
         metrics.serve()
         subscribers.register(broker, routes, store, actor)
+        dead_letters.register_ledger(broker, routes, store)
         await broker.connect()
         await declare_topology(broker, routes, sorted(set(bus.queues) | set(registry.queues())))
         await broker.start()

@@ -90,7 +90,9 @@ class DeadLetterView(BaseModel):
     id: int
     at: datetime
     queue: str
-    reason: str = Field(description="invalid, rejected or error")
+    reason: str = Field(
+        description="invalid, rejected or error (a consumer), or delivery_limit (RabbitMQ)"
+    )
     job_id: UUID | None = Field(description="the job the body names, when it names one")
     message_id: str | None
     correlation_id: str | None

@@ -30,7 +30,9 @@ class Consumer:
 @pytest.fixture
 async def scheduler(postgres_url: str, amqp_url: str) -> AsyncIterator[Consumer]:
     """The scheduler's real subscriber, with the dead-letter middleware, on its own prefix."""
-    bus = BusSettings(amqp_url=amqp_url, topology_prefix=f"jt-dl-{uuid.uuid4().hex[:6]}")
+    bus = BusSettings(
+        amqp_url=amqp_url, topology_prefix=f"jt-dl-{uuid.uuid4().hex[:6]}", delivery_limit=2
+    )
     routes = Routes.from_settings(bus)
     broker = make_broker(bus)
     settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
@@ -38,6 +40,7 @@ async def scheduler(postgres_url: str, amqp_url: str) -> AsyncIterator[Consumer]
         async with AsyncJobStore(JobStore(settings)) as store:
             dead_letters.watch(broker, store)
             subscribers.register(broker, routes, store, "scheduler/test")
+            dead_letters.register_ledger(broker, routes, store)
             await broker.connect()
             await declare_topology(broker, routes, ["default"])
             await broker.start()
@@ -102,6 +105,42 @@ async def test_a_rejected_message_is_recorded_against_its_job_and_counted(
     assert counted(queue, "invalid") == before + 2
     # And the job's history is untouched: a dead letter is not an event
     assert len(await scheduler.store.history(job.id)) == 1
+
+
+async def test_a_message_rabbitmq_dead_letters_at_its_delivery_limit_is_recorded(
+    amqp_url: str, scheduler: Consumer
+) -> None:
+    # Given a SubmitJob command that names a job, in its quorum queue (delivery limit 2)
+    job_id = uuid.uuid4()
+    queue = scheduler.routes.topology.submit_queue
+    before = counted(queue, "delivery_limit")
+    body = json.dumps({"correlation_id": "c-2", "data": {"job_id": str(job_id)}}).encode()
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        commands = await channel.get_exchange(scheduler.routes.topology.commands_exchange)
+        await commands.publish(
+            aio_pika.Message(body, message_id="m-limit", correlation_id="c-2"), "job.submit"
+        )
+        # When a consumer keeps handing it back (as a crashing consumer's connection would)
+        submit = await channel.get_queue(queue)
+        for _ in range(3):  # deliveries with x-delivery-count 0, 1, 2: the third is the last
+            message = await submit.get(no_ack=False, timeout=5)
+            await message.nack(requeue=True)
+        assert await submit.get(no_ack=False, fail=False, timeout=2) is None
+
+    # Then RabbitMQ dead-lettered it, and the ledger recorded it against its job and counted it
+    deadline = asyncio.get_running_loop().time() + 15
+    rows: list[dict[str, object]] = []
+    while not rows and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+        rows = await scheduler.store.run_sync(
+            dead_letters.recorded, scheduler.store.store, job_id, 10
+        )
+    assert [(r["message_id"], r["queue"], r["reason"]) for r in rows] == [
+        ("m-limit", queue, "delivery_limit")
+    ]
+    assert counted(queue, "delivery_limit") == before + 1
 
 
 @pytest.mark.parametrize(
