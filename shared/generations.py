@@ -48,6 +48,11 @@ class KeySpace:
     def position_key(self) -> str:
         return f"{self.root}:projection:position"
 
+    @property
+    def expiring_key(self) -> str:
+        """Final jobs by the time their hash expires (see redis_scripts.PRUNE)."""
+        return f"{self.root}:expiring"
+
     def job_key(self, job_id: UUID | str) -> str:
         return f"{self.root}:job:{job_id}"
 
@@ -58,7 +63,13 @@ class KeySpace:
         """SCAN patterns (or exact keys) that cover every key of this generation."""
         if self.generation:
             return [f"{self.root}:*"]
-        return [f"{self.root}:job:*", f"{self.root}:index*", self.counts_key, self.position_key]
+        return [
+            f"{self.root}:job:*",
+            f"{self.root}:index*",
+            self.counts_key,
+            self.position_key,
+            self.expiring_key,
+        ]
 
 
 class Switch(Enum):

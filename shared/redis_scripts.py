@@ -57,6 +57,7 @@ local function apply(jid, vtext, mode, fields, at, hint)
   if status and (status ~= cur[2] or mode == '2') then
     if final and ttl > 0 then
       redis.call('PEXPIREAT', key, string.format('%.0f', expire_ms))
+      redis.call('ZADD', root .. ':expiring', expire_ms, status .. '|' .. jtype .. '|' .. jid)
     else
       redis.call('PERSIST', key)
     end
@@ -82,6 +83,30 @@ if g then root = root .. ':g' .. g end
 return redis.call('HGETALL', root .. ':job:' .. ARGV[2])
 """
 """A job's hash in the active generation: resolving the generation and reading in one call."""
+
+PRUNE = """
+local guard, root, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return -2 end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', root .. ':expiring', '-inf', now_ms, 'LIMIT', 0, limit)
+local pruned = 0
+for _, member in ipairs(due) do
+  local status, rest = string.match(member, '^([^|]+)|(.*)$')
+  local jtype, jid = string.match(rest, '^(.*)|([^|]+)$')
+  if redis.call('EXISTS', root .. ':job:' .. jid) == 0 then
+    redis.call('ZREM', root .. ':index', jid)
+    redis.call('ZREM', root .. ':index:type:' .. jtype, jid)
+    redis.call('ZREM', root .. ':index:status:' .. status, jid)
+    pruned = pruned + 1
+  end
+  redis.call('ZREM', root .. ':expiring', member)
+end
+return pruned
+"""
+"""Takes final jobs whose hash expired out of the list indexes (``<root>:expiring`` holds
+``status|type|id`` by expiry time); a job whose hash is back (requeued) keeps its entries. The
+counters are left alone: they count every job of the generation, expired or not."""
 
 SET_POSITION = """
 if ARGV[1] ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return -2 end

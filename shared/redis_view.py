@@ -23,7 +23,7 @@ from shared import generations
 from shared.domain.job import Job
 from shared.domain.status import TRANSITIONS, Move, Status
 from shared.generations import KeySpace
-from shared.redis_scripts import APPLY, APPLY_CHUNK, READ, SET_POSITION
+from shared.redis_scripts import APPLY, APPLY_CHUNK, PRUNE, READ, SET_POSITION
 from shared.settings import RedisSettings
 
 MAX_RESULT_BYTES = 65_536
@@ -130,6 +130,7 @@ class RedisView:
         self._apply = self.redis.register_script(APPLY)
         self._read = self.redis.register_script(READ)
         self._set_position = self.redis.register_script(SET_POSITION)
+        self._prune = self.redis.register_script(PRUNE)
 
     def pinned(self, space: KeySpace, *, guarded: bool = True) -> RedisView:
         """A view of one generation, sharing this view's connection."""
@@ -181,6 +182,15 @@ class RedisView:
         if -2 in results:
             raise GenerationMovedError(space.generation)
         return results
+
+    async def prune(self, limit: int = 1000) -> int:
+        """Removes up to ``limit`` expired final jobs from the list indexes; returns how many.
+        Without it the indexes would keep an id per job forever, after its hash expired."""
+        space, guard = await self._target()
+        pruned = int(await self._prune([space.active_key], [guard, space.root, limit]))
+        if pruned == -2:
+            raise GenerationMovedError(space.generation)
+        return pruned
 
     async def apply_events(self, events: Sequence[Job.Event]) -> dict[UUID, str]:
         """Applies events in one pipeline; returns the jobs that need a full refold, each with

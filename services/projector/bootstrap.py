@@ -33,6 +33,9 @@ class ProjectorSettings(BaseSettings):
     poll_s: float = Field(default=1.0, gt=0, description="fallback poll when no NOTIFY arrives")
     relay_batch: int = Field(default=500, ge=1)
     projection_batch: int = Field(default=1000, ge=1)
+    prune_s: float = Field(
+        default=60.0, ge=0, description="how often expired final jobs leave the list indexes"
+    )
     leader_check_s: float = Field(default=1.0, gt=0)
 
 
@@ -80,7 +83,12 @@ async def main() -> None:
             publish_timeout_s=bus.publish_timeout_s,
         )
         projection = Projection(
-            store, view, wakeup.subscribe(), batch=settings.projection_batch, poll_s=settings.poll_s
+            store,
+            view,
+            wakeup.subscribe(),
+            batch=settings.projection_batch,
+            poll_s=settings.poll_s,
+            prune_s=settings.prune_s,
         )
         await broker.connect()
         await declare_topology(broker, routes, queues)

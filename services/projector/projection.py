@@ -9,6 +9,7 @@ the active generation (``shared.generations``), so a ``jobtrail replay`` can swi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +19,8 @@ from shared.eventstore import AsyncJobStore
 from shared.redis_view import GenerationMovedError, RedisView
 
 log = logging.getLogger(__name__)
+
+PRUNE_BATCH = 1000
 
 
 class Projection:
@@ -31,10 +34,12 @@ class Projection:
         *,
         batch: int = 1000,
         poll_s: float = 1.0,
+        prune_s: float = 60.0,
     ) -> None:
         self.store, self.view, self.wait = store, view, wait
-        self.batch, self.poll_s = batch, poll_s
+        self.batch, self.poll_s, self.prune_s = batch, poll_s, prune_s
         self.applied = 0
+        self._next_prune = 0.0
 
     async def run(self) -> None:
         try:
@@ -47,9 +52,21 @@ class Projection:
             try:
                 if not await self.step():
                     await self.wait(self.poll_s)
+                await self.prune_if_due()
             except RedisError as exc:
                 log.warning("projection: Redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(1.0)
+
+    async def prune_if_due(self) -> None:
+        """Every ``prune_s``: expired final jobs leave the list indexes (see RedisView.prune)."""
+        now = asyncio.get_running_loop().time()
+        if not self.prune_s or now < self._next_prune:
+            return
+        self._next_prune = now + self.prune_s
+        view = await self.view.current()
+        with contextlib.suppress(GenerationMovedError):  # the next round prunes the new one
+            while await view.prune(PRUNE_BATCH) == PRUNE_BATCH:
+                pass
 
     async def step(self) -> bool:
         """Applies the next batch; returns False when the projection is caught up.

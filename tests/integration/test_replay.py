@@ -298,6 +298,18 @@ async def test_an_expired_final_job_is_read_from_the_log_and_not_brought_back_by
     job = await read_job(store, short, done_id)
     assert (job["status"], job["source"]) == ("COMPLETED", "log")
     assert await find_drift(store, short, settle_s=0) == []
+    # And pruning takes it out of the list indexes (not out of the counters): an index no longer
+    # keeps an id per job forever; a job that is not final keeps its entries
+    space, counts = await short.active_space(), await short.counts()
+    done_type = (await store.get_many([done_id]))[0].job_type
+    indexes = [space.index_key(), space.index_key("type", done_type)]
+    indexes.append(space.index_key("status", "COMPLETED"))
+    assert all([await view.redis.zscore(key, str(done_id)) for key in indexes])
+    assert await short.prune() >= 1
+    assert [await view.redis.zscore(key, str(done_id)) for key in indexes] == [None] * 3
+    assert await view.redis.zscore(space.index_key(), str(scheduled_id)) is not None
+    assert await short.counts() == counts
+    assert await short.prune() == 0
     # And a replay does not bring it back, though it still counts it, like the live projection
     counts = await short.counts()
     await replay.rebuild(store, short)
