@@ -489,8 +489,31 @@ def _run_demo(client: Client, jobs: list[dict[str, Any]]) -> None:
     console.print(
         history_table(client.events(shown["id"]), f"history of {shown['id']} ({shown['type']})")
     )
+    _show_verified()
     console.print(
         f"see any job: jobtrail events <id>   (at {datetime.now().isoformat(timespec='seconds')})"
+    )
+
+
+def _show_verified() -> None:
+    """Checkpoints the log the demo wrote and verifies every hash chain against it."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from shared.eventstore.integrity import verify_log, write_checkpoint
+    from shared.leader import conninfo
+    from shared.settings import StoreSettings
+
+    url = conninfo(StoreSettings().postgres_url)
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        write_checkpoint(conn)
+    report = verify_log(url)
+    verdict = (
+        "[green]verified[/green]" if report.ok else f"[red]{len(report.problems)} problems[/red]"
+    )
+    console.print(
+        f"tamper evidence: {report.events} events of {report.jobs} jobs, every SHA-256 chain "
+        f"and {report.checkpoints} checkpoint(s) {verdict} (jobtrail verify)"
     )
 
 
