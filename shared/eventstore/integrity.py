@@ -412,9 +412,11 @@ def check_head(
     pending: tuple[int, bytes | None] | None = next(stream, None)
     restart: Checkpoint | None = None
     last_id: int | None = None
+    holes: list[str] = []  # notification ids absent in the current interval
     for mark in ordered:
         if restart is not None and restart.notification_id < mark.notification_id:
             head, count, restart = restart.head, restart.events, None  # localise the next interval
+            holes = []
         report.checkpoints += 1
         if key is not None and (
             mark.signature is None or sign(key, mark.notification_id, mark.head) != mark.signature
@@ -429,10 +431,16 @@ def check_head(
             )
         while pending is not None and pending[0] <= mark.notification_id:
             if pending[0] != last_id:  # an archived row still in the table is counted once
+                gap = (last_id or 0) + 1, pending[0] - 1
+                if gap[0] <= gap[1] and len(holes) < 10:
+                    holes.append(str(gap[0]) if gap[0] == gap[1] else f"{gap[0]}..{gap[1]}")
                 head = head_hash(head, pending[0], pending[1] or GENESIS)
                 count += 1
                 last_id = pending[0]
             pending = next(stream, None)
+        tail = (last_id or 0) + 1, mark.notification_id  # the checkpoint names its last event
+        if tail[0] <= tail[1] and len(holes) < 10:
+            holes.append(str(tail[0]) if tail[0] == tail[1] else f"{tail[0]}..{tail[1]}")
         if head != mark.head or count != mark.events:
             detail = (
                 f"log head at notification {mark.notification_id} differs from the checkpoint "
@@ -441,10 +449,17 @@ def check_head(
             )
             if count != mark.events:
                 detail += f" ({count} events there now, {mark.events} when checkpointed)"
+            if count < mark.events and holes:
+                detail += (
+                    "; notification ids absent there (deleted rows, or transactions that rolled "
+                    f"back): {', '.join(holes)}"
+                )
             report.problems.append(
                 Problem("checkpoint", detail, notification_id=mark.notification_id)
             )
             restart = restart or mark  # copies at the same id are judged by the same head
+        if restart is None:
+            holes = []
         start = mark.notification_id
 
 

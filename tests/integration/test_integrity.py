@@ -199,6 +199,7 @@ def test_a_deleted_row_is_named(log: Log) -> None:
 
 def test_a_deleted_last_event_is_caught_by_the_checkpoints(log: Log) -> None:
     log.checkpoint()
+    last = log.row(log.jobs[3], 4)["notification_id"]
     log.sql(
         "DELETE FROM jobtrail_events WHERE originator_id = %s AND originator_version = 4",
         [log.jobs[3]],
@@ -206,6 +207,9 @@ def test_a_deleted_last_event_is_caught_by_the_checkpoints(log: Log) -> None:
     report = log.verify()
     assert set(kinds(report)) == {"checkpoint"}
     assert "events there now" in report.problems[0].detail
+    assert f"absent there (deleted rows, or transactions that rolled back): {last}" in (
+        report.problems[0].detail
+    )
 
 
 def test_an_inserted_row_is_named(log: Log) -> None:
