@@ -21,34 +21,10 @@ import psycopg
 
 from services.cli.supervisor import Supervisor
 from shared.eventstore import ensure_database
+from tests.services import delete_topology
 
 SERVER = os.environ.get("JOBTRAIL_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
-
-
-def _delete_topology(amqp_url: str | None, prefix: str) -> None:
-    """Removes the run's queues and exchanges (quorum queues left behind slow RabbitMQ down)."""
-    import asyncio
-
-    import aio_pika
-
-    async def delete() -> None:
-        connection = await aio_pika.connect(amqp_url or "amqp://guest:guest@127.0.0.1:5672/")
-        async with connection:
-            for queue in (
-                "scheduler",
-                "commands.submit",
-                "commands.cancel",
-                "dlq",
-                "dlq.ledger",
-                "work.default",
-                "work.cpu",
-                "work.io",
-            ):
-                await (await connection.channel()).queue_delete(f"{prefix}.{queue}")
-            for exchange in ("events", "commands", "dlx"):
-                await (await connection.channel()).exchange_delete(f"{prefix}.{exchange}")
-
-    asyncio.run(delete())
+AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
 
 def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float, float]:
@@ -96,7 +72,7 @@ def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float,
         return submitted, time.perf_counter() - start
     finally:
         supervisor.stop()
-        _delete_topology(env.get("JOBTRAIL_AMQP_URL", None), f"bench-{tag}")
+        delete_topology(env.get("JOBTRAIL_AMQP_URL", AMQP), f"bench-{tag}")
         with psycopg.connect(f"{SERVER}/postgres", autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 

@@ -17,13 +17,9 @@ import platform
 import statistics
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import dict_row
 
 from services.projector import replay
@@ -34,22 +30,9 @@ from shared.drift import find_drift
 from shared.eventstore import AsyncJobStore, JobStore, integrity
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
+from tests.services import fresh_database
 
 CAUSE = Cause(actor="bench", correlation_id="bench")
-
-
-@contextmanager
-def scratch_database(server_url: str) -> Iterator[str]:
-    parts = urlsplit(server_url)
-    admin = urlunsplit(parts._replace(path="/postgres"))
-    name = f"jobtrail_bench_replay_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def whole_job(job_id: uuid.UUID, n: int):  # type: ignore[no-untyped-def]
@@ -136,7 +119,7 @@ async def main() -> None:
         f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
         f"python={platform.python_version()}"
     )
-    with scratch_database(server) as url:
+    with fresh_database(server, "bench_replay") as url:
         store = JobStore(StoreSettings(postgres_url=url))
         rate = fill(store, args.events)
         print(f"filled {store.max_notification_id()} events at {rate:.0f} events/s")

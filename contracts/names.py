@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -63,6 +64,20 @@ class Topology:
     @property
     def submit_queue(self) -> str:
         return f"{self.prefix}.commands.submit"
+
+    @property
+    def cancel_queue(self) -> str:
+        return f"{self.prefix}.commands.cancel"
+
+    def queue_names(self, work_queues: Iterable[str]) -> list[str]:
+        """Every queue of the topology, given the work queues declared."""
+        fixed = [self.scheduler_queue, self.submit_queue, self.cancel_queue]
+        fixed += [self.dead_letter_queue, self.dead_letter_ledger]
+        return fixed + [self.work_queue(queue) for queue in work_queues]
+
+    @property
+    def exchange_names(self) -> list[str]:
+        return [self.events_exchange, self.commands_exchange, self.dead_letter_exchange]
 
     def work_queue(self, queue: str) -> str:
         """The worker queue for a job queue name (``default``, ``cpu`` ...)."""

@@ -36,7 +36,7 @@ def asyncapi() -> dict[str, Any]:
     bus = BusSettings(amqp_url="amqp://guest:guest@localhost:5672/", topology_prefix="jobtrail")
     registry.load(JobSettings(job_modules=["shared.example_jobs"]).job_modules)
     routes = Routes.from_settings(bus)
-    queues = sorted(set(bus.queues) | set(registry.queues()))
+    queues = registry.declared_queues(bus.queues)
     brokers = {name: make_broker(bus) for name in ("submitter", "scheduler", "worker", "projector")}
     none: Any = None
     submitter_subscribers.register(brokers["submitter"], routes, cast(Deps, none))

@@ -71,21 +71,42 @@ def reason_of(error: BaseException) -> str:
     return "error"
 
 
-def dead_letter(queue: str, message: Any, error: BaseException) -> DeadLetter:
-    """The record of an aio-pika delivery rejected because of ``error``."""
+def dead_letter(queue: str, message: Any, reason: str, error: str) -> DeadLetter:
+    """The record of an aio-pika message that was dead-lettered from ``queue``."""
     body = bytes(getattr(message, "body", b""))
     return DeadLetter(
         queue=queue,
-        reason=reason_of(error),
+        reason=reason,
         job_id=job_id_in(body),
         message_id=getattr(message, "message_id", None),
         correlation_id=getattr(message, "correlation_id", None),
-        error=f"{type(error).__name__}: {error}"[:2000],
+        error=error[:2000],
         body=body[:BODY_LIMIT],
     )
 
 
 Recorder = Callable[[DeadLetter], Awaitable[None]]
+
+
+def recorder(store: AsyncJobStore) -> Recorder:
+    """Writes a dead letter to ``jobtrail_dead_letters`` of the store's database."""
+
+    async def record(letter: DeadLetter) -> None:
+        await store.run_sync(
+            tables.on_connection, store.store, tables.record_dead_letter, asdict(letter)
+        )
+
+    return record
+
+
+async def report(letter: DeadLetter, record: Recorder) -> None:
+    """Counts, logs and records a dead letter; recording is best effort (it stays in the queue)."""
+    DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
+    log.warning("dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error[:300])
+    try:
+        await record(letter)
+    except Exception as exc:
+        log.error("dead letter from %s not recorded: %r", letter.queue, exc)
 
 
 class DeadLetterMiddleware:
@@ -117,15 +138,8 @@ class _Watch(BaseMiddleware):
             CONSUMED.labels(queue, "returned").inc()
         else:  # the ack policy rejects it: it goes to the dead-letter queue
             CONSUMED.labels(queue, "dead_lettered").inc()
-            letter = dead_letter(queue, self.msg, exc_val)
-            DEAD_LETTERS.labels(queue, letter.reason).inc()
-            log.warning(
-                "dead letter from %s (job %s): %s", queue, letter.job_id, letter.error[:300]
-            )
-            try:
-                await self.record(letter)
-            except Exception as exc:
-                log.error("dead letter from %s not recorded: %r", queue, exc)
+            error = f"{type(exc_val).__name__}: {exc_val}"
+            await report(dead_letter(queue, self.msg, reason_of(exc_val), error), self.record)
         return False
 
 
@@ -133,12 +147,7 @@ def watch(broker: RabbitBroker, store: AsyncJobStore) -> None:
     """Records and counts the broker's dead letters in the store's database, and exposes the
     store's counters; call before registering subscribers."""
 
-    async def record(letter: DeadLetter) -> None:
-        await store.run_sync(
-            tables.on_connection, store.store, tables.record_dead_letter, asdict(letter)
-        )
-
-    broker.add_middleware(DeadLetterMiddleware(record))
+    broker.add_middleware(DeadLetterMiddleware(recorder(store)))
     watch_store(store.store)
 
 
@@ -151,38 +160,25 @@ def broker_dead_letter(message: Any) -> DeadLetter | None:
     reason = str(death.get("reason") or "unknown")
     if reason == "rejected":
         return None
-    body = bytes(getattr(message, "body", b""))
-    return DeadLetter(
-        queue=str(death.get("queue") or "unknown"),
-        reason=reason,
-        job_id=job_id_in(body),
-        message_id=getattr(message, "message_id", None),
-        correlation_id=getattr(message, "correlation_id", None),
-        error=f"dead-lettered by RabbitMQ ({reason}) after {death.get('count', 1)} death(s)",
-        body=body[:BODY_LIMIT],
-    )
+    error = f"dead-lettered by RabbitMQ ({reason}) after {death.get('count', 1)} death(s)"
+    return dead_letter(str(death.get("queue") or "unknown"), message, reason, error)
 
 
 def register_ledger(broker: RabbitBroker, routes: Routes, store: AsyncJobStore) -> None:
     """Records and counts what RabbitMQ dead-letters by itself: the ledger queue gets a copy of
     every dead letter from the dead-letter exchange (the dead-letter queue keeps its own)."""
 
+    record = recorder(store)
+
+    async def record_with_retries(letter: DeadLetter) -> None:
+        await retry_transient(lambda: record(letter))
+
     @broker.subscriber(routes.ledger, routes.dlx, title="dead-letter-ledger")
     async def on_dead_letter(message: RabbitMessage) -> None:
         """A copy of a dead letter: recorded unless a consumer rejected it (already recorded)."""
         letter = broker_dead_letter(message.raw_message)
-        if letter is None:
-            return
-        DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
-        log.warning("dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error)
-        try:
-            await retry_transient(
-                lambda: store.run_sync(
-                    tables.on_connection, store.store, tables.record_dead_letter, asdict(letter)
-                )
-            )
-        except Exception as exc:
-            log.error("dead letter from %s not recorded: %r", letter.queue, exc)
+        if letter is not None:
+            await report(letter, record_with_retries)
 
 
 def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str, Any]]:

@@ -128,6 +128,10 @@ class Registry:
     def queues(self) -> list[str]:
         return sorted({t.queue for t in self._types.values()})
 
+    def declared_queues(self, configured: Iterable[str]) -> list[str]:
+        """The work queues to declare: those configured (JOBTRAIL_QUEUES) and every job type's."""
+        return sorted(set(configured) | set(self.queues()))
+
     def load(self, modules: Iterable[str]) -> Registry:
         """Imports the modules that declare job types (JOBTRAIL_JOB_MODULES)."""
         for module in modules:

@@ -22,7 +22,10 @@ from faststream.rabbit import RabbitQueue as Queue
 from contracts.names import Topology
 from shared.settings import BusSettings
 
-SCHEDULER_KEYS = ("job.submitted", "job.attempt_failed", "job.lease_expired", "job.requeued")
+SCHEDULER_KEYS = tuple(
+    Topology.event_key(kind)
+    for kind in ("submitted", "attempt_failed", "lease_expired", "requeued")
+)
 MAX_PRIORITY = 9
 
 
@@ -78,7 +81,7 @@ class Routes:
 
     @property
     def scheduler(self) -> Queue:
-        return self._limited(self.topology.scheduler_queue, "job.submitted")
+        return self._limited(self.topology.scheduler_queue, SCHEDULER_KEYS[0])
 
     @property
     def submit(self) -> Queue:
@@ -86,7 +89,7 @@ class Routes:
 
     @property
     def cancel(self) -> Queue:
-        return self._limited(f"{self.topology.prefix}.commands.cancel", Topology.CANCEL_KEY)
+        return self._limited(self.topology.cancel_queue, Topology.CANCEL_KEY)
 
     def work(self, queue: str) -> Queue:
         return Queue(

@@ -21,14 +21,12 @@ from redis.asyncio import Redis
 
 from shared import generations
 from shared.domain.job import Job
-from shared.domain.status import TRANSITIONS, Move, Status
+from shared.domain.status import MOVE_TARGET, Status
 from shared.generations import KeySpace
 from shared.redis_scripts import APPLY, APPLY_CHUNK, PRUNE, READ, SET_POSITION
 from shared.settings import RedisSettings
 
 MAX_RESULT_BYTES = 65_536
-MOVE_TARGET: dict[Move, Status] = {move: to for (_, move), to in TRANSITIONS.items()}
-assert len({(m, t) for (_, m), t in TRANSITIONS.items()}) == len(MOVE_TARGET), "move target unique"
 
 
 def _iso(value: Any) -> str:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from tests.services import delete_topology, resolve
+from tests.services import delete_topology, fresh_database, resolve
 
 
 @pytest.fixture(scope="session")
@@ -23,23 +21,6 @@ def service_stack() -> Iterator[ExitStack]:
 @pytest.fixture(scope="session")
 def postgres_server(service_stack: ExitStack) -> str:
     return resolve("postgres", service_stack)
-
-
-@contextmanager
-def fresh_database(server_url: str, purpose: str) -> Iterator[str]:
-    """A new database on the server, dropped afterwards."""
-    name = f"jobtrail_{purpose}_{uuid.uuid4().hex[:10]}"
-    parts = urlsplit(server_url)
-    admin_url = urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield urlunsplit(parts._replace(path=f"/{name}"))
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="session")

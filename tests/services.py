@@ -7,13 +7,20 @@ where it fails them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import uuid
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from psycopg import sql
+
+from contracts.names import Topology
 
 DEFAULTS = {
     "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
@@ -100,28 +107,45 @@ def resolve(kind: str, stack: ExitStack) -> str:
     return url
 
 
-def delete_topology(amqp_url: str, prefix: str) -> None:
-    """Deletes every queue and exchange a test made under ``prefix`` (quorum queues are heavy:
-    left behind, hundreds of them slow RabbitMQ to a halt)."""
+def delete_topology(
+    amqp_url: str, prefix: str, work_queues: Iterable[str] = ("default", "cpu", "io")
+) -> None:
+    """Deletes every queue and exchange made under ``prefix`` (quorum queues are heavy: left
+    behind, hundreds of them slow RabbitMQ to a halt)."""
     import asyncio
-    import contextlib
 
     import aio_pika
 
-    queues = ["scheduler", "commands.submit", "commands.cancel", "dlq", "dlq.ledger"]
-    queues += [f"work.{name}" for name in ("default", "cpu", "io")]
+    topology = Topology(prefix)
 
     async def delete() -> None:
         connection = await aio_pika.connect(amqp_url, timeout=10)
         async with connection:
-            for name in [f"{prefix}.{q}" for q in queues]:
+            for name in topology.queue_names(work_queues):
                 channel = await connection.channel()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(channel.queue_delete(name), 10)
-            for name in ("events", "commands", "dlx"):
+            for name in topology.exchange_names:
                 channel = await connection.channel()
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(channel.exchange_delete(f"{prefix}.{name}"), 10)
+                    await asyncio.wait_for(channel.exchange_delete(name), 10)
 
     with contextlib.suppress(Exception):
         asyncio.run(delete())
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str, purpose: str) -> Iterator[str]:
+    """A new database on the server, dropped afterwards."""
+    name = f"jobtrail_{purpose}_{uuid.uuid4().hex[:10]}"
+    parts = urlsplit(server_url)
+    admin_url = urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )

@@ -27,10 +27,10 @@ from services.cli.client import ApiError, Client
 from services.cli.console import console
 from services.cli.console import fail as _fail
 from services.cli.supervisor import Supervisor
+from shared.domain.status import TERMINAL
 
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 
-FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 INFRA = {
     "PostgreSQL": (
         "JOBTRAIL_POSTGRES_URL",
@@ -469,7 +469,7 @@ def _run_demo(client: Client, jobs: list[dict[str, Any]]) -> None:
             while len(done) < len(ids):
                 waiting = [i for i in ids if i not in done]
                 for job in pool.map(client.status, waiting):
-                    if job["status"] in FINAL:
+                    if job["status"] in TERMINAL:
                         done[job["id"]] = job
                 progress.update(task, completed=len(done))
                 if len(done) < len(ids):
@@ -497,17 +497,11 @@ def _run_demo(client: Client, jobs: list[dict[str, Any]]) -> None:
 
 def _show_verified() -> None:
     """Checkpoints the log the demo wrote and verifies every hash chain against it."""
-    import psycopg
-    from psycopg.rows import dict_row
-
     from shared.eventstore.integrity import verify_log, write_checkpoint
-    from shared.leader import conninfo
-    from shared.settings import StoreSettings
 
-    url = conninfo(StoreSettings().postgres_url)
-    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+    with integrity_cli.connect() as conn:
         write_checkpoint(conn)
-    report = verify_log(url)
+    report = verify_log(integrity_cli.log_conninfo())
     verdict = (
         "[green]verified[/green]" if report.ok else f"[red]{len(report.problems)} problems[/red]"
     )

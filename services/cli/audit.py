@@ -22,7 +22,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from services.cli.console import console, err, fail
+from services.cli.console import console, err, fail, first_line
 from shared.domain.errors import JobNotFoundError
 from shared.eventstore import JobStore
 from shared.eventstore.export import (
@@ -76,10 +76,9 @@ def open_store() -> Iterator[JobStore]:
     try:
         store = JobStore(settings)
     except Exception as exc:  # psycopg's or eventsourcing's connection errors, whichever
-        first_line = (str(exc).strip().splitlines() or [""])[0]
         raise fail(
             f"cannot read the log at {settings.postgres_url} ({type(exc).__name__}: "
-            f"{first_line}); check JOBTRAIL_POSTGRES_URL and that PostgreSQL runs"
+            f"{first_line(exc)}); check JOBTRAIL_POSTGRES_URL and that PostgreSQL runs"
         ) from None
     try:
         yield store

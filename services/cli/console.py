@@ -14,3 +14,8 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     """Prints ``error: message`` on stderr; returns the Exit to raise (code 2: fix the input)."""
     err.print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(code)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (driver errors run to many lines)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -7,8 +7,6 @@ validate against its contract stays in the dead-letter queue.
 
 from __future__ import annotations
 
-import contextlib
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.messages import CancelJobMessage, JobEventMessage, SubmitJobMessage
 from contracts.names import Topology
+from shared.dead_letters import job_id_in
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     "job.submit": SubmitJobMessage,
@@ -56,17 +55,15 @@ def inspect(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
     keys = first.get("routing-keys") or [message.routing_key or ""]
     routing_key = str(keys[0])
     model = CONTRACTS.get(routing_key, JobEventMessage)
-    job_id, problem = None, None
+    problem = None
     try:
-        parsed = model.model_validate_json(message.body)
-        data = getattr(parsed, "data", None)
-        job_id = str(getattr(data, "job_id", "") or "") or None
+        model.model_validate_json(message.body)
     except ValidationError as exc:
         problem = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
         )
-        with contextlib.suppress(ValueError, AttributeError):
-            job_id = json.loads(message.body).get("data", {}).get("job_id")
+    named = job_id_in(message.body)
+    job_id = str(named) if named else None
     return DeadLetter(
         message_id=message.message_id,
         queue=str(first.get("queue", "")),

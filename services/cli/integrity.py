@@ -16,25 +16,21 @@ from psycopg.rows import dict_row
 from rich.markup import escape
 
 from services.cli.audit import open_store, parse_time
-from services.cli.console import console, fail
+from services.cli.console import console, fail, first_line
 
 db_app = typer.Typer(help="Database roles and schema (run as the owner of the log).")
 
 
-def _conninfo() -> str:
+def log_conninfo() -> str:
     from shared.leader import conninfo
     from shared.settings import StoreSettings
 
     return conninfo(StoreSettings().postgres_url)
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-
-
-def _connect() -> psycopg.Connection[Any]:
+def connect() -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(_conninfo(), autocommit=True, row_factory=dict_row)
+        return psycopg.connect(log_conninfo(), autocommit=True, row_factory=dict_row)
     except psycopg.OperationalError as exc:
         raise fail(f"cannot reach PostgreSQL (check JOBTRAIL_POSTGRES_URL): {exc}") from None
 
@@ -62,13 +58,14 @@ def verify(
             raise fail(f"{path} does not exist", 2)
     failed = False
     if log:
-        _connect().close()
         try:
-            report = verify_log(_conninfo(), key=audit.key, checkpoint_file=file, archives=archives)
+            report = verify_log(
+                log_conninfo(), key=audit.key, checkpoint_file=file, archives=archives
+            )
         except ValueError as exc:  # an unreadable checkpoint file line
             raise fail(str(exc), 2) from None
         except psycopg.Error as exc:
-            raise fail(f"cannot read the log: {_first_line(exc)}") from None
+            raise fail(f"cannot read the log: {first_line(exc)}") from None
         console.print(
             f"log: {report.jobs} jobs, {report.events} events, "
             f"{report.checkpoints} checkpoints checked"
@@ -96,29 +93,23 @@ def _verify_redis() -> bool:
     from eventsourcing.persistence import OperationalError, ProgrammingError
     from redis.exceptions import RedisError
 
+    from services.cli.replay import connected
     from shared.drift import find_drift
-    from shared.eventstore import AsyncJobStore, JobStore
-    from shared.redis_view import RedisView
-    from shared.settings import RedisSettings, StoreSettings
 
     async def run() -> list[Any]:
-        async with AsyncJobStore(JobStore(StoreSettings())) as store:
-            view = RedisView(RedisSettings())
-            try:
-                return list(await find_drift(store, view))
-            finally:
-                await view.aclose()
+        async with connected() as (store, view):
+            return list(await find_drift(store, view))
 
     try:
         drifted = asyncio.run(run())
     except (RedisError, OSError) as exc:
-        raise fail(f"cannot read Redis (JOBTRAIL_REDIS_URL): {_first_line(exc)}") from None
+        raise fail(f"cannot read Redis (JOBTRAIL_REDIS_URL): {first_line(exc)}") from None
     except (psycopg.Error, OperationalError, ProgrammingError) as exc:
-        raise fail(f"cannot read the log: {_first_line(exc)}") from None
+        raise fail(f"cannot read the log: {first_line(exc)}") from None
     except Exception as exc:  # folding raised: an event no longer decodes or applies
         console.print(
             f"[red]DRIFT[/red] the Redis check could not fold the log "
-            f"({type(exc).__name__}: {escape(_first_line(exc))}); an event no longer decodes or "
+            f"({type(exc).__name__}: {escape(first_line(exc))}); an event no longer decodes or "
             "applies: `jobtrail verify --no-redis` says where"
         )
         return False
@@ -137,10 +128,10 @@ def checkpoint() -> None:
 
     audit = AuditSettings()
     try:
-        with _connect() as conn:
+        with connect() as conn:
             mark = write_checkpoint(conn, key=audit.key, file=audit.checkpoint_file)
     except psycopg.Error as exc:
-        raise fail(f"checkpoint not written: {_first_line(exc)}") from None
+        raise fail(f"checkpoint not written: {first_line(exc)}") from None
     except OSError as exc:
         raise fail(f"checkpoint written to the database, not to the file: {exc}") from None
     if mark is None:
@@ -178,7 +169,7 @@ def archive(
         try:
             done = archiving.archive(store, cutoff, target, limit)
         except (archiving.ArchiveError, psycopg.Error, OSError) as exc:
-            raise fail(f"nothing archived: {_first_line(exc)}") from None
+            raise fail(f"nothing archived: {first_line(exc)}") from None
     if done is None:
         console.print(
             f"no final job finished before {cutoff.isoformat()} and covered by a checkpoint "
@@ -217,7 +208,7 @@ def db_grant(
     with --read-only, read everything and write nothing (auditors)."""
     from shared.eventstore.integrity import grant
 
-    with _connect() as conn:
+    with connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
         if not exists:
             raise fail(f"role {role!r} does not exist (CREATE ROLE ... LOGIN first)", 2)

@@ -64,7 +64,7 @@ async def main() -> None:
     settings = ProjectorSettings()
     store_settings, bus, redis_settings = StoreSettings(), BusSettings(), RedisSettings()
     registry.load(JobSettings().job_modules)
-    queues = sorted(set(bus.queues) | set(registry.queues()))
+    queues = registry.declared_queues(bus.queues)
     routes = Routes.from_settings(bus)
     broker = make_broker(bus)
     stop = stop_on_signals()

@@ -70,7 +70,6 @@ class Relay:
         self.store, self.wait = store, wait
         self.batch, self.poll_s = batch, poll_s
         self.publishers = declare_publishers(broker, routes, publish_timeout_s)
-        self.published = 0
         self.failures = 0
 
     async def run(self) -> None:
@@ -94,7 +93,6 @@ class Relay:
             backoff = 0.2
             position = entries[-1][0]
             await self.store.set_position(POSITION, position)
-            self.published += len(outgoing)
 
     async def _publish(self, message: Outgoing) -> None:
         await self.publishers[message.kind].publish(

@@ -106,7 +106,7 @@ async def main() -> None:
         subscribers.register(broker, routes, store, actor)
         dead_letters.register_ledger(broker, routes, store)
         await broker.connect()
-        await declare_topology(broker, routes, sorted(set(bus.queues) | set(registry.queues())))
+        await declare_topology(broker, routes, registry.declared_queues(bus.queues))
         await broker.start()
         lead = Leadership(store_settings.postgres_url, "scheduler", check_s=settings.leader_check_s)
         try:

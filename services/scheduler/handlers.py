@@ -7,8 +7,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
-from psycopg import sql
-
 from shared.domain import Backoff, Cause, Job, JobError
 from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing, tables
 from shared.metrics import REDISPATCHED
@@ -68,20 +66,18 @@ async def redispatch(
     overdue = await store.run_sync(
         tables.on_connection, store.store, tables.overdue_dispatches, limit, deadline_s
     )
-    events: list[Job.Scheduled] = []
-    for job_id, attempt in overdue:
-        last = (await store.history(job_id))[-1]
-        if isinstance(last, Job.Scheduled) and last.attempt == attempt:
-            events.append(last)
-    if not events:
+    if not overdue:
         return 0
-    table = sql.Identifier(store.store.settings.postgres_schema, store.store.events_table)
-    keys = [(e.originator_id, e.originator_version) for e in events]
-    ids = await store.run_sync(
-        tables.on_connection, store.store, tables.notification_ids, table, keys
+    attempts = dict(overdue)
+    rows = await store.run_sync(
+        tables.on_connection, store.store, tables.last_events, store.store.table, list(attempts)
     )
-    for event in events:
-        message = to_message(ids[(event.originator_id, event.originator_version)], event)
+    sent = 0
+    for row in rows:
+        event = store.store.decode(row)
+        if not isinstance(event, Job.Scheduled) or event.attempt != attempts[event.originator_id]:
+            continue
+        message = to_message(row["notification_id"], event)
         assert message is not None
         log.warning(
             "%s unclaimed for %.0f s: sending its work message again",
@@ -90,7 +86,8 @@ async def redispatch(
         )
         await publish(message)
         REDISPATCHED.inc()
-    return len(events)
+        sent += 1
+    return sent
 
 
 def _count(outcomes: list[Outcome]) -> int:

@@ -17,6 +17,7 @@ from services.submitter import handlers
 from services.submitter.deps import Deps
 from shared import dead_letters
 from shared.domain import Cause
+from shared.eventstore.export import job_state
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -276,8 +277,8 @@ async def cancel_job(
     A job that already ended answers 409 and nothing is recorded."""
     deps = _deps(request)
     reason = body.reason if body else None
-    await handlers.cancel(deps.store, job_id, _cause(request, reason))
-    return await handlers.read_job(deps.store, None, job_id)
+    job = await handlers.cancel(deps.store, job_id, _cause(request, reason))
+    return job_state(job) | {"source": "log"}
 
 
 @router.get("/v1/jobs", response_model=Page, tags=["jobs"])

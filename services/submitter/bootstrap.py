@@ -36,7 +36,7 @@ class SubmitterSettings(BaseSettings):
 async def dependencies() -> AsyncIterator[Deps]:
     bus, store_settings = BusSettings(), StoreSettings()
     registry.load(JobSettings().job_modules)
-    queues = set(bus.queues) | set(registry.queues())
+    queues = set(registry.declared_queues(bus.queues))
     routes = Routes.from_settings(bus)
     broker = make_broker(bus, prefetch=64)
     view = RedisView(RedisSettings())

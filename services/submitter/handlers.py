@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -13,12 +12,10 @@ from pydantic import ValidationError
 
 from contracts.messages import SubmitJob
 from shared.domain import Cause, Job, job_id_for_key
-from shared.eventstore import AsyncJobStore, Outcome, existing
+from shared.eventstore import AsyncJobStore, Command, Outcome, existing
 from shared.eventstore.export import job_state, state_at_time, state_at_version
 from shared.jobtypes import Registry, UnknownJobTypeError
 from shared.redis_view import RedisView
-
-Command = Callable[[Job | None], Job]
 
 
 class InvalidRequestError(Exception):

@@ -116,7 +116,7 @@ async def main() -> None:
             broker, routes, queues, store, state, settings.concurrency, progress_reporter(view)
         )
         await broker.connect()
-        await declare_topology(broker, routes, sorted(set(bus.queues) | set(registry.queues())))
+        await declare_topology(broker, routes, registry.declared_queues(bus.queues))
         await broker.start()
         log.info(
             "worker %s consumes %s with concurrency %d", worker_id, queues, settings.concurrency

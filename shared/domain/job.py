@@ -18,7 +18,7 @@ from shared.domain.errors import (
     NotDueError,
     StaleAttemptError,
 )
-from shared.domain.status import INITIAL, Move, Status, target
+from shared.domain.status import INITIAL, MOVE_TARGET, TERMINAL, Move, Status, target
 
 MAX_ERROR_MESSAGE = 2000
 MAX_ERROR_TYPE = 200
@@ -67,6 +67,13 @@ class Job(Aggregate):
 
         def move(self) -> Move | None:
             return None
+
+        @property
+        def ends_job(self) -> bool:
+            """Whether this event leaves the job in a terminal status (COMPLETED, FAILED,
+            CANCELLED), e.g. a LeaseExpired with no retry left."""
+            move = self.move()
+            return move is not None and MOVE_TARGET[move] in TERMINAL
 
         def apply(self, aggregate: Any) -> None:
             job: Job = aggregate
@@ -422,14 +429,10 @@ class Job(Aggregate):
 
         Raises IdempotencyConflictError when the key's job was created by a different request.
         """
+        candidate = cls.submit(cause, **request)  # never saved: its defaults and validation
         if current is None:
-            return cls.submit(cause, **request)
-        defaults = {"priority": 5, "max_attempts": 3, "timeout_s": 300.0, "queue": "default"}
-        fields = {**defaults, **request}
-        fields.pop("idempotency_key", None)
-        fields.pop("job_id", None)
-        fields.setdefault("run_at", None)
-        if fingerprint(**fields) != current.request_fingerprint():
+            return candidate
+        if candidate.request_fingerprint() != current.request_fingerprint():
             raise IdempotencyConflictError(str(request.get("idempotency_key")), current.id)
         return current
 

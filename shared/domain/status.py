@@ -55,6 +55,11 @@ FINAL = frozenset({Status.COMPLETED, Status.CANCELLED})
 TERMINAL = FINAL | {Status.FAILED}
 
 
+MOVE_TARGET: dict[Move, Status] = {move: to for (_, move), to in TRANSITIONS.items()}
+"""The status each move leads to (the same whatever status it leaves)."""
+assert len({(m, t) for (_, m), t in TRANSITIONS.items()}) == len(MOVE_TARGET), "move target unique"
+
+
 def target(status: Status, move: Move) -> Status | None:
     """Returns the status that ``move`` leads to from ``status``, or None when it is illegal."""
     return TRANSITIONS.get((status, move))

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from shared.domain.job import Job
-from shared.eventstore.integrity import CHECKPOINTS, EVENTS, Problem, Row, _row
+from shared.eventstore.integrity import CHECKPOINTS, Problem, Row, _row
 from shared.eventstore.store import JobStore, lock_key
 
-FINAL_EVENTS = (Job.Completed, Job.Failed, Job.Cancelled)
+ENDING_EVENTS = (Job.Completed, Job.Failed, Job.Cancelled, Job.LeaseExpired)
+"""Events that can end a job (a LeaseExpired does when no retry is left: ``ends_job``)."""
 
 
 class ArchiveError(RuntimeError):
@@ -99,7 +99,7 @@ def _candidates(store: JobStore, before: datetime, limit: int) -> list[UUID]:
     last. Only rows the newest checkpoint covers leave the table: a later checkpoint computed
     without them would not match the log with its archives merged back.
     """
-    topics = [get_topic(kind) for kind in FINAL_EVENTS]
+    topics = [get_topic(kind) for kind in ENDING_EVENTS]
     query = sql.SQL(
         "SELECT originator_id, originator_version, topic, state FROM {events} e "
         "WHERE topic = ANY(%s) "
@@ -107,16 +107,15 @@ def _candidates(store: JobStore, before: datetime, limit: int) -> list[UUID]:
         "AND NOT EXISTS (SELECT 1 FROM {events} later WHERE later.originator_id = e.originator_id "
         "AND later.originator_version > e.originator_version) "
         "ORDER BY notification_id"
-    ).format(events=sql.Identifier(EVENTS), checkpoints=sql.Identifier(CHECKPOINTS))
+    ).format(events=store.table, checkpoints=sql.Identifier(CHECKPOINTS))
     chosen: list[UUID] = []
     with store.recorder.datastore.get_connection() as conn:
         for r in conn.execute(query, [topics]):
-            stored = StoredEvent(
-                r["originator_id"], r["originator_version"], r["topic"], r["state"]
-            )
-            event = cast(Job.Event, store.app.mapper.to_domain_event(stored))
+            event = store.decode(r)
             if event.timestamp >= before:
                 break  # notification order is commit order: the rest are newer (within a skew)
+            if not event.ends_job:  # a LeaseExpired with a retry to come
+                continue
             chosen.append(r["originator_id"])
             if len(chosen) >= limit:
                 break
@@ -130,7 +129,7 @@ def archive(store: JobStore, before: datetime, directory: Path, limit: int) -> A
     jobs = _candidates(store, before, limit)
     if not jobs:
         return None
-    table = sql.Identifier(EVENTS)
+    table = store.table
     with store.recorder.datastore.get_connection() as conn:
         rows = [
             _row(r)

@@ -18,10 +18,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import get_topic
 from psycopg import sql
 
@@ -178,11 +177,10 @@ class EventExport:
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
-        table = sql.Identifier(store.settings.postgres_schema, store.events_table)
         self._columns = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state, chain_hash "
             "FROM {} "
-        ).format(table)
+        ).format(store.table)
 
     def job_records(self, job_id: UUID) -> list[dict[str, Any]]:
         """Every event of one job as records, in version order; JobNotFoundError when none."""
@@ -266,13 +264,4 @@ class EventExport:
 
     def _record(self, row: dict[str, Any]) -> dict[str, Any]:
         chain = bytes(row["chain_hash"]) if row["chain_hash"] is not None else None
-        return event_record(row["notification_id"], self._event(row), chain)
-
-    def _event(self, row: dict[str, Any]) -> Job.Event:
-        stored = StoredEvent(
-            originator_id=row["originator_id"],
-            originator_version=row["originator_version"],
-            topic=row["topic"],
-            state=bytes(row["state"]),
-        )
-        return cast(Job.Event, self.store.app.mapper.to_domain_event(stored))
+        return event_record(row["notification_id"], self.store.decode(row), chain)

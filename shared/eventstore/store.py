@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -161,7 +161,10 @@ class JobStore:
                     integrity.create(conn, self.recorder.events_table_name)
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
-        table = sql.Identifier(self.settings.postgres_schema, self.recorder.events_table_name)
+        self.table = table = sql.Identifier(
+            self.settings.postgres_schema, self.recorder.events_table_name
+        )
+        """The events table, schema-qualified, for queries of our own."""
         self._select_many = sql.SQL(
             "SELECT originator_id, originator_version, topic, state, chain_hash FROM {} "
             "WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
@@ -295,16 +298,19 @@ class JobStore:
         for row in rows:
             if heads is not None:  # rows come in version order: the last one stays
                 heads[row["originator_id"]] = bytes(row["chain_hash"] or GENESIS)
-            stored = StoredEvent(
-                originator_id=row["originator_id"],
-                originator_version=row["originator_version"],
-                topic=row["topic"],
-                state=bytes(row["state"]),
-            )
-            history[cast(UUID, stored.originator_id)].append(
-                cast(Job.Event, self.app.mapper.to_domain_event(stored))
-            )
+            history[row["originator_id"]].append(self.decode(row))
         return history
+
+    def decode(self, row: Mapping[str, Any]) -> Job.Event:
+        """A row of the events table (originator_id, originator_version, topic, state) as its
+        domain event."""
+        stored = StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
+        return cast(Job.Event, self.app.mapper.to_domain_event(stored))
 
     @staticmethod
     def _decide(job_id: UUID, command: Command, history: dict[UUID, list[Job.Event]]) -> Outcome:

@@ -49,9 +49,9 @@ CREATE INDEX IF NOT EXISTS jobtrail_leases_expiry ON jobtrail_leases (expires_at
 CREATE TABLE IF NOT EXISTS jobtrail_dispatches (
     job_id uuid PRIMARY KEY,
     attempt integer NOT NULL,
-    sent_at timestamptz NOT NULL
+    sent_at timestamptz NOT NULL,
+    resends integer NOT NULL DEFAULT 0
 );
-ALTER TABLE jobtrail_dispatches ADD COLUMN IF NOT EXISTS resends integer NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS jobtrail_dispatches_sent ON jobtrail_dispatches (sent_at);
 CREATE TABLE IF NOT EXISTS jobtrail_dead_letters (
     id bigserial PRIMARY KEY,
@@ -265,16 +265,16 @@ def on_connection(store: JobStore, fn: Callable[..., T], *args: Any) -> T:
         return fn(conn, *args)
 
 
-def notification_ids(
-    conn: psycopg.Connection[Any], table: sql.Composable, keys: Sequence[tuple[Any, int]]
-) -> dict[tuple[Any, int], int]:
-    """The notification id of each (job id, version) in the events ``table``."""
+def last_events(
+    conn: psycopg.Connection[Any], table: sql.Composable, job_ids: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """The last event row of each job (with its notification id), in one query."""
     rows = conn.execute(
         sql.SQL(
-            "SELECT originator_id, originator_version, notification_id FROM {} "
-            "WHERE (originator_id, originator_version) IN "
-            "(SELECT * FROM unnest(%s::uuid[], %s::bigint[]))"
+            "SELECT DISTINCT ON (originator_id) notification_id, originator_id, "
+            "originator_version, topic, state FROM {} WHERE originator_id = ANY(%s) "
+            "ORDER BY originator_id, originator_version DESC"
         ).format(table),
-        [[k[0] for k in keys], [k[1] for k in keys]],
+        [list(job_ids)],
     ).fetchall()
-    return {(r["originator_id"], r["originator_version"]): r["notification_id"] for r in rows}
+    return [dict(row) for row in rows]

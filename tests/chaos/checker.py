@@ -25,7 +25,6 @@ from shared.domain.status import TERMINAL
 from shared.drift import differences
 
 OUTCOMES = (Job.Completed, Job.AttemptFailed, Job.Failed, Job.LeaseExpired)
-FINAL_EVENTS = (Job.Completed, Job.Failed, Job.Cancelled)
 
 
 @dataclass
@@ -69,9 +68,7 @@ def duplicated(events: list[Job.Event]) -> str | None:
             finals = 0
         if isinstance(event, Job.Started):
             holder[event.attempt] = event.worker_id
-        if isinstance(event, FINAL_EVENTS) or (
-            isinstance(event, Job.LeaseExpired) and event.retry_at is None
-        ):
+        if event.ends_job:
             finals += 1
             if finals > 1:
                 return f"second final event at v{event.originator_version}"

@@ -23,9 +23,8 @@ from shared.leader import conninfo
 from shared.settings import StoreSettings
 from tests.chaos.checker import Report, check
 from tests.chaos.jobs import executions
-from tests.conftest import fresh_database
 from tests.processes import System, free_port, system_env
-from tests.services import delete_topology
+from tests.services import delete_topology, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ROWS: list[dict[str, Any]] = []

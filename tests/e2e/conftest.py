@@ -7,8 +7,8 @@ import pytest
 
 from shared.eventstore import JobStore
 from shared.settings import StoreSettings
-from tests.conftest import fresh_database
 from tests.processes import System, free_port, system_env
+from tests.services import fresh_database
 
 
 @pytest.fixture(scope="package")

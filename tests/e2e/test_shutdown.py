@@ -12,10 +12,9 @@ import pytest
 from shared.domain import Job, Status
 from shared.eventstore import JobStore
 from shared.settings import StoreSettings
-from tests.conftest import fresh_database
 from tests.e2e.helpers import settle, wait_for
 from tests.processes import Service, System, free_port, system_env
-from tests.services import delete_topology
+from tests.services import delete_topology, fresh_database
 
 pytestmark = pytest.mark.e2e
 

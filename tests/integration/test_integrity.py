@@ -23,8 +23,8 @@ from shared.domain import Job
 from shared.eventstore import JobStore, archive, existing, integrity
 from shared.eventstore.chain import GENESIS, event_hash, head_hash, sign
 from shared.settings import StoreSettings
-from tests.conftest import fresh_database
 from tests.jobs import CAUSE, NO_JITTER
+from tests.services import fresh_database
 
 KEY = b"kept-by-the-auditor"
 

@@ -17,9 +17,8 @@ from shared.eventstore import AsyncJobStore, JobStore
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView, full_view
 from shared.settings import BusSettings, RedisSettings, StoreSettings
-from tests.conftest import fresh_database
 from tests.jobs import CAUSE
-from tests.services import delete_topology
+from tests.services import delete_topology, fresh_database
 
 
 async def no_wait(_: float) -> None:

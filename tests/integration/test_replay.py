@@ -21,8 +21,8 @@ from shared.eventstore import AsyncJobStore, JobStore
 from shared.generations import KeySpace, Switch
 from shared.redis_view import GenerationMovedError, RedisView
 from shared.settings import RedisSettings, StoreSettings
-from tests.conftest import fresh_database
 from tests.jobs import CAUSE, NO_JITTER
+from tests.services import fresh_database
 
 OPERATOR = dataclasses.replace(CAUSE, reason="operator requeue")
 Step = Callable[[Job | None], Job]
