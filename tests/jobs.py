@@ -48,17 +48,31 @@ def job_in(
     return job
 
 
-def later(seconds: float) -> datetime:
-    return NOW + timedelta(seconds=seconds)
+def zulu(moment: datetime) -> str:
+    """A time as ISO 8601 in UTC with a trailing Z, as a user types it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+Step = Callable[[Job], None]
+
+
+def record(store: JobStore, steps: list[Step], cause: Cause = CAUSE, **submit: Any) -> UUID:
+    """Writes a job to the log: submitted (with ``submit``), then one command per step."""
+    job_id = uuid4()
+    store.execute(
+        job_id,
+        lambda _: Job.submit(cause, job_type="t", payload={}, job_id=job_id, **submit),
+    )
+    for step in steps:
+        store.execute(job_id, existing(step))
+    return job_id
 
 
 def record_a_retried_job(store: JobStore, cause: Cause = CAUSE) -> UUID:
     """Writes a job whose history has every common event: submitted, scheduled, started, an
     attempt failed, scheduled and started again, completed (7 events); returns its id."""
-    job_id = uuid4()
-    store.execute(job_id, lambda _: Job.submit(cause, job_type="t", payload={}, job_id=job_id))
     now = datetime.now(UTC)
-    steps: list[Callable[[Job], None]] = [
+    steps: list[Step] = [
         lambda j: j.schedule(cause, now),
         lambda j: j.start(cause, worker_id="w1", attempt=1, lease_s=30, now=now),
         lambda j: j.fail_attempt(
@@ -75,6 +89,4 @@ def record_a_retried_job(store: JobStore, cause: Cause = CAUSE) -> UUID:
         lambda j: j.start(cause, worker_id="w2", attempt=2, lease_s=30, now=now),
         lambda j: j.complete(cause, worker_id="w2", attempt=2, result={"rows": 7}),
     ]
-    for step in steps:
-        store.execute(job_id, existing(step))
-    return job_id
+    return record(store, steps, cause)

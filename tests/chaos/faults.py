@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-from tests.services import START, answers
+from tests.services import DEFAULTS, START, answers
 
 PG_VERSION = os.listdir("/etc/postgresql")[0] if os.path.isdir("/etc/postgresql") else "15"
 
@@ -26,55 +26,39 @@ def _wait(url: str, up: bool, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def postgres_down() -> Iterator[None]:
-    url = "postgresql://127.0.0.1:5432"
-    _sh(f"pg_ctlcluster --skip-systemctl-redirect {PG_VERSION} main stop -m fast")
+def _outage(stop: str, start: str, url: str, ready: str = "sleep 0") -> Iterator[None]:
+    """Stops a service with its own command, and always starts it again; ``ready`` runs once
+    its port answers again (for what the service still needs after that)."""
+    _sh(stop)
     try:
         _wait(url, up=False)
         yield
     finally:
-        _sh(START["postgres"])
-        _wait(url, up=True)
+        _sh(start)
+        _wait(url, up=True, timeout=120)
+        _sh(ready)
 
 
-@contextlib.contextmanager
-def rabbitmq_down() -> Iterator[None]:
-    _sh("rabbitmqctl stop_app")
-    try:
-        _wait("amqp://127.0.0.1:5672", up=False)
-        yield
-    finally:
-        _sh("rabbitmqctl start_app")
-        _wait("amqp://127.0.0.1:5672", up=True)
-        time.sleep(1)  # the port opens a moment before queues are back
+def postgres_down() -> contextlib.AbstractContextManager[None]:
+    stop = f"pg_ctlcluster --skip-systemctl-redirect {PG_VERSION} main stop -m fast"
+    return _outage(stop, START["postgres"], DEFAULTS["postgres"])
 
 
-@contextlib.contextmanager
-def rabbitmq_killed() -> Iterator[None]:
-    """SIGKILL to RabbitMQ's Erlang VM (no clean shutdown), then ``rabbitmq-server -detached``:
-    durable quorum and classic queues recover from their logs."""
-    _sh("pkill -KILL -f 'beam.smp.*rabbit'")
-    try:
-        _wait("amqp://127.0.0.1:5672", up=False)
-        yield
-    finally:
-        if not answers("amqp://127.0.0.1:5672", timeout=1):
-            time.sleep(1)  # epmd lets go of the dead node's name
-            _sh(START["rabbitmq"])
-        _wait("amqp://127.0.0.1:5672", up=True, timeout=120)
-        _sh("rabbitmqctl await_startup --timeout 120")
-        time.sleep(1)
+def rabbitmq_down() -> contextlib.AbstractContextManager[None]:
+    # the port opens a moment before the queues are back
+    return _outage("rabbitmqctl stop_app", "rabbitmqctl start_app", DEFAULTS["rabbitmq"], "sleep 1")
 
 
-@contextlib.contextmanager
-def redis_down() -> Iterator[None]:
-    _sh("redis-cli -p 6379 shutdown nosave")
-    try:
-        _wait("redis://127.0.0.1:6379", up=False)
-        yield
-    finally:
-        _sh(START["redis"])
-        _wait("redis://127.0.0.1:6379", up=True)
+def rabbitmq_killed() -> contextlib.AbstractContextManager[None]:
+    """SIGKILL to RabbitMQ's Erlang VM (no clean shutdown), then ``rabbitmq-server -detached``
+    (after epmd lets go of the dead node's name): durable queues recover from their logs."""
+    kill, start = "pkill -KILL -f 'beam.smp.*rabbit'", f"sleep 1; {START['rabbitmq']}"
+    ready = "rabbitmqctl await_startup --timeout 120; sleep 1"
+    return _outage(kill, start, DEFAULTS["rabbitmq"], ready)
+
+
+def redis_down() -> contextlib.AbstractContextManager[None]:
+    return _outage("redis-cli -p 6379 shutdown nosave", START["redis"], DEFAULTS["redis"])
 
 
 def local_services() -> bool:

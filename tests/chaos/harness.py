@@ -74,7 +74,6 @@ class Load:
     give_up_s: float = 120.0
     acked: dict[str, uuid.UUID] = field(default_factory=dict)
     unavailable: int = 0  # 503 answers (with Retry-After)
-    errors: int = 0  # connection errors, timeouts
     refused: list[str] = field(default_factory=list)  # any other answer: a bug
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -96,8 +95,7 @@ class Load:
                         response = http.post(
                             "/v1/jobs", json=body, headers={"Idempotency-Key": key}
                         )
-                    except httpx.HTTPError:
-                        self.errors += 1
+                    except httpx.HTTPError:  # connection errors, timeouts: try again
                         time.sleep(0.2)
                         continue
                     if response.status_code == 202:

@@ -119,7 +119,9 @@ def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # ty
         ] * 20
         load = Load(s.system.base_url, poison + mixed_jobs(200)).start()
         before = dlq_depth(amqp_url, s.prefix)
+        deadline = time.monotonic() + 30
         while not load.acked:
+            assert time.monotonic() < deadline, "no submission acknowledged within 30 s"
             time.sleep(0.1)
         named = next(iter(load.acked.values()))
         broken = json.dumps({"correlation_id": "x", "data": {"job_id": str(named)}}).encode()
@@ -154,11 +156,13 @@ def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # ty
         load.wait()
         assert_clean(s, load)
         # And every poison job FAILED after exactly its three attempts, with its error
-        for job_id in list(load.acked.values())[:20]:
-            history = s.store.history(job_id)
-            if isinstance(history[-1], Job.Failed):
-                assert sum(isinstance(e, Job.Started) for e in history) == 3
-                assert "planned failure" in history[-1].error_message
+        histories = [s.store.history(job_id) for job_id in load.acked.values()]
+        poisoned = [h for h in histories if h[0].payload.get("fail_times") == 99]
+        assert len(poisoned) == 20 + 10  # 20 here, 10 in mixed_jobs(200)
+        for history in poisoned:
+            assert isinstance(history[-1], Job.Failed), history[-1]
+            assert sum(isinstance(e, Job.Started) for e in history) == 3
+            assert "planned failure" in history[-1].error_message
 
 
 def test_redis_flushed_then_down(run, redis_url: str) -> None:  # type: ignore[no-untyped-def]
@@ -220,6 +224,7 @@ def test_redis_with_a_tiny_maxmemory_evicting_under_load(
             f"sampled reads: {sources}"
         )
         assert evicted_keys > 0, "the scenario did not make Redis evict anything"
+        assert report.evicted > 0, "no job hash was evicted: the fallback to the log went untested"
 
 
 def purge_work_queues(amqp_url: str, prefix: str) -> int:

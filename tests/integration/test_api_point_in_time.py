@@ -18,7 +18,7 @@ from shared.eventstore.export import job_state
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
-from tests.jobs import record_a_retried_job
+from tests.jobs import record_a_retried_job, zulu
 
 
 @pytest.fixture
@@ -38,10 +38,6 @@ async def api(
     if keys:
         await view.redis.delete(*keys)
     await view.aclose()
-
-
-def zulu(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def without_extras(body: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import uuid
-from datetime import UTC, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,10 +14,10 @@ from eventsourcing.application import project_aggregate
 from typer.testing import CliRunner
 
 from services.cli.app import app
-from shared.domain import Cause, Job
+from shared.domain import Cause
 from shared.eventstore import JobStore
 from shared.eventstore.export import RECORD_FIELDS, EventExport, RangeFilter, job_state
-from tests.jobs import record_a_retried_job
+from tests.jobs import record_a_retried_job, zulu
 
 runner = CliRunner()
 
@@ -29,10 +29,6 @@ def cli(postgres_url: str) -> Any:
         return runner.invoke(app, list(args), env=env)
 
     return invoke
-
-
-def zulu(event: Job.Event) -> str:
-    return event.timestamp.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def test_state_at_each_version_and_time_is_the_fold_of_the_history(
@@ -47,7 +43,7 @@ def test_state_at_each_version_and_time_is_the_fold_of_the_history(
         expected = job_state(project_aggregate(None, history[:n]))
         # When we ask for it at version n, and at the time of event n (as Z and as +00:00)
         by_version = cli("state", str(job_id), "--version", str(n), "--json")
-        by_time = cli("state", str(job_id), "--at", zulu(event), "--json")
+        by_time = cli("state", str(job_id), "--at", zulu(event.timestamp), "--json")
         by_offset = cli("state", str(job_id), "--at", event.timestamp.isoformat(), "--json")
         # Then each is the fold of its first n events
         assert by_version.exit_code == 0, by_version.output
@@ -98,7 +94,8 @@ def test_range_export_is_since_inclusive_until_exclusive_in_commit_order(
     history = store.history(job_id)
 
     # When events from the time of its 2nd event until the time of its 6th are exported
-    result = cli("audit", "--since", zulu(history[1]), "--until", zulu(history[5]))
+    since, until = zulu(history[1].timestamp), zulu(history[5].timestamp)
+    result = cli("audit", "--since", since, "--until", until)
 
     # Then its versions 2..5 are in, the 6th (at until) is not; every record is in the range
     assert result.exit_code == 0, result.output

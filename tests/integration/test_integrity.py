@@ -8,7 +8,7 @@ maintenance switch, which is what disabling the trigger amounts to) and runs ``v
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -17,13 +17,14 @@ from typing import Any
 
 import psycopg
 import pytest
+from eventsourcing.persistence import ProgrammingError
 from psycopg.rows import dict_row
 
 from shared.domain import Job
-from shared.eventstore import JobStore, archive, existing, integrity
+from shared.eventstore import Command, JobStore, archive, existing, integrity
 from shared.eventstore.chain import GENESIS, event_hash, head_hash, sign
 from shared.settings import StoreSettings
-from tests.jobs import CAUSE, NO_JITTER
+from tests.jobs import CAUSE, NO_JITTER, Step, record
 from tests.services import fresh_database
 
 KEY = b"kept-by-the-auditor"
@@ -74,26 +75,14 @@ class Log:
         return dict(rows[0])
 
 
-def _move(job_id: uuid.UUID, final: str) -> list[Any]:
+def _lifecycle() -> list[Command]:
+    """Schedule, start, complete: one command per step, on a job that exists."""
     now = datetime.now(UTC)
-
-    def schedule(job: Job | None) -> Job:
-        assert job is not None
-        job.schedule(CAUSE, now)
-        return job
-
-    def start(job: Job | None) -> Job:
-        assert job is not None
-        job.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=now)
-        return job
-
-    def finish(job: Job | None) -> Job:
-        assert job is not None
-        if final == "complete":
-            job.complete(CAUSE, worker_id="w1", attempt=1, result={"n": 1})
-        return job
-
-    return [schedule, start, finish] if final == "complete" else [schedule]
+    return [
+        existing(lambda job: job.schedule(CAUSE, now)),
+        existing(lambda job: job.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=now)),
+        existing(lambda job: job.complete(CAUSE, worker_id="w1", attempt=1, result={"n": 1})),
+    ]
 
 
 @pytest.fixture
@@ -108,10 +97,11 @@ def log(postgres_server: str, tmp_path: Path) -> Iterator[Log]:
                 for j in jobs
             ]
         )
-        for step in range(3):
+        steps = _lifecycle()
+        for step in range(3):  # four jobs complete; the last two are only scheduled
             store.execute_batch(
-                [(j, _move(j, "complete")[step]) for j in jobs[:4]]
-                + ([(j, _move(j, "schedule")[0]) for j in jobs[4:]] if step == 0 else [])
+                [(j, steps[step]) for j in jobs[:4]]
+                + ([(j, steps[0]) for j in jobs[4:]] if step == 0 else [])
             )
         try:
             yield Log(url, store, jobs, tmp_path / "checkpoints.jsonl")
@@ -125,7 +115,7 @@ def kinds(report: integrity.Report) -> list[str]:
 
 def test_a_clean_log_verifies_against_its_checkpoints(log: Log) -> None:
     assert log.checkpoint() is not None
-    log.store.execute(log.jobs[4], _move(log.jobs[4], "complete")[1])  # starts
+    log.store.execute(log.jobs[4], _lifecycle()[1])  # starts
     assert log.checkpoint() is not None
     assert log.checkpoint() is None  # nothing new
     report = log.verify()
@@ -139,6 +129,7 @@ def test_every_stored_hash_is_the_chain_recomputed(log: Log) -> None:
         [log.jobs[0]],
         maintenance=False,
     )
+    assert len(rows) == 4
     previous = GENESIS
     for r in rows:
         previous = event_hash(
@@ -426,7 +417,7 @@ def test_an_auditor_role_reads_and_verifies_but_writes_nothing(log: Log) -> None
         try:
             assert len(EventExport(auditor).job_records(log.jobs[0])) == 4
             new = uuid.uuid4()
-            with pytest.raises(Exception, match="permission denied"):
+            with pytest.raises(ProgrammingError, match="permission denied"):
                 auditor.execute(
                     new, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=new)
                 )
@@ -436,13 +427,8 @@ def test_an_auditor_role_reads_and_verifies_but_writes_nothing(log: Log) -> None
 
 def _failed_then_requeued(store: JobStore) -> uuid.UUID:
     """A job that FAILED (its only attempt) and was requeued by an operator: PENDING again."""
-    job_id = uuid.uuid4()
     now = datetime.now(UTC)
-    store.execute(
-        job_id,
-        lambda _: Job.submit(CAUSE, job_type="t", payload={}, max_attempts=1, job_id=job_id),
-    )
-    steps: list[Callable[[Job], None]] = [
+    steps: list[Step] = [
         lambda j: j.schedule(CAUSE, now),
         lambda j: j.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=now),
         lambda j: j.fail_attempt(
@@ -457,16 +443,14 @@ def _failed_then_requeued(store: JobStore) -> uuid.UUID:
         ),
         lambda j: j.requeue(replace(CAUSE, reason="operator retry")),
     ]
-    for step in steps:
-        store.execute(job_id, existing(step))
-    return job_id
+    return record(store, steps, max_attempts=1)
 
 
 def test_archive_takes_only_final_jobs_covered_by_a_checkpoint(log: Log, tmp_path: Path) -> None:
     requeued = _failed_then_requeued(log.store)  # FAILED once, PENDING again: not final
     later = log.jobs[4]
     log.checkpoint()
-    for step in _move(later, "complete")[1:]:  # completes after the checkpoint
+    for step in _lifecycle()[1:]:  # completes after the checkpoint
         log.store.execute(later, step)
     done = archive.archive(log.store, datetime.now(UTC) + timedelta(seconds=1), tmp_path, 100)
     assert done is not None and done.jobs == 4  # the four completed before the checkpoint

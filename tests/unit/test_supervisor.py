@@ -19,13 +19,15 @@ def test_a_dead_service_is_restarted_after_a_backoff() -> None:
 
     # When it watches for a few seconds
     restarted: list[str] = []
-    deadline = time.monotonic() + 10
+    noticed = time.monotonic()
+    deadline = noticed + 10
     while not restarted and time.monotonic() < deadline:
         restarted = supervisor.watch_once()
         time.sleep(0.1)
 
-    # Then the child was started again, as a new process
+    # Then the child was started again, as a new process, after the first backoff (1 s)
     assert restarted == ["flaky"]
+    assert time.monotonic() - noticed >= 1.0
     assert child.restarts == 1 and child.process.pid != first
     supervisor.stop(timeout=5)
     assert child.process.poll() is not None
