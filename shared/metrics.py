@@ -42,6 +42,13 @@ JOB_SECONDS = Histogram(
     ["type"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
+QUARANTINED = Counter(
+    "jobtrail_quarantined",
+    "Events of the log a follower could not process and stepped past, by stage (relay: no "
+    "message can be built; projection: cannot be applied to Redis); each is in "
+    "jobtrail_quarantine",
+    ["stage"],
+)
 REDISPATCHED = Counter(
     "jobtrail_redispatched",
     "Work messages sent again for SCHEDULED jobs no worker claimed within the deadline",

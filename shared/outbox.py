@@ -30,11 +30,26 @@ class Outgoing:
     priority: int | None
 
 
+class PoisonEventError(Exception):
+    """The event can never become a bus message: retrying cannot help (see shared.quarantine)."""
+
+
+MAX_AMQP_SHORT_STRING = 255
+
+
 def to_message(notification_id: int, event: Job.Event) -> Outgoing | None:
-    """The bus message of an event, or None when no service consumes that kind."""
+    """The bus message of an event, or None when no service consumes that kind; raises
+    PoisonEventError when the event cannot be one (a value the contract refuses, say)."""
     kind = KINDS.get(type(event))
     if kind is None:
         return None
+    try:
+        return _build(kind, notification_id, event)
+    except Exception as exc:  # building is pure: what fails here fails every time
+        raise PoisonEventError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _build(kind: str, notification_id: int, event: Job.Event) -> Outgoing:
     queue = getattr(event, "queue", None)
     priority = getattr(event, "priority", None)
     due_at = getattr(event, "run_at", None) or getattr(event, "retry_at", None)
@@ -57,6 +72,9 @@ def to_message(notification_id: int, event: Job.Event) -> Outgoing | None:
         data=data,
     )
     key = Topology.event_key(kind, queue)
+    for name, value in (("routing key", key), ("correlation id", event.correlation_id)):
+        if len(value.encode()) > MAX_AMQP_SHORT_STRING:  # AMQP would refuse it at publish
+            raise ValueError(f"{name} is over {MAX_AMQP_SHORT_STRING} bytes")
     return Outgoing(
         kind, key, envelope.model_dump_json().encode(), message_id, event.correlation_id, priority
     )

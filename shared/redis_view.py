@@ -90,6 +90,11 @@ def delta_view(event: Job.Event) -> dict[str, str] | None:
         }
     elif isinstance(event, Job.CancelRequested):
         fields["cancel_requested"] = "1"
+    elif isinstance(event, Job.Quarantined):
+        fields |= {
+            "error": _json({"type": "Quarantined", "message": event.error_message}),
+            "due_at": "",
+        }
     return fields
 
 
@@ -236,6 +241,11 @@ class RedisView:
                 for j in jobs
             ]
         )
+
+    async def forget(self, job_id: UUID) -> None:
+        """Deletes a job's hash in this view's generation (its events cannot be applied): reads
+        of the job then fall back to the log, the truth."""
+        await self.redis.delete((await self._space()).job_key(job_id))
 
     async def get(self, job_id: UUID) -> dict[str, str] | None:
         """The job's hash in the active generation (resolved in the same call), or None."""

@@ -313,6 +313,33 @@ def dlq_recorded(
     console.print(dead_letter_table(letters, f"{len(letters)} recorded dead letter(s)"))
 
 
+@dlq_app.command(name="quarantined")
+def dlq_quarantined(
+    job: Annotated[str | None, typer.Option(help="only events of this job")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Shows the events of the log the relay or the projection quarantined (newest first)."""
+    try:
+        rows = Client().quarantined(job, limit)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    table = Table(title=f"{len(rows)} quarantined event(s)")
+    for column in ("at", "stage", "notification", "job_id", "version", "event", "action", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["at"][:23],
+            row["stage"],
+            str(row["notification_id"]),
+            str(row["job_id"] or "-"),
+            str(row["version"] or "-"),
+            row["event_type"],
+            row["action"],
+            row["error"][:160],
+        )
+    console.print(table)
+
+
 @dlq_app.command(name="replay")
 def dlq_replay(
     message_id: Annotated[str | None, typer.Option(help="only this message")] = None,

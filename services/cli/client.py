@@ -57,6 +57,10 @@ class Client:
         params: dict[str, Any] = {"limit": limit} | ({"job_id": job_id} if job_id else {})
         return list(self._json(self.http.get("/v1/dead-letters", params=params)))
 
+    def quarantined(self, job_id: str | None, limit: int = 50) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit} | ({"job_id": job_id} if job_id else {})
+        return list(self._json(self.http.get("/v1/quarantine", params=params)))
+
     def cancel(self, job_id: str, reason: str | None) -> dict[str, Any]:
         body = {"reason": reason} if reason else None
         return dict(self._json(self.http.post(f"/v1/jobs/{job_id}/cancel", json=body)))

@@ -19,7 +19,7 @@ from shared.jobtypes import registry
 from shared.leader import Leadership, Wakeup, conninfo
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView
-from shared.runtime import stop_on_signals, supervise
+from shared.runtime import instance_id, stop_on_signals, supervise
 from shared.settings import AuditSettings, BusSettings, JobSettings, RedisSettings, StoreSettings
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,7 @@ async def main() -> None:
             batch=settings.relay_batch,
             poll_s=settings.poll_s,
             publish_timeout_s=bus.publish_timeout_s,
+            actor=instance_id("projector"),
         )
         projection = Projection(
             store,

@@ -4,6 +4,8 @@ When Redis loses its data (FLUSHALL, eviction, a restart without persistence) th
 with it and the projection rebuilds from the start of the log; a job whose hash was evicted alone
 is refolded from its events. Versions are compared in Lua, so re-applying is harmless. It follows
 the active generation (``shared.generations``), so a ``jobtrail replay`` can switch it over.
+An event that cannot be applied (nor decoded) is quarantined (``shared.quarantine``) and its
+job's hash deleted, so reads of that job fall back to the log; the projection goes on past it.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
-from shared.eventstore import AsyncJobStore
+from shared import quarantine
+from shared.domain import Job
+from shared.eventstore import AsyncJobStore, Undecodable
 from shared.redis_view import GenerationMovedError, RedisView
+from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +82,59 @@ class Projection:
         """
         view = await self.view.current()
         position = await view.position()
-        entries = await self.store.events_after(position, self.batch)
-        if not entries:
+        skipped: list[Undecodable] = []
+        entries = await self.store.events_after(position, self.batch, (), skipped)
+        if not entries and not skipped:
             return False
         try:
-            refold = await view.apply_events([event for _, event in entries])
-            if refold:
-                await view.put_jobs(await self.store.get_many(sorted(refold)), was=refold)
-            await view.set_position(entries[-1][0])
+            for u in skipped:
+                poison = quarantine.Poison(
+                    "projection", u.notification_id, u.job_id, u.version, u.topic, u.error
+                )
+                await self._quarantine(view, poison)
+            try:
+                await self._apply(view, entries)
+            except _NOT_POISON:
+                raise
+            except Exception:  # some event of the batch is poison: find it, one at a time
+                for entry in entries:
+                    await self._apply_or_quarantine(view, entry)
+            last = max([n for n, _ in entries] + [u.notification_id for u in skipped])
+            await view.set_position(last)
         except GenerationMovedError:
             log.info("projection: readers moved to another generation; continuing there")
             return True
         self.applied += len(entries)
         return True
+
+    async def _apply(self, view: RedisView, entries: list[tuple[int, Job.Event]]) -> None:
+        refold = await view.apply_events([event for _, event in entries])
+        if refold:
+            await view.put_jobs(await self.store.get_many(sorted(refold)), was=refold)
+
+    async def _apply_or_quarantine(self, view: RedisView, entry: tuple[int, Job.Event]) -> None:
+        notification_id, event = entry
+        try:
+            await self._apply(view, [entry])
+        except _NOT_POISON:
+            raise
+        except Exception as exc:
+            poison = quarantine.Poison(
+                "projection",
+                notification_id,
+                event.originator_id,
+                event.originator_version,
+                type(event).__name__,
+                quarantine.describe(exc),
+            )
+            await self._quarantine(view, poison)
+
+    async def _quarantine(self, view: RedisView, poison: quarantine.Poison) -> None:
+        """Records the poison and deletes its job's hash: reads of the job go to the log."""
+        if poison.job_id is not None:
+            await view.forget(poison.job_id)
+        await quarantine.record(self.store, poison, "hash_deleted")
+
+
+_NOT_POISON: tuple[type[Exception], ...] = (RedisError, GenerationMovedError, *TRANSIENT)
+"""Failures that pass: retried as they are, never quarantined."""

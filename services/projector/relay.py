@@ -3,6 +3,9 @@
 Publishes are persistent, mandatory (an unroutable message raises instead of being confirmed
 away) and confirmed; the position advances only after every publish of a batch was confirmed.
 A crash between publishing and saving republishes: consumers drop duplicates by asking the log.
+An event that can never become a message (or a row that does not decode) is quarantined
+(``shared.quarantine``): recorded, counted, its job FAILED if it still stands there, and the
+relay goes on past it instead of stopping at it for good.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from faststream.rabbit import RabbitBroker
 from faststream.rabbit.publisher import RabbitPublisher
 
 from contracts.messages import JobEventMessage
-from shared.eventstore import AsyncJobStore
+from shared import quarantine
+from shared.domain import Job
+from shared.eventstore import AsyncJobStore, Undecodable
 from shared.messaging import Routes
-from shared.outbox import KINDS, Outgoing, to_message
+from shared.outbox import KINDS, Outgoing, PoisonEventError, to_message
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +71,9 @@ class Relay:
         batch: int = 500,
         poll_s: float = 1.0,
         publish_timeout_s: float = 10.0,
+        actor: str = "projector/relay",
     ) -> None:
-        self.store, self.wait = store, wait
+        self.store, self.wait, self.actor = store, wait, actor
         self.batch, self.poll_s = batch, poll_s
         self.publishers = declare_publishers(broker, routes, publish_timeout_s)
         self.failures = 0
@@ -77,11 +83,12 @@ class Relay:
         log.info("relay starts after notification %d", position)
         backoff = 0.2
         while True:
-            entries = await self.store.events_after(position, self.batch, list(KINDS))
-            if not entries:
+            skipped: list[Undecodable] = []
+            entries = await self.store.events_after(position, self.batch, list(KINDS), skipped)
+            if not entries and not skipped:
                 await self.wait(self.poll_s)
                 continue
-            outgoing = [m for n, e in entries if (m := to_message(n, e)) is not None]
+            outgoing = await self._messages(entries, skipped)
             try:
                 await asyncio.gather(*(self._publish(m) for m in outgoing))
             except Exception as exc:  # nacked, timed out, returned (unroutable) or disconnected
@@ -91,8 +98,41 @@ class Relay:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.2
-            position = entries[-1][0]
+            position = max([n for n, _ in entries] + [u.notification_id for u in skipped])
             await self.store.set_position(POSITION, position)
+
+    async def _messages(
+        self, entries: list[tuple[int, Job.Event]], skipped: list[Undecodable]
+    ) -> list[Outgoing]:
+        """The batch's messages; what cannot become one is quarantined, in log order."""
+        for u in skipped:  # its job cannot even be loaded: record it, the job stays as it is
+            poison = quarantine.Poison(
+                "relay", u.notification_id, u.job_id, u.version, u.topic, u.error
+            )
+            await quarantine.record(self.store, poison, "undecodable")
+        poisons: list[quarantine.Poison] = []
+        outgoing: list[Outgoing] = []
+        for notification_id, event in entries:
+            try:
+                message = to_message(notification_id, event)
+            except PoisonEventError as exc:
+                poisons.append(
+                    quarantine.Poison(
+                        "relay",
+                        notification_id,
+                        event.originator_id,
+                        event.originator_version,
+                        type(event).__name__,
+                        quarantine.describe(exc),
+                    )
+                )
+                continue
+            if message is not None:
+                outgoing.append(message)
+        for poison in poisons:
+            action = await quarantine.fail_job(self.store, poison, self.actor)
+            await quarantine.record(self.store, poison, action)
+        return outgoing
 
     async def _publish(self, message: Outgoing) -> None:
         await self.publishers[message.kind].publish(

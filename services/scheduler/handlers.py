@@ -10,7 +10,7 @@ from uuid import UUID
 from shared.domain import Backoff, Cause, Job, JobError
 from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing, tables
 from shared.metrics import REDISPATCHED
-from shared.outbox import Outgoing, to_message
+from shared.outbox import Outgoing, PoisonEventError, to_message
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,11 @@ async def redispatch(
         event = store.store.decode(row)
         if not isinstance(event, Job.Scheduled) or event.attempt != attempts[event.originator_id]:
             continue
-        message = to_message(row["notification_id"], event)
+        try:
+            message = to_message(row["notification_id"], event)
+        except PoisonEventError as exc:  # the relay quarantines it and FAILs the job
+            log.warning("cannot send %s again: %s", event.originator_id, exc)
+            continue
         assert message is not None
         log.warning(
             "%s unclaimed for %.0f s: sending its work message again",

@@ -116,8 +116,9 @@ def _principal(request: Request) -> str:
 
 
 def _cause(request: Request, reason: str | None = None) -> Cause:
+    """The cause of what a request records; its ids were checked by the request-id middleware."""
     correlation = request.headers.get("X-Correlation-Id") or request.state.request_id
-    return Cause(_principal(request), correlation[:128], request.state.request_id, reason)
+    return Cause(_principal(request), correlation, request.state.request_id, reason)
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:

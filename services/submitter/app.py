@@ -16,7 +16,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.submitter.api import problem, router
 from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
+from services.submitter.quarantine_api import router as quarantine_router
 from shared.domain import IdempotencyConflictError, JobError
+from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
 from shared.retrying import TRANSIENT
 
@@ -84,10 +86,13 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+MESSAGE_ID_HEADERS = ("X-Request-Id", "X-Correlation-Id")
+
+
 def _field(loc: tuple[Any, ...], kind: str | None = None) -> str:
     if kind == "json_invalid":
         return "body"
-    parts = [str(p) for p in loc]
+    parts = [printable(str(p)) for p in loc]  # a key may hold a lone surrogate
     if parts and parts[0] in ("body", "query", "path", "header"):
         parts = parts[1:] if parts[0] == "body" else parts
     return ".".join(parts)
@@ -106,9 +111,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(quarantine_router)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:
+        # Both ids are recorded in the job's events and travel in every message relayed from
+        # them: one the bus would refuse is refused here, before anything is written.
+        for header in MESSAGE_ID_HEADERS:
+            value = request.headers.get(header)
+            if value is not None and not MESSAGE_ID.fullmatch(value):
+                message = f"must be 1 to {MAX_MESSAGE_ID} printable ASCII characters"
+                errors = [{"field": f"header.{header}", "message": message, "type": "value_error"}]
+                return problem(422, "Invalid request", f"header.{header}: {message}", errors=errors)
         request.state.request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
         response = await call_next(request)
         response.headers["X-Request-Id"] = request.state.request_id

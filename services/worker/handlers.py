@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from shared.domain import Backoff, Cause, Job, JobError
-from shared.eventstore import AsyncJobStore, existing
+from shared.eventstore import AsyncJobStore, UnstorableEventError, existing
 from shared.jobtypes import JobCancelledError, JobContext, NonRetryableError, Registry
 from shared.metrics import JOB_SECONDS, JOBS_FINISHED
 from shared.retrying import retry_transient
@@ -28,6 +28,10 @@ class Running:
     context: JobContext
     task: asyncio.Task[Any] | None = None
     lease_lost: bool = False
+
+
+UNSTORABLE = "UnstorableResult"
+"""The error type of a job whose result or error the log cannot store: it ends FAILED."""
 
 
 @dataclass
@@ -141,6 +145,10 @@ async def record(
         )
     try:
         await retry_transient(lambda: store.execute(job.id, command), deadline_s=state.lease_s)
+    except UnstorableEventError as exc:  # a lone surrogate, say: it would fail on every rerun
+        log.error("outcome of %s attempt %d cannot be stored: %s", job.id, attempt, exc)
+        failed = Outcome("failed", error_type=UNSTORABLE, error_message=str(exc), retryable=False)
+        return await record(store, state, job, attempt, failed, cause)
     except JobError as exc:
         log.warning("outcome of %s attempt %d refused: %s", job.id, attempt, exc)
         return False

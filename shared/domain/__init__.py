@@ -8,7 +8,8 @@ from shared.domain.errors import (
     NotDueError,
     StaleAttemptError,
 )
-from shared.domain.job import Cause, Job, job_id_for_key
+from shared.domain.cause import Cause
+from shared.domain.job import Job, job_id_for_key
 from shared.domain.status import FINAL, TRANSITIONS, Move, Status, target
 
 __all__ = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+import re
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -12,6 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 from eventsourcing.domain import Aggregate
 
 from shared.domain.backoff import Backoff
+from shared.domain.cause import Cause, printable
 from shared.domain.errors import (
     IdempotencyConflictError,
     IllegalTransitionError,
@@ -22,6 +23,8 @@ from shared.domain.status import INITIAL, MOVE_TARGET, TERMINAL, Move, Status, t
 
 MAX_ERROR_MESSAGE = 2000
 MAX_ERROR_TYPE = 200
+QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+"""The bus contract's queue name (contracts.messages.QueueName)."""
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "urn:jobtrail:idempotency-key")
 
 
@@ -34,24 +37,6 @@ def fingerprint(**request: Any) -> str:
     """A SHA-256 over the canonical JSON of a submission, to tell a repeat from a different one."""
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Cause:
-    """Who caused an event (``service:scheduler/a1``, ``worker:w1``, ``api:alice``) and why."""
-
-    actor: str
-    correlation_id: str
-    causation_id: str | None = None
-    reason: str | None = None
-
-    def meta(self) -> dict[str, Any]:
-        return {
-            "actor": self.actor,
-            "correlation_id": self.correlation_id,
-            "causation_id": self.causation_id,
-            "reason": self.reason,
-        }
 
 
 class Job(Aggregate):
@@ -229,6 +214,20 @@ class Job(Aggregate):
             job.max_attempts = job.attempt + self.extra_attempts
             job.due_at, job.cancel_requested = None, False
 
+    class Quarantined(Event):
+        """Event ``notification_id`` of this job can never become a bus message (``error``), so
+        no service would ever act on it: the job is FAILED instead of waiting for good."""
+
+        notification_id: int
+        error_message: str
+
+        def move(self) -> Move:
+            return Move.QUARANTINE
+
+        def evolve(self, job: Job) -> None:
+            job.error = {"type": "Quarantined", "message": self.error_message}
+            job.due_at = job.lease_expires_at = None
+
     # State set by the events above (declared here for readers and type checkers).
     status: Status
     job_type: str
@@ -276,6 +275,8 @@ class Job(Aggregate):
             raise ValueError("max_attempts must be >= 1")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if not QUEUE_NAME.fullmatch(queue):  # it routes every work message of the job
+            raise ValueError(f"queue must match {QUEUE_NAME.pattern}")
         if run_at is not None and run_at.tzinfo is None:
             raise ValueError("run_at must carry a time zone")
         if job_id is None:
@@ -408,6 +409,19 @@ class Job(Aggregate):
             raise ValueError("extra_attempts must be >= 1")
         self._target(Move.REQUEUE)
         self.trigger_event(self.Requeued, extra_attempts=extra_attempts, **cause.meta())
+
+    def quarantine(self, cause: Cause, *, version: int, notification_id: int, error: str) -> None:
+        """FAILs a PENDING or SCHEDULED job whose event at ``version`` cannot be relayed; refused
+        (StaleAttemptError) when the job has moved past that event, which then did no harm."""
+        if version != self.version:
+            raise StaleAttemptError(self.id, f"is at v{self.version}, past the poison v{version}")
+        self._target(Move.QUARANTINE)
+        self.trigger_event(
+            self.Quarantined,
+            notification_id=notification_id,
+            error_message=printable(error)[:MAX_ERROR_MESSAGE],
+            **cause.meta(),
+        )
 
     # -- queries --------------------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ class Move(StrEnum):
     REQUEST_CANCEL = "request_cancel"  # cancel asked of a running job; the worker must agree
     CANCEL = "cancel"
     REQUEUE = "requeue"  # an operator gives a failed job more attempts
+    QUARANTINE = "quarantine"  # an event of the job can never become a message: stop waiting
 
 
 P, S, R = Status.PENDING, Status.SCHEDULED, Status.RUNNING
@@ -37,8 +38,10 @@ P, S, R = Status.PENDING, Status.SCHEDULED, Status.RUNNING
 TRANSITIONS: dict[tuple[Status, Move], Status] = {
     (P, Move.SCHEDULE): S,
     (P, Move.CANCEL): Status.CANCELLED,
+    (P, Move.QUARANTINE): Status.FAILED,
     (S, Move.START): R,
     (S, Move.CANCEL): Status.CANCELLED,
+    (S, Move.QUARANTINE): Status.FAILED,
     (R, Move.COMPLETE): Status.COMPLETED,
     (R, Move.RETRY): P,
     (R, Move.FAIL): Status.FAILED,

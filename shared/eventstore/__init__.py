@@ -7,6 +7,8 @@ from shared.eventstore.store import (
     ConcurrencyError,
     JobStore,
     Outcome,
+    Undecodable,
+    UnstorableEventError,
     ensure_database,
     existing,
 )
@@ -17,6 +19,8 @@ __all__ = [
     "ConcurrencyError",
     "JobStore",
     "Outcome",
+    "Undecodable",
+    "UnstorableEventError",
     "ensure_database",
     "existing",
     "tables",

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from shared.domain.job import Job
-from shared.eventstore.store import Command, JobStore, Outcome
+from shared.eventstore.store import Command, JobStore, Outcome, Undecodable
 
 T = TypeVar("T")
 
@@ -121,9 +121,13 @@ class AsyncJobStore:
         return await self._call(self.store.history, job_id)
 
     async def events_after(
-        self, after: int, limit: int, kinds: Sequence[type[Job.Event]] = ()
+        self,
+        after: int,
+        limit: int,
+        kinds: Sequence[type[Job.Event]] = (),
+        skipped: list[Undecodable] | None = None,
     ) -> list[tuple[int, Job.Event]]:
-        return await self._call(self.store.events_after, after, limit, kinds)
+        return await self._call(self.store.events_after, after, limit, kinds, skipped)
 
     async def get_many(self, job_ids: Sequence[UUID]) -> list[Job]:
         return await self._call(self.store.get_many, list(job_ids))

@@ -33,6 +33,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import get_topic
 from psycopg import sql
 
+from shared.domain.cause import printable
 from shared.domain.errors import JobNotFoundError
 from shared.domain.job import Job
 from shared.eventstore import integrity, tables
@@ -72,6 +73,17 @@ class ConcurrencyError(Exception):
     """The command kept meeting writers that bypassed the lock, or the database kept failing."""
 
 
+class UnstorableEventError(ValueError):
+    """An event holds a value the log cannot store (text that is not valid Unicode, say)."""
+
+    def __init__(self, event: Job.Event, cause: Exception) -> None:
+        detail = printable(f"{type(cause).__name__}: {cause}")[:500]
+        super().__init__(
+            f"job {event.originator_id}: {type(event).__name__} cannot be stored ({detail})"
+        )
+        self.job_id = event.originator_id
+
+
 class JobLog(Application[UUID]):
     """The eventsourcing application whose events table is the log (``jobtrail_events``)."""
 
@@ -91,6 +103,17 @@ class Outcome:
             raise self.error
         assert self.job is not None
         return self.job
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A row of the log that does not decode into an event (unknown topic, damaged state)."""
+
+    notification_id: int
+    job_id: UUID | Any
+    version: int
+    topic: str
+    error: str
 
 
 @dataclass
@@ -221,14 +244,13 @@ class JobStore:
         ids = list({job_id for job_id, _ in commands})
         with self.recorder.datastore.get_connection() as conn:
             with self._transaction(conn) as committed:
-                conn.execute(
-                    "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys]
-                )
+                self._lock(conn, keys)
                 heads: dict[UUID, bytes] = {}
                 history = self._load(conn, ids, heads)
-                outcomes = [self._decide(job_id, command, history) for job_id, command in commands]
+                decided = [self._decide(job_id, command, history) for job_id, command in commands]
+                outcomes = [outcome for outcome, _ in decided]
                 new_events = [event for outcome in outcomes for event in outcome.events]
-                stored = [self.app.mapper.to_stored_event(e) for e in new_events]
+                stored = [s for _, encoded in decided for s in encoded]
                 if stored:
                     hashes = []
                     for s in stored:
@@ -243,10 +265,16 @@ class JobStore:
                         hashes.append(heads[job_id])
                     self.recorder.insert_events(stored, conn=conn, chain_hashes=hashes)
                     tables.maintain(conn, new_events)
-            if not committed.ok and not self._committed(stored):
+            if not committed.ok and not self._committed(stored, keys):
                 raise OperationalError("commit outcome unknown and the events are not there")
         self._count(batches=1, commands=len(commands), events=len(stored))
         return outcomes
+
+    @staticmethod
+    def _lock(conn: psycopg.Connection[Any], keys: list[int]) -> None:
+        """Takes the jobs' advisory locks (sorted keys: two batches never deadlock) until the end
+        of the caller's transaction."""
+        conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k", [keys])
 
     @contextmanager
     def _transaction(self, conn: psycopg.Connection[Any]) -> Iterator[_Commit]:
@@ -269,11 +297,17 @@ class JobStore:
     def _commit(self, conn: psycopg.Connection[Any]) -> None:
         conn.execute("COMMIT")
 
-    def _committed(self, stored: Sequence[StoredEvent]) -> bool:
-        """After an unknown COMMIT outcome: True when exactly our events are in the log."""
+    def _committed(self, stored: Sequence[StoredEvent], keys: list[int]) -> bool:
+        """After an unknown COMMIT outcome: True when exactly our events are in the log.
+
+        The read holds the jobs' locks, so it waits for the old transaction to end: a COMMIT
+        still in flight on the server would otherwise read as absent, and the retry would then
+        be refused by the very events it had written.
+        """
         if not stored:
             return True
-        with self.recorder.datastore.get_connection() as conn:
+        with self.recorder.datastore.get_connection() as conn, conn.transaction():
+            self._lock(conn, keys)
             rows = conn.execute(
                 self._select_states,
                 [[s.originator_id for s in stored], [s.originator_version for s in stored]],
@@ -312,8 +346,11 @@ class JobStore:
         )
         return cast(Job.Event, self.app.mapper.to_domain_event(stored))
 
-    @staticmethod
-    def _decide(job_id: UUID, command: Command, history: dict[UUID, list[Job.Event]]) -> Outcome:
+    def _decide(
+        self, job_id: UUID, command: Command, history: dict[UUID, list[Job.Event]]
+    ) -> tuple[Outcome, list[StoredEvent]]:
+        """Runs one command against its job and encodes its new events; a command that refuses,
+        or whose events cannot be stored, records nothing and leaves the rest of the batch."""
         events = history.get(job_id, [])
         current = cast(Job | None, project_aggregate(None, events))
         try:
@@ -321,12 +358,21 @@ class JobStore:
             if job.id != job_id:
                 raise ValueError(f"command for {job_id} returned job {job.id}")
             new = cast(list[Job.Event], list(job.collect_events()))
+            stored = [self._encode(event) for event in new]
         except JobNotFoundError as exc:
-            return Outcome(error=exc if exc.job_id is not None else JobNotFoundError(job_id))
+            error = exc if exc.job_id is not None else JobNotFoundError(job_id)
+            return Outcome(error=error), []
         except Exception as exc:  # the command refused: nothing of it is recorded
-            return Outcome(error=exc)
+            return Outcome(error=exc), []
         history[job_id] = [*events, *new]
-        return Outcome(job=job, events=new)
+        return Outcome(job=job, events=new), stored
+
+    def _encode(self, event: Job.Event) -> StoredEvent:
+        """The event as the log stores it; UnstorableEventError names what cannot be stored."""
+        try:
+            return self.app.mapper.to_stored_event(event)
+        except Exception as exc:  # a lone surrogate, a value JSON cannot hold
+            raise UnstorableEventError(event, exc) from exc
 
     def _count(self, **increments: int) -> None:
         with self._stats_lock:
@@ -359,10 +405,16 @@ class JobStore:
         return events
 
     def events_after(
-        self, after: int, limit: int, kinds: Sequence[type[Job.Event]] = ()
+        self,
+        after: int,
+        limit: int,
+        kinds: Sequence[type[Job.Event]] = (),
+        skipped: list[Undecodable] | None = None,
     ) -> list[tuple[int, Job.Event]]:
         """Up to ``limit`` (notification id, event) pairs after ``after``, in commit order;
-        only events of ``kinds`` when given (filtered in SQL)."""
+        only events of ``kinds`` when given (filtered in SQL). A row that cannot be decoded
+        raises, or, when ``skipped`` is given, is left out and listed there (a follower
+        quarantines it instead of stopping at it for good)."""
         topics = [get_topic(kind) for kind in kinds]
         notifications = cast(
             Sequence[Notification],
@@ -370,7 +422,18 @@ class JobStore:
                 after, limit, topics=topics, inclusive_of_start=False
             ),
         )
-        return [(n.id, cast(Job.Event, self.app.mapper.to_domain_event(n))) for n in notifications]
+        entries = []
+        for n in notifications:
+            try:
+                entries.append((n.id, cast(Job.Event, self.app.mapper.to_domain_event(n))))
+            except Exception as exc:
+                if skipped is None:
+                    raise
+                error = printable(f"{type(exc).__name__}: {exc}")[:2000]
+                skipped.append(
+                    Undecodable(n.id, n.originator_id, n.originator_version, n.topic, error)
+                )
+        return entries
 
     def get_many(self, job_ids: Sequence[UUID]) -> list[Job]:
         """The current state of several jobs in one query; unknown ids are left out."""

@@ -13,7 +13,9 @@ PENDING job without a timer or a RUNNING job without a lease.
   was last sent; the scheduler's sweep sends it again when no worker claimed it in time.
 
 Outside the log, and not derived from it: ``jobtrail_dead_letters``, one row per message a
-consumer rejected to the dead-letter queue (never an event: it must not move a job).
+consumer rejected to the dead-letter queue (never an event: it must not move a job), and
+``jobtrail_quarantine``, one row per event of the log a follower could not process
+(``shared.quarantine``).
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ CREATE TABLE IF NOT EXISTS jobtrail_dead_letters (
     body bytea NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobtrail_dead_letters_job ON jobtrail_dead_letters (job_id, id);
+CREATE TABLE IF NOT EXISTS jobtrail_quarantine (
+    id bigserial PRIMARY KEY,
+    at timestamptz NOT NULL DEFAULT now(),
+    stage text NOT NULL,
+    notification_id bigint NOT NULL,
+    job_id uuid,
+    version bigint,
+    event_type text NOT NULL,
+    error text NOT NULL,
+    action text NOT NULL,
+    UNIQUE (stage, notification_id)
+);
+CREATE INDEX IF NOT EXISTS jobtrail_quarantine_job ON jobtrail_quarantine (job_id, id);
 CREATE TABLE IF NOT EXISTS jobtrail_positions (
     name text PRIMARY KEY,
     position bigint NOT NULL,
@@ -115,7 +130,7 @@ def _timer_op(event: Job.Event) -> Op | None:
         return _UPSERT_TIMER, (job_id, event.timestamp, False)
     if isinstance(event, (Job.AttemptFailed, Job.LeaseExpired)) and event.retry_at is not None:
         return _UPSERT_TIMER, (job_id, event.retry_at, True)
-    if isinstance(event, (Job.Scheduled, Job.Cancelled)):
+    if isinstance(event, (Job.Scheduled, Job.Cancelled, Job.Quarantined)):
         return _DELETE_TIMER, (job_id,)
     return None
 
@@ -143,7 +158,7 @@ def _dispatch_op(event: Job.Event) -> Op | None:
     job_id = event.originator_id
     if isinstance(event, Job.Scheduled):
         return _UPSERT_DISPATCH, (job_id, event.attempt, event.timestamp)
-    if isinstance(event, (Job.Started, Job.Cancelled)):  # the only moves out of SCHEDULED
+    if isinstance(event, (Job.Started, Job.Cancelled, Job.Quarantined)):  # out of SCHEDULED
         return _DELETE_DISPATCH, (job_id,)
     return None
 

@@ -148,6 +148,17 @@ class JobMachine(RuleBasedStateMachine):
             self.model.max_attempts = self.model.attempt + 1
             self.model.cancel_requested = False
 
+    @rule(offset=OFFSETS)
+    def quarantine(self, offset: int) -> None:
+        version = self.job.version + offset
+        ok = self.model.status in (Status.PENDING, Status.SCHEDULED) and offset == 0
+        self._run(
+            ok,
+            lambda: self.job.quarantine(CAUSE, version=version, notification_id=1, error="e"),
+        )
+        if ok:
+            self.model.status = Status.FAILED
+
     @invariant()
     def agrees_with_model_and_replays_from_its_events(self) -> None:
         assert self.job.status is self.model.status

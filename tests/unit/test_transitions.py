@@ -54,6 +54,9 @@ def _perform(job: Job, move: Move) -> None:
         Move.REQUEUE: lambda: job.requeue(
             CAUSE.__class__(actor="operator:ann", correlation_id="c", reason="fixed the bug")
         ),
+        Move.QUARANTINE: lambda: job.quarantine(
+            CAUSE, version=job.version, notification_id=7, error="causation_id too long"
+        ),
     }
     actions[move]()
 
@@ -167,3 +170,17 @@ def test_requeue_needs_a_reason_and_records_who_and_why() -> None:
     job.requeue(operator, extra_attempts=2)
     (event,) = job.collect_events()
     assert (event.actor, event.reason, job.max_attempts) == ("operator:ann", "db fixed", 3)  # type: ignore[attr-defined]
+
+
+def test_a_quarantine_fails_the_job_only_at_the_poison_version() -> None:
+    # Given a PENDING job whose Submitted event (v1) cannot be relayed
+    job = job_in(Status.PENDING)
+    # When the relay quarantines it at a version the job has moved past, and then at its own
+    with pytest.raises(JobError, match="past the poison v0"):
+        job.quarantine(CAUSE, version=0, notification_id=3, error="x")
+    job.quarantine(CAUSE, version=1, notification_id=3, error="bad \ud800 text")
+    # Then only the second is recorded: FAILED, saying why, with no timer left to wait for
+    (event,) = job.collect_events()
+    assert isinstance(event, Job.Quarantined) and event.ends_job
+    assert job.status is Status.FAILED and job.due_at is None
+    assert job.error == {"type": "Quarantined", "message": "bad \\ud800 text"}

@@ -1,0 +1,73 @@
+"""Who caused an event, bounded by what the bus can carry.
+
+A cause's ids travel in every message the relay builds from the event, and the log is
+append-only: a value that a message would refuse, once recorded, could never be relayed. So the
+cause refuses it when the event is made (docs/guarantees.md, "Poison events").
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+MAX_MESSAGE_ID = 128
+"""The envelope's bound on correlation and causation ids (contracts.envelope.Envelope)."""
+MAX_ACTOR = 200
+MAX_REASON = 1024
+"""The bound of a cancel's reason (contracts.messages.CancelJob)."""
+MESSAGE_ID = re.compile(rf"[\x20-\x7e]{{1,{MAX_MESSAGE_ID}}}")
+"""Printable ASCII: a message id travels in the envelope and as an AMQP short string (255
+bytes), so 128 characters must also be at most 128 bytes."""
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` encodes as UTF-8 (a lone surrogate does not, and the log refuses it)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` with what UTF-8 cannot encode escaped, for error messages about bad input."""
+    return text.encode(errors="backslashreplace").decode()
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Who caused an event (``service:scheduler/a1``, ``worker:w1``, ``api:alice``) and why.
+
+    Its ids travel in every message relayed from the event, so it refuses what the message
+    envelope would refuse: a value accepted here can never stop the relay later.
+    """
+
+    actor: str
+    correlation_id: str
+    causation_id: str | None = None
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("correlation_id", "causation_id"):
+            value = getattr(self, name)
+            if (value is not None or name == "correlation_id") and not (
+                isinstance(value, str) and MESSAGE_ID.fullmatch(value)
+            ):
+                raise ValueError(f"{name} must be 1 to {MAX_MESSAGE_ID} printable ASCII characters")
+        if not (isinstance(self.actor, str) and 0 < len(self.actor) <= MAX_ACTOR):
+            raise ValueError(f"actor must be 1 to {MAX_ACTOR} characters")
+        if self.reason is not None and len(self.reason) > MAX_REASON:
+            raise ValueError(f"reason must be at most {MAX_REASON} characters")
+        for name in ("actor", "reason"):
+            value = getattr(self, name)
+            if value is not None and not storable(value):
+                raise ValueError(f"{name} is not valid Unicode (a lone surrogate)")
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "actor": self.actor,
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "reason": self.reason,
+        }

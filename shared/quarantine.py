@@ -1,0 +1,118 @@
+"""Quarantine: an event a follower can never process is recorded and stepped past.
+
+The log is append-only, so an event that cannot become a bus message (a value its contract
+refuses, text that cannot be encoded, a row that does not decode) would stop the relay at the
+same position for good, and every job behind it with it. Instead the follower records it once in
+``jobtrail_quarantine`` (unique per stage and notification id, so a restart does not record it
+twice), counts it (``jobtrail_quarantined_total{stage}``) and goes on. The relay also FAILs the
+job (``Job.quarantine``) when the job still stands at that event: nothing would ever move it
+otherwise. A publish that fails for a reason that can pass (broker away, confirm nacked or timed
+out, unroutable) is not poison and is retried as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import psycopg
+
+from shared.domain import Cause, JobError
+from shared.domain.cause import printable
+from shared.eventstore import AsyncJobStore, JobStore, existing, tables
+from shared.metrics import QUARANTINED
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR = 2000
+
+
+@dataclass(frozen=True)
+class Poison:
+    """One event a follower cannot process, and why."""
+
+    stage: str  # relay | projection
+    notification_id: int
+    job_id: UUID | None
+    version: int | None
+    event_type: str
+    error: str
+
+
+def describe(exc: BaseException) -> str:
+    """A bounded, storable description of why an event is poison."""
+    return printable(f"{type(exc).__name__}: {exc}")[:MAX_ERROR]
+
+
+def insert(conn: psycopg.Connection[Any], poison: Poison, action: str) -> bool:
+    """Records the poison unless this stage recorded that notification before; True if new."""
+    row = conn.execute(
+        "INSERT INTO jobtrail_quarantine "
+        "(stage, notification_id, job_id, version, event_type, error, action) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (stage, notification_id) DO NOTHING RETURNING id",
+        [
+            poison.stage,
+            poison.notification_id,
+            poison.job_id,
+            poison.version,
+            poison.event_type,
+            printable(poison.error)[:MAX_ERROR],
+            action,
+        ],
+    ).fetchone()
+    return row is not None
+
+
+def rows(conn: psycopg.Connection[Any], job_id: UUID | None, limit: int) -> list[dict[str, Any]]:
+    """Recorded poison events, newest first; only the job's when ``job_id`` is given."""
+    found = conn.execute(
+        "SELECT id, at, stage, notification_id, job_id, version, event_type, error, action "
+        "FROM jobtrail_quarantine WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s "
+        "ORDER BY id DESC LIMIT %(limit)s",
+        {"job_id": job_id, "limit": limit},
+    ).fetchall()
+    return [dict(row) for row in found]
+
+
+def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str, Any]]:
+    return tables.on_connection(store, rows, job_id, limit)
+
+
+async def fail_job(store: AsyncJobStore, poison: Poison, actor: str) -> str:
+    """FAILs the poison's job if it still stands at the poison event; returns what was done."""
+    if poison.job_id is None or poison.version is None:
+        return "none"
+    cause = Cause(actor, f"quarantine/{poison.notification_id}", reason="poison event")
+    command = existing(
+        lambda job: job.quarantine(
+            cause,
+            version=poison.version or 0,
+            notification_id=poison.notification_id,
+            error=poison.error,
+        )
+    )
+    try:
+        await store.execute(poison.job_id, command)
+    except JobError as exc:  # moved on past the event (or already ended): it harmed nothing
+        log.info("quarantine: job %s not failed: %s", poison.job_id, exc)
+        return "job_moved_on"
+    return "job_failed"
+
+
+async def record(store: AsyncJobStore, poison: Poison, action: str) -> None:
+    """Records and counts the poison (once per stage and notification), logging it."""
+    log.error(
+        "%s: quarantined notification %d (job %s v%s, %s): %s; %s",
+        poison.stage,
+        poison.notification_id,
+        poison.job_id,
+        poison.version,
+        poison.event_type,
+        poison.error,
+        action,
+    )
+    if await store.run_sync(tables.on_connection, store.store, insert, poison, action):
+        QUARANTINED.labels(poison.stage).inc()
