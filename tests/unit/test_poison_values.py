@@ -99,7 +99,7 @@ def test_a_queue_name_that_cannot_route_is_refused_when_submitted() -> None:
     [
         ({"type": "t", "payload": {"name": "\ud800"}}, "payload", "name"),
         ({"type": "t", "payload": {"a": [1, {"b": "x\udfff"}]}}, "payload", "a[1].b"),
-        ({"type": "t", "payload": {"\ud800": 1}}, "payload", "\\ud800"),
+        ({"type": "t", "payload": {"\ud800": 1}}, "payload", ""),
         ({"type": "t", "idempotency_key": "k\ud800"}, "idempotency_key", ""),
     ],
 )
