@@ -6,6 +6,7 @@ import asyncio
 import csv
 import hashlib
 import io
+import os
 import statistics
 import zlib
 from typing import Literal
@@ -109,3 +110,17 @@ async def flaky(payload: FlakyIn, ctx: JobContext) -> FlakyOut:
             raise NonRetryableError(payload.message)
         raise RuntimeError(f"{payload.message} (attempt {ctx.attempt})")
     return FlakyOut(succeeded_on_attempt=ctx.attempt)
+
+
+class ListingIn(_In):
+    fail: bool = False
+
+
+@job_type("test.listing", payload=ListingIn, max_attempts=3, timeout_s=30)
+def listing(payload: ListingIn) -> dict[str, list[str]]:
+    """Names files as ``os.listdir`` does on a non-UTF-8 file system: a lone surrogate
+    (``\\udcff``) that the log cannot store, in the result or, with ``fail``, in the error."""
+    name = os.fsdecode(b"report-\xff.csv")
+    if payload.fail:
+        raise RuntimeError(f"cannot read {name}")
+    return {"names": [name]}

@@ -1,0 +1,111 @@
+"""A command whose events cannot be stored fails alone; a lost COMMIT still in flight is waited
+for by the re-read. Real PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from shared.domain import Job, Status
+from shared.eventstore import JobStore, UnstorableEventError
+from shared.settings import StoreSettings
+from tests.jobs import CAUSE
+
+
+def submit(job_id: uuid.UUID, **payload: Any) -> Any:
+    return lambda _: Job.submit(CAUSE, job_type="t", payload=payload, job_id=job_id)
+
+
+def test_an_unstorable_command_fails_alone_and_the_rest_of_its_batch_commits(
+    store: JobStore,
+) -> None:
+    # Given a batch of five submissions, the third with a lone surrogate in its payload
+    ids = [uuid.uuid4() for _ in range(5)]
+    commands = [(job_id, submit(job_id, n=i)) for i, job_id in enumerate(ids)]
+    commands[2] = (ids[2], submit(ids[2], name="report-\udcff.csv"))
+
+    # When they are written in one transaction
+    outcomes = store.execute_batch(commands)
+
+    # Then only the third is refused, saying why, and nothing of it is in the log
+    assert [o.error is None for o in outcomes] == [True, True, False, True, True]
+    error = outcomes[2].error
+    assert isinstance(error, UnstorableEventError) and error.job_id == ids[2]
+    assert "Submitted cannot be stored" in str(error) and "\\udcff" in str(error)
+    assert [len(store.history(x)) for x in ids if x != ids[2]] == [1, 1, 1, 1]
+    assert not store.get_many([ids[2]])
+
+
+class CommitStillInFlight(JobStore):
+    """Sends COMMIT, which the server holds (a deferred trigger waits for a lock another session
+    holds), and reports the connection lost meanwhile: the answer is lost while the transaction
+    is still committing."""
+
+    HOLD = 7261999
+
+    def __init__(self, settings: StoreSettings) -> None:
+        super().__init__(settings)
+        self.armed = False
+        self.committing: threading.Thread | None = None
+
+    def _commit(self, conn: psycopg.Connection[Any]) -> None:
+        if not self.armed:
+            return super()._commit(conn)
+        self.armed = False
+        conn.execute(
+            "CREATE FUNCTION pg_temp.hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"PERFORM pg_advisory_lock({self.HOLD}); PERFORM pg_advisory_unlock({self.HOLD}); "
+            "RETURN NULL; END $$"
+        )
+        conn.execute("CREATE TEMP TABLE hold (x int) ON COMMIT DROP")
+        conn.execute(
+            "CREATE CONSTRAINT TRIGGER hold AFTER INSERT ON hold DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION pg_temp.hold()"
+        )
+        conn.execute("INSERT INTO hold VALUES (1)")
+        self.committing = threading.Thread(target=super()._commit, args=(conn,))
+        self.committing.start()
+        time.sleep(0.3)  # the COMMIT has reached the server and waits in the trigger
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+
+def test_the_re_read_after_a_lost_commit_waits_for_the_commit_in_flight(
+    store_settings: StoreSettings, postgres_url: str
+) -> None:
+    # Given a scheduled job, and a session holding the lock that will hold the next COMMIT back
+    store = CommitStillInFlight(store_settings)
+    job_id = uuid.uuid4()
+    store.execute(job_id, submit(job_id))
+    store.execute(job_id, lambda j: (j.schedule(CAUSE, datetime.now(UTC)), j)[1])  # type: ignore[union-attr]
+    holder = psycopg.connect(postgres_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", [CommitStillInFlight.HOLD])
+    release = threading.Timer(1.5, holder.execute, ["SELECT pg_advisory_unlock_all()"])
+    try:
+        # When a worker claims it and the COMMIT's answer is lost while it is still committing
+        store.armed = True
+        release.start()
+        started = store.execute(
+            job_id,
+            lambda j: (  # type: ignore[union-attr]
+                j.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=datetime.now(UTC)),
+                j,
+            )[1],
+        )
+
+        # Then the claim is known to have succeeded once (no refusal, no second Started)
+        assert started.status is Status.RUNNING
+        names = [type(e).__name__ for e in store.history(job_id)]
+        assert names == ["Submitted", "Scheduled", "Started"]
+        assert store.stats.unknown_commits == 1
+    finally:
+        release.join()
+        if store.committing is not None:
+            store.committing.join(10)
+        holder.close()
+        store.close()
