@@ -1,6 +1,7 @@
 """The job domain: statuses, the transition table, the Job aggregate. No infrastructure here."""
 
 from shared.domain.backoff import Backoff
+from shared.domain.cause import Cause
 from shared.domain.errors import (
     IdempotencyConflictError,
     IllegalTransitionError,
@@ -8,7 +9,6 @@ from shared.domain.errors import (
     NotDueError,
     StaleAttemptError,
 )
-from shared.domain.cause import Cause
 from shared.domain.job import Job, job_id_for_key
 from shared.domain.status import FINAL, TRANSITIONS, Move, Status, target
 

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import pytest
 
 from shared.domain import Job, Status
 from shared.eventstore import JobStore, UnstorableEventError
