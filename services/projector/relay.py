@@ -123,7 +123,7 @@ class Relay:
                         event.originator_id,
                         event.originator_version,
                         type(event).__name__,
-                        quarantine.describe(exc),
+                        quarantine.describe(exc.__cause__ or exc),
                     )
                 )
                 continue

@@ -16,15 +16,7 @@ from contracts.messages import SubmitJob
 from shared.domain import Cause, Job
 from shared.domain.cause import MAX_MESSAGE_ID, printable
 from shared.outbox import PoisonEventError, to_message
-from tests.jobs import CAUSE
-
-
-def unchecked(**fields: Any) -> Cause:
-    """A cause built around its own checks, as a row written by older code could hold."""
-    cause = object.__new__(Cause)
-    for name, value in {**CAUSE.meta(), **fields}.items():
-        object.__setattr__(cause, name, value)
-    return cause
+from tests.jobs import CAUSE, unchecked_cause
 
 
 def submitted(cause: Cause, **submit: Any) -> Job.Event:
@@ -83,7 +75,7 @@ def test_an_event_that_cannot_be_a_message_is_poison_not_a_transient_failure(
     fields: dict[str, Any],
 ) -> None:
     # Given a Submitted event recorded around the checks (as a row from older code could be)
-    event = submitted(unchecked(**fields))
+    event = submitted(unchecked_cause(**fields))
     # When the relay builds its message, Then the failure says it can never succeed
     with pytest.raises(PoisonEventError):
         to_message(1, event)

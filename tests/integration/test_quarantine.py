@@ -1,0 +1,193 @@
+"""Poison events in the log: the relay and the projection record them, count them, mark their
+job, and go on past them. Real PostgreSQL, RabbitMQ and Redis, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from psycopg import sql
+
+from services.projector.projection import Projection
+from services.projector.relay import POSITION, Relay
+from shared import quarantine
+from shared.domain import Cause, Job, Status
+from shared.drift import expected_view
+from shared.eventstore import AsyncJobStore, JobStore
+from shared.messaging import Routes, declare_topology, make_broker
+from shared.redis_view import RedisView
+from shared.settings import BusSettings, RedisSettings, StoreSettings
+from tests.jobs import CAUSE, unchecked_cause
+from tests.services import delete_topology, fresh_database
+
+
+async def no_wait(_: float) -> None:
+    await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def store(postgres_server: str) -> AsyncIterator[AsyncJobStore]:
+    with fresh_database(postgres_server, "quarantine") as url:
+        async with AsyncJobStore(JobStore(StoreSettings(postgres_url=url))) as job_store:
+            yield job_store
+
+
+def quarantined(stage: str) -> float:
+    return REGISTRY.get_sample_value("jobtrail_quarantined_total", {"stage": stage}) or 0.0
+
+
+async def write(
+    store: AsyncJobStore, submitted: Cause, scheduled: Cause | None = CAUSE
+) -> uuid.UUID:
+    """A job submitted (and scheduled) with these causes, written through the store."""
+    job_id = uuid.uuid4()
+
+    def create(_: Job | None) -> Job:
+        job = Job.submit(submitted, job_type="t", payload={}, job_id=job_id)
+        if scheduled is not None:
+            job.schedule(scheduled, datetime.now(UTC))
+        return job
+
+    await store.execute(job_id, create)
+    return job_id
+
+
+async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_the_relay_quarantines_poison_events_fails_their_jobs_and_goes_on(
+    store: AsyncJobStore, amqp_url: str
+) -> None:
+    # Given a log where jobs with causes the bus cannot carry sit among normal jobs
+    bus = BusSettings(amqp_url=amqp_url, topology_prefix=f"jt-quar-{uuid.uuid4().hex[:6]}")
+    routes = Routes.from_settings(bus)
+    broker = make_broker(bus)
+    relay = Relay(store, broker, routes, no_wait, publish_timeout_s=5, actor="test/relay")
+    counted = quarantined("relay")
+    await broker.connect()
+    try:
+        await declare_topology(broker, routes, queues=["default"])
+        await broker.start()
+        first = await write(store, CAUSE)
+        pending = await write(store, unchecked_cause(causation_id="r" * 129), scheduled=None)
+        scheduled = await write(store, CAUSE, unchecked_cause(correlation_id="é" * 128))
+        moved_on = await write(store, unchecked_cause(causation_id="r" * 5000))
+        last = await write(store, CAUSE)
+        head = await store.run_sync(store.store.max_notification_id)
+
+        # When the relay runs
+        task = asyncio.create_task(relay.run())
+        await until(lambda: _at(store, head), "the relay to pass every event")
+
+        # Then the jobs standing at a poison event are FAILED, saying why ...
+        for job_id in (pending, scheduled):
+            history = await store.history(job_id)
+            assert isinstance(history[-1], Job.Quarantined)
+            job = await store.get(job_id)
+            assert job.status is Status.FAILED and job.error is not None
+            assert job.error["type"] == "Quarantined"
+            assert any(f in job.error["message"] for f in ("causation_id", "correlation id"))
+        # ... a job that had moved past its poison event is left alone ...
+        assert (await store.get(moved_on)).status is Status.SCHEDULED
+        # ... each is recorded once and counted, and the normal jobs behind were relayed
+        rows = await store.run_sync(quarantine.recorded, store.store, None, 10)
+        assert {(r["job_id"], r["action"]) for r in rows} == {
+            (pending, "job_failed"),
+            (scheduled, "job_failed"),
+            (moved_on, "job_moved_on"),
+        }
+        assert quarantined("relay") - counted == 3
+        work = await (await broker.declare_queue(routes.work("default"))).declare()
+        assert work.message_count == 3  # first, moved_on (its Scheduled is fine), last
+
+        # And a relay that starts again from the beginning records and counts nothing twice
+        task.cancel()
+        await store.set_position(POSITION, 0)
+        task = asyncio.create_task(relay.run())
+        await until(lambda: _at(store, head), "the relay to pass every event again")
+        task.cancel()
+        assert len(await store.run_sync(quarantine.recorded, store.store, None, 10)) == 3
+        assert quarantined("relay") - counted == 3
+        assert {first, last}.isdisjoint(r["job_id"] for r in rows)
+    finally:
+        await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)
+        await broker.stop()
+
+
+async def _at(store: AsyncJobStore, head: int) -> bool:
+    return await store.position(POSITION) >= head
+
+
+async def test_the_projection_quarantines_what_it_cannot_apply_and_goes_on(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a row that does not decode between normal jobs, and a job Redis cannot take
+    prefix = f"jt-quar-{uuid.uuid4().hex[:6]}"
+    view = BrokenFor(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    projection = Projection(store, view, no_wait)
+    counted = quarantined("projection")
+    before = [await write(store, CAUSE) for _ in range(3)]
+    damaged = uuid.uuid4()
+    await store.run_sync(_insert_undecodable, store.store, damaged)
+    view.broken = await write(store, CAUSE)
+    after = [await write(store, CAUSE) for _ in range(3)]
+
+    try:
+        # When the projection catches up
+        while await projection.step():
+            pass
+
+        # Then both are recorded and counted, the broken job's hash is gone (reads use the log),
+        # and every other job is projected as the log says
+        rows = await store.run_sync(quarantine.recorded, store.store, None, 10)
+        assert {(r["job_id"], r["version"], r["stage"], r["action"]) for r in rows} == {
+            (damaged, 1, "projection", "hash_deleted"),
+            (view.broken, 1, "projection", "hash_deleted"),
+            (view.broken, 2, "projection", "hash_deleted"),
+        }
+        assert quarantined("projection") - counted == 3
+        assert await view.get(view.broken) is None
+        for job in await store.get_many(before + after):
+            assert await view.get(job.id) == expected_view(job)
+        assert await view.position() == await store.run_sync(store.store.max_notification_id)
+    finally:
+        keys = [k async for k in view.redis.scan_iter(f"{prefix}:*")]
+        if keys:
+            await view.redis.delete(*keys)
+        await view.aclose()
+
+
+class BrokenFor(RedisView):
+    """A view that cannot apply the events of one job (as a value Redis refused would)."""
+
+    broken: uuid.UUID | None = None
+
+    async def apply_events(self, events: Any) -> dict[uuid.UUID, str]:
+        if any(e.originator_id == self.broken for e in events):
+            raise ValueError("cannot be applied")
+        return await super().apply_events(events)
+
+    async def current(self) -> RedisView:
+        return self
+
+
+def _insert_undecodable(store: JobStore, job_id: uuid.UUID) -> None:
+    """A Submitted row whose state is not JSON, written around the store."""
+    with store.recorder.datastore.get_connection() as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "VALUES (%s, 1, %s, %s)"
+            ).format(store.table),
+            [job_id, "shared.domain.job:Job.Submitted", b"{not json"],
+        )
