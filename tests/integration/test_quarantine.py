@@ -57,8 +57,8 @@ async def write(
     return job_id
 
 
-async def until(check: Callable[[], Any], what: str, timeout: float = 15.0) -> None:
-    for _ in range(int(timeout / 0.05)):
+async def until(check: Callable[[], Any], what: str, seconds: float = 15.0) -> None:
+    for _ in range(int(seconds / 0.05)):
         if await check():
             return
         await asyncio.sleep(0.05)
