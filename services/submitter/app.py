@@ -20,6 +20,7 @@ from services.submitter.quarantine_api import router as quarantine_router
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
+from shared.eventstore import UnstorableEventError
 from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,12 @@ def create_app(
     @app.exception_handler(InvalidRequestError)
     async def invalid_job(_: Request, exc: InvalidRequestError) -> Any:
         return problem(422, "Invalid job", str(exc), errors=exc.errors)
+
+    @app.exception_handler(UnstorableEventError)
+    async def unstorable(_: Request, exc: UnstorableEventError) -> Any:
+        # the contracts refuse such text first; this is the store's own word, never a 500
+        errors = [{"field": "body", "message": str(exc), "type": "value_error"}]
+        return problem(422, "Invalid request", str(exc), errors=errors)
 
     @app.exception_handler(JobNotFoundError)
     async def not_found(_: Request, exc: JobNotFoundError) -> Any:
