@@ -9,6 +9,7 @@ drifting. Jobs whose result the log cannot store end FAILED (``UnstorableResult`
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -77,7 +78,7 @@ class BadClient:
     def _accepted_ones(self, http: httpx.Client, n: int) -> None:
         bad = {"type": "chaos.work", "payload": {"ms": 1, "x": "\ud800"}}
         batch = [JOB, bad, JOB]
-        content = httpx.Request("POST", "/", json={"jobs": batch}).content  # escapes "\ud800"
+        content = json.dumps({"jobs": batch})  # ASCII: "\ud800" travels as its escape
         items = http.post(
             "/v1/jobs/batch", content=content, headers={"Content-Type": "application/json"}
         ).json()
@@ -135,11 +136,13 @@ def test_oversized_client_values_among_normal_jobs(run) -> None:  # type: ignore
         watch = RelayWatch(s)
         watcher = threading.Thread(target=watch.run, daemon=True)
         watcher.start()
+        load = Load(s.system.base_url, mixed_jobs(400), rate_per_s=40).start()
+        bad = BadClient(s.system.base_url, rounds=12)
         try:
-            load = Load(s.system.base_url, mixed_jobs(400), rate_per_s=40).start()
-            bad = BadClient(s.system.base_url, rounds=12)
-            bad.run()
-            load.wait()
+            try:
+                bad.run()
+            finally:
+                load.wait()
             load.acked |= bad.accepted  # the checker counts the bad client's accepted jobs too
             report = s.check(load, settle_s=120)
         finally:
