@@ -13,10 +13,11 @@ from pydantic import ValidationError
 
 from contracts.envelope import Envelope
 from contracts.messages import SubmitJob
-from shared.domain import Cause, Job
+from shared.domain import Cause, Job, Status
 from shared.domain.cause import MAX_MESSAGE_ID, printable
 from shared.outbox import PoisonEventError, to_message
-from tests.jobs import CAUSE, unchecked_cause
+from shared.redis_view import delta_view, full_view
+from tests.jobs import CAUSE, job_in, unchecked_cause
 
 
 def submitted(cause: Cause, **submit: Any) -> Job.Event:
@@ -106,3 +107,15 @@ def test_text_that_is_not_valid_unicode_is_refused_and_named(
     error = info.value.errors()[0]
     assert error["loc"][0] == field
     assert where in error["msg"] or where in printable(".".join(str(p) for p in error["loc"]))
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.SCHEDULED])
+def test_the_projection_of_a_quarantine_equals_the_fold(status: Status) -> None:
+    # Given a job's Redis fields before its Quarantined event
+    job = job_in(status)
+    before = full_view(job)
+    job.quarantine(CAUSE, version=job.version, notification_id=9, error="causation_id too long")
+    (event,) = job.collect_events()
+    # When the projection applies the event's delta, Then it equals the job folded from the log
+    changes = delta_view(event)
+    assert changes is not None and before | changes == full_view(job)
