@@ -1,0 +1,274 @@
+"""jobtrail side by side with Celery and Dramatiq, on the same machine, in one run.
+
+Usage: python -m benchmarks.compare [--quick] [--rss-100k] [--jobs 5000] [--rates 50,100,200]
+           [--seconds 15] [--workers 2] [--rivals celery,dramatiq | none]
+           [--anchors DIR] [--rival-python PATH]
+(`make bench-compare`; `make bench-compare ARGS=--quick`.)
+
+jobtrail's four services run as processes (two workers, default settings, log level WARNING) on
+a scratch database, topology prefix, Redis prefix and port, all deleted at the end, on failure
+and on Ctrl-C too. The rivals run from their own harness (../shared/anchors, see
+benchmarks/rivals.py), interleaved with jobtrail's workloads:
+  throughput of no-op jobs, first send -> last completion: Celery; jobtrail by (a) the batch
+  endpoint, (b) one job per request with 16 in flight, (c) SubmitJob messages; Dramatiq;
+  latency, send -> completion, at each offered rate for --seconds: Celery, then jobtrail;
+  CPU ms per job per process group (from /proc) in each throughput run;
+  peak RSS of each service after >= 10,000 jobs, and after 100,000 with --rss-100k.
+Defaults take about 8 minutes on a 2-core machine, 13-14 with --rss-100k (80,000 more jobs);
+--quick (300 jobs, 3 s windows) about 2. It prints figures and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+from benchmarks import load
+from benchmarks.procstat import peak_rss_mib
+from benchmarks.report import Row, machine, table
+from benchmarks.rivals import DEFAULT_PYTHON, Rivals, SetupError, find_anchors
+from benchmarks.scratch import Scratch
+
+HOW = {
+    "batch": "batch (100 per POST)",
+    "request": "one job per POST, 16 in flight",
+    "message": "SubmitJob messages",
+}
+SERVICES = ("submitter", "scheduler", "worker", "projector")
+CPU_GROUPS = (*SERVICES, "client", "postgres", "rabbitmq", "redis")
+
+
+def log(*parts: object) -> None:
+    print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Results:
+    throughput: dict[str, load.Throughput] = field(default_factory=dict)
+    latency: dict[float, load.Latency] = field(default_factory=dict)
+    rss: list[tuple[int, dict[str, float | None]]] = field(default_factory=list)
+    rival: dict[str, dict[str, Any]] = field(default_factory=dict)  # "celery/throughput" -> line
+    notes: list[str] = field(default_factory=list)
+    jobs: int = 0
+
+
+def run_rival(rivals: Rivals | None, results: Results, name: str, script: str, *args: str) -> None:
+    if rivals is None or name not in rivals.wanted:
+        return
+    log(f"{name}: {script} {' '.join(args)}")
+    try:
+        for line in rivals.run(script, *args):
+            results.rival[f"{name}/{line['variant'].split('/')[0]}"] = line
+    except Exception as exc:
+        results.notes.append(f"{name} run failed ({script} {' '.join(args)}): {exc}")
+        log(f"{name} failed: {exc}")
+
+
+def rss_reading(system: Scratch, results: Results) -> None:
+    results.rss.append(
+        (results.jobs, {name: peak_rss_mib(pid) for pid, name in system.pids().items()})
+    )
+
+
+def measure(args: argparse.Namespace, rivals: Rivals | None, system: Scratch) -> Results:
+    results = Results()
+    n = args.jobs
+    system.start()
+    log(f"jobtrail up on {system.base_url} (database {system.database}, prefix {system.prefix})")
+    for how in HOW:  # warm-up: connections, imports, caches on every path
+        load.throughput(system, how, args.warmup)
+        results.jobs += args.warmup
+    celery = ["--pool", "prefork", "--concurrency", "2", "--acks-late", "1", "--n", str(n)]
+    lat = ["--rate", str(args.rates[0]), "--lat-seconds", str(args.seconds)]
+    run_rival(rivals, results, "celery", "celery_bench.py", *celery, *lat)
+    for how in HOW:
+        log(f"jobtrail: throughput, {HOW[how]}, {n} jobs")
+        results.throughput[how] = load.throughput(system, how, n)
+        results.jobs += n
+        if not results.rss and results.jobs >= 10_000:
+            rss_reading(system, results)
+    dramatiq = ["--processes", "2", "--threads", "8", "--n", str(n), "--modes", "throughput"]
+    run_rival(rivals, results, "dramatiq", "dramatiq_bench.py", *dramatiq)
+    for i, rate in enumerate(args.rates):
+        if i:
+            lat = ["--rate", str(rate), "--lat-seconds", str(args.seconds), "--modes", "latency"]
+            run_rival(rivals, results, "celery", "celery_bench.py", *celery, *lat)
+        log(f"jobtrail: latency at {rate:g} jobs/s for {args.seconds:g} s")
+        measured = results.latency[rate] = load.latency(system, rate, args.seconds)
+        results.jobs += measured.sent
+        if measured.completed < measured.sent or measured.errors:
+            results.notes.append(
+                f"jobtrail at {rate:g}/s: {measured.errors} requests failed, "
+                f"{measured.sent - measured.completed} of {measured.sent} jobs not completed "
+                "within the drain time (left out of the percentiles)"
+            )
+    if not results.rss:
+        rss_reading(system, results)
+    if args.rss_100k:
+        log(f"jobtrail: {100_000 - results.jobs} more jobs for the 100,000-job memory reading")
+        load.fill(system, 100_000 - results.jobs)
+        results.jobs = max(results.jobs, 100_000)
+        rss_reading(system, results)
+    system.check_alive()
+    return results
+
+
+def rows(results: Results, rates: list[float]) -> list[Row]:
+    out: list[Row] = []
+    c_tp, d_tp = results.rival.get("celery/throughput"), results.rival.get("dramatiq/throughput")
+
+    def metric(line: dict[str, Any] | None, key: str) -> float | None:
+        return None if line is None else line["metrics"].get(key)
+
+    for how, label in HOW.items():
+        tp = results.throughput[how]
+        out.append(
+            Row(
+                f"throughput, {label}, jobs/s",
+                tp.rate,
+                metric(c_tp, "tasks_per_s"),
+                metric(d_tp, "tasks_per_s"),
+                0,
+            )
+        )
+    for rate in rates:
+        ours, theirs = results.latency[rate], results.rival.get(f"celery/latency{int(rate)}")
+        for q in (50, 90, 99):
+            out.append(
+                Row(f"latency at {rate:g}/s, p{q} ms", ours.p(q), metric(theirs, f"p{q}_ms"))
+            )
+        out.append(Row(f"latency at {rate:g}/s, max ms", ours.p(100), metric(theirs, "max_ms")))
+        out.append(
+            Row(
+                f"latency at {rate:g}/s, sent at (jobs/s)",
+                ours.send_rate,
+                metric(theirs, "achieved_send_rate"),
+            )
+        )
+
+    def cpu(line: dict[str, Any] | None, key: str) -> float | None:
+        if line is None or key not in line["cpu"]:
+            return None
+        return 1000 * float(line["cpu"][key]) / float(line["metrics"]["tasks"])
+
+    for how, label in HOW.items():
+        tp = results.throughput[how]
+        for group in CPU_GROUPS:
+            rival = group in ("postgres", "rabbitmq", "redis")
+            out.append(
+                Row(
+                    f"CPU ms/job, {label}: {group}",
+                    tp.cpu_ms_per_job(group),
+                    cpu(c_tp, group) if rival else None,
+                    cpu(d_tp, group) if rival else None,
+                    2,
+                )
+            )
+        processes = sum(tp.cpu_ms_per_job(g) for g in (*SERVICES, "client"))
+        out.append(
+            Row(
+                f"CPU ms/job, {label}: services + client (rival: client + workers)",
+                processes,
+                cpu(c_tp, "bench"),
+                cpu(d_tp, "bench"),
+                2,
+            )
+        )
+        out.append(
+            Row(
+                f"CPU ms/job, {label}: whole machine busy",
+                tp.cpu_ms_per_job("machine"),
+                cpu(c_tp, "system_busy"),
+                cpu(d_tp, "system_busy"),
+                2,
+            )
+        )
+    for jobs, reading in results.rss:
+        for name, mib in sorted(reading.items()):
+            out.append(Row(f"peak RSS MiB after {jobs:,} jobs: {name}", mib))
+    if len(results.rss) == 2:
+        (_, first), (_, last) = results.rss
+        for name in sorted(first):
+            before, after = first.get(name), last.get(name)
+            growth = 100 * (after - before) / before if before and after else None
+            out.append(
+                Row(f"peak RSS growth %, {results.rss[0][0]:,} -> 100,000 jobs: {name}", growth)
+            )
+    return out
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="300 jobs, 3 s windows: a check")
+    parser.add_argument("--jobs", type=int, help="jobs per throughput run (default 5000)")
+    parser.add_argument("--rates", default="50,100,200", help="offered jobs/s for latency")
+    parser.add_argument("--seconds", type=float, help="seconds per latency window (default 15)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--rss-100k",
+        action="store_true",
+        help="also read RSS after 100,000 jobs (adds about 5 minutes)",
+    )
+    parser.add_argument("--rivals", default="celery,dramatiq", help="celery,dramatiq or none")
+    parser.add_argument("--anchors", help="the rival harness (default ../shared/anchors)")
+    parser.add_argument(
+        "--rival-python",
+        default=os.environ.get("JOBTRAIL_BENCH_RIVAL_PYTHON", DEFAULT_PYTHON),
+        help="the interpreter with Celery and Dramatiq installed",
+    )
+    args = parser.parse_args(argv)
+    args.jobs = args.jobs or (300 if args.quick else 5000)
+    args.seconds = args.seconds or (3.0 if args.quick else 15.0)
+    args.warmup = 50 if args.quick else 200
+    args.rates = [float(r) for r in args.rates.split(",")]
+    return args
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    wanted = {r for r in args.rivals.split(",") if r and r != "none"}
+    rivals: Rivals | None = None
+    try:
+        if wanted:
+            rivals = Rivals(find_anchors(args.anchors), args.rival_python, wanted)
+        about = machine(rivals.versions if rivals else {})
+        with Scratch(args.workers) as system:
+            results = measure(args, rivals, system)
+    except SetupError as exc:
+        print(f"bench-compare: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if rivals is not None:
+            rivals.close()
+    print()
+    print("\n".join(about))
+    print(
+        f"sizes: {args.jobs:,} jobs per throughput run, latency windows of {args.seconds:g} s at "
+        f"{', '.join(f'{r:g}' for r in args.rates)} jobs/s; jobtrail: {args.workers} workers, "
+        "no-op jobs (`noop`); Celery: prefork -c 2, acks_late; Dramatiq: 2 processes x 8 threads"
+    )
+    print()
+    print(table(rows(results, args.rates)))
+    for note in results.notes:
+        print(f"note: {note}")
+    print(
+        f"\nload average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}; "
+        f"whole run {time.monotonic() - started:.0f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
