@@ -25,37 +25,17 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any
 
 from benchmarks import load
 from benchmarks.procstat import peak_rss_mib
-from benchmarks.report import Row, machine, table
+from benchmarks.report import HOW, Results, machine, rows, table
 from benchmarks.rivals import DEFAULT_PYTHON, Rivals, SetupError, find_anchors
 from benchmarks.scratch import Scratch
-
-HOW = {
-    "batch": "batch (100 per POST)",
-    "request": "one job per POST, 16 in flight",
-    "message": "SubmitJob messages",
-}
-SERVICES = ("submitter", "scheduler", "worker", "projector")
-CPU_GROUPS = (*SERVICES, "client", "postgres", "rabbitmq", "redis")
 
 
 def log(*parts: object) -> None:
     print(time.strftime("%H:%M:%S"), *parts, file=sys.stderr, flush=True)
-
-
-@dataclass
-class Results:
-    throughput: dict[str, load.Throughput] = field(default_factory=dict)
-    latency: dict[float, load.Latency] = field(default_factory=dict)
-    rss: list[tuple[int, dict[str, float | None]]] = field(default_factory=list)
-    rival: dict[str, dict[str, Any]] = field(default_factory=dict)  # "celery/throughput" -> line
-    notes: list[str] = field(default_factory=list)
-    jobs: int = 0
 
 
 def run_rival(rivals: Rivals | None, results: Results, name: str, script: str, *args: str) -> None:
@@ -89,8 +69,10 @@ def measure(args: argparse.Namespace, rivals: Rivals | None, system: Scratch) ->
     run_rival(rivals, results, "celery", "celery_bench.py", *celery, *lat)
     for how in HOW:
         log(f"jobtrail: throughput, {HOW[how]}, {n} jobs")
-        results.throughput[how] = load.throughput(system, how, n)
-        results.jobs += n
+        measured = results.throughput[how] = load.throughput(system, how, n)
+        results.jobs += measured.jobs
+        if measured.refused:
+            results.notes.append(f"jobtrail, {HOW[how]}: {measured.refused} jobs refused")
         if not results.rss and results.jobs >= 10_000:
             rss_reading(system, results)
     dramatiq = ["--processes", "2", "--threads", "8", "--n", str(n), "--modes", "throughput"]
@@ -100,12 +82,12 @@ def measure(args: argparse.Namespace, rivals: Rivals | None, system: Scratch) ->
             lat = ["--rate", str(rate), "--lat-seconds", str(args.seconds), "--modes", "latency"]
             run_rival(rivals, results, "celery", "celery_bench.py", *celery, *lat)
         log(f"jobtrail: latency at {rate:g} jobs/s for {args.seconds:g} s")
-        measured = results.latency[rate] = load.latency(system, rate, args.seconds)
-        results.jobs += measured.sent
-        if measured.completed < measured.sent or measured.errors:
+        paced = results.latency[rate] = load.latency(system, rate, args.seconds)
+        results.jobs += paced.sent
+        if paced.completed < paced.sent or paced.errors:
             results.notes.append(
-                f"jobtrail at {rate:g}/s: {measured.errors} requests failed, "
-                f"{measured.sent - measured.completed} of {measured.sent} jobs not completed "
+                f"jobtrail at {rate:g}/s: {paced.errors} requests failed, "
+                f"{paced.sent - paced.completed} of {paced.sent} jobs not completed "
                 "within the drain time (left out of the percentiles)"
             )
     if not results.rss:
@@ -117,90 +99,6 @@ def measure(args: argparse.Namespace, rivals: Rivals | None, system: Scratch) ->
         rss_reading(system, results)
     system.check_alive()
     return results
-
-
-def rows(results: Results, rates: list[float]) -> list[Row]:
-    out: list[Row] = []
-    c_tp, d_tp = results.rival.get("celery/throughput"), results.rival.get("dramatiq/throughput")
-
-    def metric(line: dict[str, Any] | None, key: str) -> float | None:
-        return None if line is None else line["metrics"].get(key)
-
-    for how, label in HOW.items():
-        tp = results.throughput[how]
-        out.append(
-            Row(
-                f"throughput, {label}, jobs/s",
-                tp.rate,
-                metric(c_tp, "tasks_per_s"),
-                metric(d_tp, "tasks_per_s"),
-                0,
-            )
-        )
-    for rate in rates:
-        ours, theirs = results.latency[rate], results.rival.get(f"celery/latency{int(rate)}")
-        for q in (50, 90, 99):
-            out.append(
-                Row(f"latency at {rate:g}/s, p{q} ms", ours.p(q), metric(theirs, f"p{q}_ms"))
-            )
-        out.append(Row(f"latency at {rate:g}/s, max ms", ours.p(100), metric(theirs, "max_ms")))
-        out.append(
-            Row(
-                f"latency at {rate:g}/s, sent at (jobs/s)",
-                ours.send_rate,
-                metric(theirs, "achieved_send_rate"),
-            )
-        )
-
-    def cpu(line: dict[str, Any] | None, key: str) -> float | None:
-        if line is None or key not in line["cpu"]:
-            return None
-        return 1000 * float(line["cpu"][key]) / float(line["metrics"]["tasks"])
-
-    for how, label in HOW.items():
-        tp = results.throughput[how]
-        for group in CPU_GROUPS:
-            rival = group in ("postgres", "rabbitmq", "redis")
-            out.append(
-                Row(
-                    f"CPU ms/job, {label}: {group}",
-                    tp.cpu_ms_per_job(group),
-                    cpu(c_tp, group) if rival else None,
-                    cpu(d_tp, group) if rival else None,
-                    2,
-                )
-            )
-        processes = sum(tp.cpu_ms_per_job(g) for g in (*SERVICES, "client"))
-        out.append(
-            Row(
-                f"CPU ms/job, {label}: services + client (rival: client + workers)",
-                processes,
-                cpu(c_tp, "bench"),
-                cpu(d_tp, "bench"),
-                2,
-            )
-        )
-        out.append(
-            Row(
-                f"CPU ms/job, {label}: whole machine busy",
-                tp.cpu_ms_per_job("machine"),
-                cpu(c_tp, "system_busy"),
-                cpu(d_tp, "system_busy"),
-                2,
-            )
-        )
-    for jobs, reading in results.rss:
-        for name, mib in sorted(reading.items()):
-            out.append(Row(f"peak RSS MiB after {jobs:,} jobs: {name}", mib))
-    if len(results.rss) == 2:
-        (_, first), (_, last) = results.rss
-        for name in sorted(first):
-            before, after = first.get(name), last.get(name)
-            growth = 100 * (after - before) / before if before and after else None
-            out.append(
-                Row(f"peak RSS growth %, {results.rss[0][0]:,} -> 100,000 jobs: {name}", growth)
-            )
-    return out
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -7,9 +7,12 @@ log (the worker's clock, the same machine), like the rivals' first send to the l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
 import aio_pika
@@ -32,6 +35,7 @@ class Throughput:
     seconds: float
     send_seconds: float
     cpu: dict[str, float] = field(default_factory=dict)
+    refused: int = 0
 
     @property
     def rate(self) -> float:
@@ -59,52 +63,74 @@ def _client(base_url: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits)
 
 
-async def by_batch(system: Scratch, jobs: int) -> None:
-    """POST /v1/jobs/batch, 100 jobs a request, one request after the other."""
+async def by_batch(system: Scratch, jobs: int) -> int:
+    """POST /v1/jobs/batch, 100 jobs a request, one request after the other; returns how many
+    jobs were accepted."""
+    accepted = 0
     async with _client(system.base_url) as http:
         for start in range(0, jobs, BATCH):
             body = {"jobs": [NOOP] * min(BATCH, jobs - start)}
-            response = await http.post("/v1/jobs/batch", json=body)
-            response.raise_for_status()
+            try:
+                response = await http.post("/v1/jobs/batch", json=body)
+                response.raise_for_status()
+            except httpx.HTTPError:
+                continue
+            accepted += sum(1 for item in response.json() if not item["errors"])
+    return accepted
 
 
-async def by_request(system: Scratch, jobs: int) -> None:
-    """POST /v1/jobs, one job a request, 16 requests in flight from one client."""
-    left = jobs
+async def by_request(system: Scratch, jobs: int) -> int:
+    """POST /v1/jobs, one job a request, 16 requests in flight from one client; returns how
+    many were accepted."""
+    left, accepted = jobs, 0
 
     async def sender(http: httpx.AsyncClient) -> None:
-        nonlocal left
+        nonlocal left, accepted
         while left > 0:
             left -= 1
-            (await http.post("/v1/jobs", json=NOOP)).raise_for_status()
+            with contextlib.suppress(httpx.HTTPError):
+                (await http.post("/v1/jobs", json=NOOP)).raise_for_status()
+                accepted += 1
 
     async with _client(system.base_url) as http:
         await asyncio.gather(*(sender(http) for _ in range(IN_FLIGHT)))
+    return accepted
 
 
-async def by_message(system: Scratch, jobs: int) -> None:
+async def by_message(system: Scratch, jobs: int) -> int:
     """SubmitJob envelopes on the commands exchange (persistent, publisher confirms), 500 in
-    flight; the submitter consumes them."""
+    flight; the submitter consumes them. Returns how many the broker confirmed."""
     topology = Topology(system.prefix)
     connection = await aio_pika.connect(AMQP)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
         exchange = await channel.get_exchange(topology.commands_exchange, ensure=False)
 
-        async def publish() -> None:
+        async def publish() -> bool:
             body = SubmitJobMessage(correlation_id="bench", data=SubmitJob(type="noop"))
             message = aio_pika.Message(
                 body.model_dump_json().encode(),
                 content_type="application/json",
                 delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             )
-            await exchange.publish(message, routing_key=Topology.SUBMIT_KEY)
+            try:
+                await exchange.publish(message, routing_key=Topology.SUBMIT_KEY)
+            except aio_pika.exceptions.AMQPError:
+                return False
+            return True
 
+        confirmed = 0
         for start in range(0, jobs, PUBLISH_WINDOW):
-            await asyncio.gather(*(publish() for _ in range(min(PUBLISH_WINDOW, jobs - start))))
+            window = min(PUBLISH_WINDOW, jobs - start)
+            confirmed += sum(await asyncio.gather(*(publish() for _ in range(window))))
+    return confirmed
 
 
-HOW = {"batch": by_batch, "request": by_request, "message": by_message}
+HOW: dict[str, Callable[[Scratch, int], Coroutine[Any, Any, int]]] = {
+    "batch": by_batch,
+    "request": by_request,
+    "message": by_message,
+}
 
 
 def throughput(system: Scratch, how: str, jobs: int, timeout: float = 600.0) -> Throughput:
@@ -112,14 +138,14 @@ def throughput(system: Scratch, how: str, jobs: int, timeout: float = 600.0) -> 
     after = system.head()
     meter = CpuMeter(lambda: {**system.groups(), os.getpid(): "client"}).start()
     first_send = time.time()
-    asyncio.run(HOW[how](system, jobs))
+    accepted = asyncio.run(HOW[how](system, jobs))
     send_seconds = time.time() - first_send
-    done = system.wait_completed(after, jobs, timeout)
+    done = system.wait_completed(after, accepted, timeout)
     cpu = meter.stop()
-    if done < jobs:
-        raise TimeoutError(f"{how}: only {done} of {jobs} jobs completed after {timeout} s")
+    if done < accepted or not accepted:
+        raise TimeoutError(f"{how}: {done} of {accepted} accepted jobs completed in {timeout} s")
     last = max(system.completed_at(after).values())
-    return Throughput(jobs, last - first_send, send_seconds, cpu)
+    return Throughput(accepted, last - first_send, send_seconds, cpu, refused=jobs - accepted)
 
 
 async def _paced(
@@ -171,6 +197,6 @@ def fill(system: Scratch, jobs: int, chunk: int = 5000) -> None:
     for start in range(0, jobs, chunk):
         n = min(chunk, jobs - start)
         after = system.head()
-        asyncio.run(by_batch(system, n))
-        if system.wait_completed(after, n, 600) < n:
+        accepted = asyncio.run(by_batch(system, n))
+        if system.wait_completed(after, accepted, 600) < accepted:
             raise TimeoutError(f"fill: {n} jobs did not complete in 600 s")

@@ -7,13 +7,14 @@ import importlib.metadata
 import math
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aio_pika
 import psycopg
 import redis
 
+from benchmarks import load
 from benchmarks.scratch import AMQP, POSTGRES, REDIS
 
 PACKAGES = (
@@ -27,6 +28,26 @@ PACKAGES = (
     "redis",
     "httpx",
 )
+
+HOW = {
+    "batch": "batch endpoint, 100 a POST",
+    "request": "1 job a POST, 16 in flight",
+    "message": "SubmitJob messages",
+}
+SERVICES = ("submitter", "scheduler", "worker", "projector")
+CPU_GROUPS = (*SERVICES, "client", "postgres", "rabbitmq", "redis")
+
+
+@dataclass
+class Results:
+    """What one run measured; ``jobs`` counts every job jobtrail ran so far."""
+
+    throughput: dict[str, load.Throughput] = field(default_factory=dict)
+    latency: dict[float, load.Latency] = field(default_factory=dict)
+    rss: list[tuple[int, dict[str, float | None]]] = field(default_factory=list)
+    rival: dict[str, dict[str, Any]] = field(default_factory=dict)  # "celery/throughput" -> line
+    notes: list[str] = field(default_factory=list)
+    jobs: int = 0
 
 
 @dataclass
@@ -78,6 +99,56 @@ def table(rows: list[Row]) -> str:
 
     rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
     return "\n".join([render(header), rule, *(render(line) for line in body)])
+
+
+def rows(results: Results, rates: list[float]) -> list[Row]:
+    """The figures in table order. The rivals' throughput and CPU figures come from one run of
+    each (``.delay()`` / ``.send()`` from one process), set against each way jobtrail is fed."""
+    out: list[Row] = []
+    celery = results.rival.get("celery/throughput")
+    dramatiq = results.rival.get("dramatiq/throughput")
+
+    def metric(line: dict[str, Any] | None, key: str) -> float | None:
+        return None if line is None else line["metrics"].get(key)
+
+    def cpu(line: dict[str, Any] | None, key: str) -> float | None:
+        if line is None or key not in line["cpu"]:
+            return None
+        return 1000 * float(line["cpu"][key]) / float(line["metrics"]["tasks"])
+
+    for how, label in HOW.items():
+        rate = results.throughput[how].rate
+        c, d = metric(celery, "tasks_per_s"), metric(dramatiq, "tasks_per_s")
+        out.append(Row(f"jobs/s, {label}", rate, c, d, digits=0))
+    for offered in rates:
+        lat, theirs = results.latency[offered], results.rival.get(f"celery/latency{int(offered)}")
+        name = f"latency at {offered:g}/s offered"
+        for q, key in ((50, "p50_ms"), (90, "p90_ms"), (99, "p99_ms"), (100, "max_ms")):
+            label = "max" if q == 100 else f"p{q}"
+            out.append(Row(f"{name}, {label} ms", lat.p(q), metric(theirs, key)))
+        sent = metric(theirs, "achieved_send_rate")
+        out.append(Row(f"{name}, sent jobs/s", lat.send_rate, sent))
+    for how in HOW:
+        tp = results.throughput[how]
+        for group in CPU_GROUPS:
+            shared = group in ("postgres", "rabbitmq", "redis")
+            c, d = (cpu(celery, group), cpu(dramatiq, group)) if shared else (None, None)
+            out.append(Row(f"CPU ms/job, {how}: {group}", tp.cpu_ms_per_job(group), c, d, 2))
+        ours = sum(tp.cpu_ms_per_job(g) for g in (*SERVICES, "client"))
+        c, d = cpu(celery, "bench"), cpu(dramatiq, "bench")
+        out.append(Row(f"CPU ms/job, {how}: all processes (rival: client+workers)", ours, c, d, 2))
+        c, d = cpu(celery, "system_busy"), cpu(dramatiq, "system_busy")
+        out.append(Row(f"CPU ms/job, {how}: machine busy", tp.cpu_ms_per_job("machine"), c, d, 2))
+    for jobs, reading in results.rss:
+        for name, mib in sorted(reading.items()):
+            out.append(Row(f"peak RSS MiB after {jobs:,} jobs: {name}", mib))
+    if len(results.rss) == 2:
+        (first_jobs, first), (last_jobs, last) = results.rss
+        for name in sorted(first):
+            before, after = first.get(name), last.get(name)
+            growth = 100 * (after - before) / before if before and after else None
+            out.append(Row(f"peak RSS growth %, {first_jobs:,} -> {last_jobs:,}: {name}", growth))
+    return out
 
 
 def _safe(read: Any) -> str:
