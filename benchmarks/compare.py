@@ -14,8 +14,9 @@ benchmarks/rivals.py), interleaved with jobtrail's workloads:
   latency, send -> completion, at each offered rate for --seconds: Celery, then jobtrail;
   CPU ms per job per process group (from /proc) in each throughput run;
   peak RSS of each service after >= 10,000 jobs, and after 100,000 with --rss-100k.
-Defaults take about 8 minutes on a 2-core machine, 13-14 with --rss-100k (80,000 more jobs);
---quick (300 jobs, 3 s windows) about 2. It prints figures and asserts nothing.
+Defaults should take about 5 minutes on a 2-core machine, 10-11 with --rss-100k (80,000 more
+jobs), judging by --quick's rates; --quick (300 jobs, 3 s windows) takes about 75 s and only
+checks that it works. It prints figures and asserts nothing; run it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -135,6 +136,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with it ignored
     started = time.monotonic()
     wanted = {r for r in args.rivals.split(",") if r and r != "none"}
     rivals: Rivals | None = None
@@ -147,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     except SetupError as exc:
         print(f"bench-compare: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bench-compare: interrupted", file=sys.stderr)
+        return 130
     finally:
         if rivals is not None:
             rivals.close()

@@ -140,9 +140,12 @@ def throughput(system: Scratch, how: str, jobs: int, timeout: float = 600.0) -> 
     first_send = time.time()
     accepted = asyncio.run(HOW[how](system, jobs))
     send_seconds = time.time() - first_send
+    system.check_alive()
+    if not accepted:
+        raise RuntimeError(f"{how}: not one of {jobs} jobs was accepted\n{system.tails()}")
     done = system.wait_completed(after, accepted, timeout)
     cpu = meter.stop()
-    if done < accepted or not accepted:
+    if done < accepted:
         raise TimeoutError(f"{how}: {done} of {accepted} accepted jobs completed in {timeout} s")
     last = max(system.completed_at(after).values())
     return Throughput(accepted, last - first_send, send_seconds, cpu, refused=jobs - accepted)

@@ -27,11 +27,12 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PYTHON = "/tmp/benchvenv/bin/python"  # noqa: S108 (the harness's documented place)
 SETUP = """\
-Set it up once, outside the project's venv (see ../shared/anchors/README.md):
+The harness is the folder shared/anchors next to the main checkout (../shared/anchors), not part
+of the project. Its interpreter is set up once, outside the project's venv (its README):
     python3 -m venv /tmp/benchvenv
     /tmp/benchvenv/bin/pip install "celery==5.7.*" "dramatiq[rabbitmq]==2.2.*" "redis>=5" pika
-then point to it with --anchors DIR / JOBTRAIL_BENCH_ANCHORS and --rival-python PATH /
-JOBTRAIL_BENCH_RIVAL_PYTHON, or run with --rivals none (jobtrail's figures only)."""
+Point elsewhere with --anchors DIR (or JOBTRAIL_BENCH_ANCHORS) and --rival-python PATH (or
+JOBTRAIL_BENCH_RIVAL_PYTHON); --rivals none prints jobtrail's figures alone."""
 SCRIPTS = (
     "benchlib.py",
     "celery_app.py",
