@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(f'{r:g}' for r in args.rates)} jobs/s; jobtrail: {args.workers} workers, "
         "no-op jobs (`noop`); Celery: prefork -c 2, acks_late; Dramatiq: 2 processes x 8 threads"
     )
+    print("ratio = jobtrail / rival (above 1: better for jobs/s, worse for ms, CPU and MiB)")
     print()
     print(table(rows(results, args.rates)))
     for note in results.notes:

@@ -7,7 +7,9 @@ import importlib.metadata
 import math
 import os
 import platform
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -182,6 +184,17 @@ def _redis() -> str:
         client.close()
 
 
+def _commit() -> str:
+    out = subprocess.run(
+        ["git", "describe", "--always", "--dirty"],  # noqa: S607
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 def machine(rival_versions: dict[str, str]) -> list[str]:
     """Lines describing the machine, the software and the load average (a shared box skews
     every figure: run on a quiet one)."""
@@ -192,7 +205,8 @@ def machine(rival_versions: dict[str, str]) -> list[str]:
         f"{platform.system()} {platform.release()}, python {platform.python_version()}",
         f"services: PostgreSQL {_safe(_postgres)}, RabbitMQ {_safe(_rabbitmq)}, "
         f"Redis {_safe(_redis)} (all on 127.0.0.1)",
-        f"jobtrail {_safe(lambda: importlib.metadata.version('jobtrail'))}: {ours}",
+        f"jobtrail {_safe(lambda: importlib.metadata.version('jobtrail'))} "
+        f"(commit {_safe(_commit)}): {ours}",
         f"rivals: {rivals}",
         f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
     ]
