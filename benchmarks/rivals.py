@@ -102,8 +102,10 @@ def check_redis_dbs(wanted: set[str]) -> None:
         if size:
             raise SetupError(
                 f"Redis db {db} (the {rival} harness's results) holds {size} keys; the harness "
-                f"refuses to run then. Check what they are, and empty it (redis-cli -n {db} "
-                "flushdb) only if they are a previous run's leftovers."
+                f"refuses to run then. Check what they are (redis-cli -n {db} --scan | head): "
+                f"empty it (redis-cli -n {db} flushdb) only if they are a previous run's "
+                f"leftovers, else leave {rival} out (--rivals "
+                f"{','.join(sorted(set(REDIS_DBS) - {rival})) or 'none'})."
             )
 
 
