@@ -65,6 +65,7 @@ class Scratch:
         }
         self.supervisor = Supervisor(workers=workers, env=self.env, log_dir=self.log_dir)
         self.store: JobStore | None = None
+        self._poll: psycopg.Connection[Any] | None = None
         self.failed = False
 
     def __enter__(self) -> Scratch:
@@ -89,7 +90,10 @@ class Scratch:
                 if time.monotonic() > deadline:
                     raise ServiceDiedError(f"services not ready after {timeout} s\n{self.tails()}")
                 time.sleep(0.2)
-        self.store = JobStore(StoreSettings(postgres_url=self.postgres_url))
+        settings = StoreSettings(
+            postgres_url=self.postgres_url, postgres_pool_size=1, postgres_max_overflow=1
+        )
+        self.store = JobStore(settings)
 
     def pids(self) -> dict[int, str]:
         """pid -> process name (submitter, scheduler, projector, worker-1, worker-2 ...)."""
@@ -123,9 +127,10 @@ class Scratch:
 
     def completed_count(self, after: int) -> int:
         assert self.store is not None
+        if self._poll is None:  # one connection for every poll: no backend forked per poll
+            self._poll = psycopg.connect(self.postgres_url, autocommit=True)
         query = sql.SQL("SELECT count(*) FROM {} WHERE notification_id > %s AND topic = %s")
-        with psycopg.connect(self.postgres_url, autocommit=True) as conn:
-            row = conn.execute(query.format(self.store.table), [after, COMPLETED]).fetchone()
+        row = self._poll.execute(query.format(self.store.table), [after, COMPLETED]).fetchone()
         return int(row[0]) if row else 0
 
     def wait_completed(self, after: int, count: int, timeout: float) -> int:
@@ -160,6 +165,7 @@ class Scratch:
         steps = [
             ("stop the services", self.supervisor.stop),
             ("close the log reader", self.store.close if self.store else lambda: None),
+            ("close the poll connection", self._poll.close if self._poll else lambda: None),
             ("delete the RabbitMQ topology", lambda: delete_topology(AMQP, self.prefix)),
             ("drop the database", self._drop_database),
             ("delete the Redis keys", self._delete_redis_keys),
