@@ -157,10 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             rivals.close()
     print()
     print("\n".join(about))
+    setups = {"celery": "Celery prefork -c 2, acks_late", "dramatiq": "Dramatiq 2 processes x 8"}
     print(
         f"sizes: {args.jobs:,} jobs per throughput run, latency windows of {args.seconds:g} s at "
         f"{', '.join(f'{r:g}' for r in args.rates)} jobs/s; jobtrail: {args.workers} workers, "
-        "no-op jobs (`noop`); Celery: prefork -c 2, acks_late; Dramatiq: 2 processes x 8 threads"
+        f"no-op jobs (`noop`); {'; '.join(setups[r] for r in sorted(wanted)) or 'no rivals'}"
     )
     print("ratio = jobtrail / rival (above 1: better for jobs/s, worse for ms, CPU and MiB)")
     print()
