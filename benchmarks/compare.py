@@ -15,7 +15,7 @@ benchmarks/rivals.py), interleaved with jobtrail's workloads:
   CPU ms per job per process group (from /proc) in each throughput run;
   peak RSS of each service after >= 10,000 jobs, and after 100,000 with --rss-100k.
 Defaults should take about 5 minutes on a 2-core machine, 10-11 with --rss-100k (80,000 more
-jobs), judging by --quick's rates; --quick (300 jobs, 3 s windows) takes about 75 s and only
+jobs), judging by --quick's rates; --quick (300 jobs, 3 s windows) takes 1-2 minutes and only
 checks that it works. It prints figures and asserts nothing; run it on a quiet machine.
 """
 
