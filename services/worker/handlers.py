@@ -71,6 +71,7 @@ class WorkerState:
     running: dict[Attempt, Running] = field(default_factory=dict)
     executions: int = 0
     stopping: bool = False  # set on SIGTERM: deliveries not yet started go back to the queue
+    handing_back: bool = False  # the shutdown grace is over: what starts now is handed back
 
     def add(self, running: Running) -> None:
         """Registers an attempt; an older attempt of the same job still running here lost its
@@ -80,6 +81,7 @@ class WorkerState:
                 log.warning("%s attempt %d is superseded: stopping it", key[0], key[1])
                 other.lease_lost = True
                 other.stop()
+        running.handed_back = self.handing_back
         self.running[running.key] = running
 
     def remove(self, running: Running) -> None:
@@ -108,9 +110,19 @@ async def claim(
         return None
 
 
+_SHUTDOWN = Outcome(
+    "failed",
+    error_type="WorkerShutdown",
+    error_message="worker shutting down; handed back for a retry",
+    retry_at_once=True,
+)
+
+
 async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
     """Runs the job's handler under its timeout; turns what happened into an Outcome."""
     job_type = state.registry.get(job.job_type)
+    if running.handed_back:  # claimed in the last instant of a graceful stop: not run here
+        return _SHUTDOWN
     state.executions += 1
     started = time.monotonic()
     try:
@@ -130,12 +142,7 @@ async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
         if running.cancel_asked:
             return Outcome("cancelled")
         if running.handed_back:
-            return Outcome(
-                "failed",
-                error_type="WorkerShutdown",
-                error_message="worker shutting down; handed back for a retry",
-                retry_at_once=True,
-            )
+            return _SHUTDOWN
         raise
     except TimeoutError:
         return Outcome(
@@ -213,6 +220,7 @@ async def heartbeat(store: AsyncJobStore, state: WorkerState) -> None:
 def hand_back(state: WorkerState) -> int:
     """Stops every attempt still running, for the worker to record it as failed with no backoff
     (a retry at once, elsewhere); returns how many. Used at the end of a graceful stop."""
+    state.handing_back = True
     stopped = 0
     for running in list(state.running.values()):
         if running.task is not None and not running.task.done() and not running.lease_lost:
