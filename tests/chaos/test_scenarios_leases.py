@@ -153,7 +153,7 @@ def test_graceful_worker_stop_with_jobs_longer_than_the_lease(run) -> None:  # t
             )
 
         deadline = time.monotonic() + 30
-        while long_running_on_a() < 3 and time.monotonic() < deadline:
+        while long_running_on_a() < 8 and time.monotonic() < deadline:
             time.sleep(0.2)
         running_on_a = long_running_on_a()
         assert running_on_a >= 3, "worker-a never ran long jobs"
@@ -213,7 +213,7 @@ def test_cancel_then_worker_killed_before_it_acknowledges(run) -> None:  # type:
             ]
 
         deadline = time.monotonic() + 30
-        while len(long_on_a()) < 3 and time.monotonic() < deadline:
+        while len(long_on_a()) < 8 and time.monotonic() < deadline:
             time.sleep(0.2)
         victims = long_on_a()
         assert len(victims) >= 3, "worker-a never ran long jobs"
