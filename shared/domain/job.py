@@ -426,7 +426,8 @@ class Job(Aggregate):
             self._cancel_after_attempt(cause)
 
     def request_cancel(self, cause: Cause) -> None:
-        """Cancels a job that is not running; asks a running one to stop (once)."""
+        """Cancels a job that is not running; asks a running one to stop (once per attempt: a
+        new attempt starts with no request)."""
         if self.status is Status.RUNNING:
             if not self.cancel_requested:
                 self.trigger_event(self.CancelRequested, **cause.meta())

@@ -66,7 +66,7 @@ def _running(job_id: uuid.UUID, attempt: int) -> Running:
 async def _settled(*tasks: asyncio.Task[None] | None) -> None:
     for task in tasks:
         assert task is not None
-        with contextlib.suppress(asyncio.CancelledError):
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(task), 0.1)
 
 
