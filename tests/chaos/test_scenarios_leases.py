@@ -1,8 +1,9 @@
 """Faults around leases, cancels and worker shutdown (issue 9), each under steady load, each
 ending in the history checker.
 
-- workers whose clocks are a minute behind and a minute ahead (libfaketime): no lease may expire
-  and no outcome may be refused while every worker is alive;
+- workers whose clocks are a minute behind and a minute ahead, and a scheduler half a minute
+  ahead (libfaketime): no lease may expire and no outcome may be refused while every worker is
+  alive;
 - a graceful worker stop (SIGTERM) while jobs longer than the lease run: they finish on it, no
   lease expires, nothing runs twice;
 - a cancel followed by the worker's death (SIGKILL) before it acknowledges: the job ends
@@ -89,12 +90,15 @@ def figures(name: str, started: float, **values: Any) -> None:
 @pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="needs libfaketime (Debian: faketime)")
 def test_worker_clocks_a_minute_behind_and_ahead(run) -> None:  # type: ignore[no-untyped-def]
     started = time.monotonic()
-    with run("worker clocks -60 s and +60 s", services=CORE) as s:
+    with run("worker clocks -60 s and +60 s, scheduler +30 s", services=CORE) as s:
         # Given two workers, one whose clock is a minute behind the database's and one whose
-        # clock is a minute ahead (3 s leases)
+        # clock is a minute ahead (3 s leases), and a scheduler half a minute ahead (it records
+        # LeaseExpired and retry times, dispatches timers and expires leases)
         behind = add_worker(s, "worker-behind", skewed("-60s"))
         ahead = add_worker(s, "worker-ahead", skewed("+60s"))
-        s.faults += 2
+        s.system.services["scheduler"].stop()
+        add_worker(s, "scheduler", skewed("+30s"))
+        s.faults += 3
         # When 300 mixed jobs (retries with backoff among them) run on them
         load = Load(s.system.base_url, mixed_jobs(300)).start()
         load.wait()
