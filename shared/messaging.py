@@ -106,14 +106,17 @@ class Routes:
         )
 
 
-def make_broker(settings: BusSettings, *, prefetch: int | None = None) -> RabbitBroker:
-    """A broker whose channels confirm publishes and raise on unroutable (returned) messages."""
+def make_broker(
+    settings: BusSettings, *, prefetch: int | None = None, graceful_timeout: float = 30.0
+) -> RabbitBroker:
+    """A broker whose channels confirm publishes and raise on unroutable (returned) messages;
+    ``stop()`` waits up to ``graceful_timeout`` for the messages being handled."""
     return RabbitBroker(
         settings.amqp_url,
         default_channel=Channel(
             prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True
         ),
-        graceful_timeout=30.0,
+        graceful_timeout=graceful_timeout,
         fail_fast=True,
         log_level=logging.DEBUG,  # a line per message costs more Python than the message itself
         description="jobtrail: event-sourced, auditable job processing",

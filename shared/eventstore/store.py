@@ -390,12 +390,12 @@ class JobStore:
             return tables.expired_leases(conn, limit)
 
     def renew_leases(
-        self, worker_id: str, job_ids: Sequence[UUID], lease_s: float
-    ) -> dict[UUID, bool]:
+        self, worker_id: str, attempts: Sequence[tuple[UUID, int]], lease_s: float
+    ) -> dict[tuple[UUID, int], bool]:
         with self.recorder.datastore.get_connection() as conn:
-            return tables.renew_leases(conn, worker_id, job_ids, lease_s)
+            return tables.renew_leases(conn, worker_id, attempts, lease_s)
 
-    def cancel_requests(self, worker_id: str) -> list[UUID]:
+    def cancel_requests(self, worker_id: str) -> list[tuple[UUID, int]]:
         with self.recorder.datastore.get_connection() as conn:
             return tables.cancel_requests(conn, worker_id)
 
