@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.submitter.api import problem, router
 from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
+from services.submitter.server import MAX_HEAD_BYTES, HeadLimit
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.errors import JobNotFoundError
 from shared.retrying import TRANSIENT
@@ -151,6 +152,7 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     *,
     max_body_bytes: int = 1_048_576,
+    max_head_bytes: int = MAX_HEAD_BYTES,
 ) -> FastAPI:
     """The API; ``lifespan`` builds and tears down app.state.deps."""
     app = FastAPI(
@@ -169,6 +171,7 @@ def create_app(
         return response
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HeadLimit, max_bytes=max_head_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Any:

@@ -176,3 +176,16 @@ async def test_a_503_keeps_its_retry_after(api: tuple[httpx.AsyncClient, Deps]) 
     response = await client.get("/test/unavailable")
     assert assert_problem(response, 503)["detail"] == "down for a moment"
     assert response.headers["retry-after"] == "7"
+
+
+async def test_a_head_over_the_limit_is_414_or_431_however_it_arrived(
+    api: tuple[httpx.AsyncClient, Deps],
+) -> None:
+    # The server bounds a head that arrives in pieces; a whole one is bounded by the app
+    client, _ = api
+    long_url = await client.get(f"/v1/jobs/{uuid.uuid4()}", params={"pad": "p" * 20_000})
+    many_headers = await client.get("/healthz", headers={f"X-H{i}": "h" * 1000 for i in range(40)})
+    assert "16384 bytes" in assert_problem(long_url, 414)["detail"]
+    assert "16384 bytes" in assert_problem(many_headers, 431)["detail"]
+    fits = await client.get(f"/v1/jobs/{uuid.uuid4()}", params={"pad": "p" * 10_000})
+    assert fits.status_code == 404
