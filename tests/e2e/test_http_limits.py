@@ -1,6 +1,6 @@
 """Bad input against the real submitter process: oversized heads over raw sockets (the limits
-live in the server, not in the app), method and media type errors, and a SubmitJob message whose
-run_at is out of range."""
+live in the server, not in the app), method and media type errors, a SubmitJob message whose
+run_at is out of range, and point-in-time reads of a history whose timestamps go backwards."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import json
 import socket
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from shared.eventstore import JobStore
 from shared.messaging import Routes
 from shared.settings import BusSettings
 from tests.e2e.helpers import wait_for
+from tests.jobs import prefix_at, record_a_skewed_job, zulu
 from tests.processes import System
 
 pytestmark = pytest.mark.e2e
@@ -139,3 +141,25 @@ def test_a_submit_message_with_run_at_out_of_range_is_dead_lettered_naming_run_a
     # And no job was written
     with pytest.raises(JobNotFoundError):
         log_store.get(job_id_for_key(key))
+
+
+def test_point_in_time_reads_of_a_skewed_history_through_the_real_server(
+    system: System, log_store: JobStore
+) -> None:
+    # Given a history in the services' log whose timestamps go backwards (a worker 60 s behind)
+    start = datetime.now(UTC) - timedelta(hours=1)
+    job_id = record_a_skewed_job(log_store, start)
+    history = log_store.history(job_id)
+    tick = timedelta(microseconds=1)
+
+    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+        for at in sorted({e.timestamp + d for e in history for d in (-tick, timedelta(0))}):
+            # When the server is asked for the job at each event's time and just before it
+            response = http.get(f"/v1/jobs/{job_id}", params={"at": zulu(at)})
+            # Then it answers: the longest prefix stamped by then, or 404 before the submission
+            expected = len(prefix_at(history, at))
+            if expected:
+                assert response.status_code == 200, (at, response.text)
+                assert response.json()["version"] == expected
+            else:
+                assert response.status_code == 404, (at, response.text)
