@@ -124,6 +124,31 @@ async def json_body(request: Request) -> None:
         raise UnsupportedMediaTypeError(content_type or "(none)")
 
 
+def _document_media_type(app: FastAPI) -> None:
+    """Adds the 415 answer of ``json_body`` to every operation with a request body in the
+    OpenAPI document, so clients (and schema-driven fuzzers) know it is part of the contract."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if "requestBody" in operation:
+                        operation["responses"].setdefault(
+                            "415",
+                            {
+                                "description": f"The body is not {JSON_MEDIA_TYPE} "
+                                "(a problem document naming the type expected)",
+                                "content": {"application/problem+json": {}},
+                            },
+                        )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -162,6 +187,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.include_router(router, dependencies=[Depends(json_body)])
+    _document_media_type(app)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:

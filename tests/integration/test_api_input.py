@@ -189,3 +189,21 @@ async def test_a_head_over_the_limit_is_414_or_431_however_it_arrived(
     assert "16384 bytes" in assert_problem(many_headers, 431)["detail"]
     fits = await client.get(f"/v1/jobs/{uuid.uuid4()}", params={"pad": "p" * 10_000})
     assert fits.status_code == 404
+
+
+async def test_the_openapi_document_names_415_where_a_body_is_read(
+    api: tuple[httpx.AsyncClient, Deps],
+) -> None:
+    client, _ = api
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    with_415 = {
+        (method, path)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        if "415" in operation["responses"]
+    }
+    assert with_415 == {
+        ("post", "/v1/jobs"),
+        ("post", "/v1/jobs/batch"),
+        ("post", "/v1/jobs/{job_id}/cancel"),
+    }
