@@ -65,8 +65,9 @@ def problem_response(status: int, title: str, detail: str) -> bytes:
 
 
 class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, answering an oversized head with 414/431 and a lingering close
-    instead of a plain 400 and a reset."""
+    """uvicorn's h11 protocol, answering a head it cannot parse with a problem document (414 or
+    431 when oversized, else 400) and a lingering close, instead of a plain-text 400 and often a
+    reset."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -81,12 +82,15 @@ class BoundedH11Protocol(H11Protocol):
         super().data_received(data)
 
     def send_400_response(self, msg: str) -> None:
+        """Called by uvicorn when h11 cannot parse the request: oversized (414/431) or not
+        HTTP/1.1 at all (400); each answered with a problem document and a lingering close."""
         limit = self.config.h11_max_incomplete_event_size or MAX_HEAD_BYTES
         buffered, _ = self.conn.trailing_data
-        if len(buffered) <= limit:  # malformed, not oversized: uvicorn's own answer
-            super().send_400_response(msg)
-            return
-        status, title, detail = head_too_large(b"\n" in buffered, limit)
+        if len(buffered) > limit:
+            status, title, detail = head_too_large(b"\n" in buffered, limit)
+        else:
+            status, title = 400, "Bad Request"
+            detail = "the request is not valid HTTP/1.1 (a malformed request line or header)"
         self.logger.warning("answering %d: %s", status, detail)
         self.transport.write(problem_response(status, title, detail))
         self._draining = 0

@@ -81,6 +81,13 @@ def test_an_oversized_head_answers_its_status_not_a_reset(
     )
 
 
+def test_a_request_that_is_not_http_answers_400_as_a_problem_document(system: System) -> None:
+    malformed = b"GET /healthz HTTP/1.1\r\nHost: t\r\nno colon in this header\r\n\r\n"
+    status, headers, body = exchange(system.port, malformed)
+    assert status == 400 and headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == 400
+
+
 def test_a_head_within_the_limit_is_served(system: System) -> None:
     target = f"/v1/jobs/{uuid.uuid4()}?pad={'p' * 10_000}".encode()
     request = b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
