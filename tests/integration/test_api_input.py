@@ -1,5 +1,6 @@
 """Bad input the API must name: run_at out of range, a body that is not JSON, a method the path
-does not answer to. The real FastAPI app over real PostgreSQL and Redis; nothing is written."""
+does not answer to, a head over the limit; and a 503 keeps its Retry-After. The real FastAPI app
+over real PostgreSQL and Redis; nothing is written."""
 
 from __future__ import annotations
 
@@ -76,7 +77,7 @@ async def test_run_at_out_of_range_is_422_naming_run_at_and_writes_nothing(
     before = await deps.store.run_sync(deps.store.store.max_notification_id)
     job = {"type": "cpu.hash", "payload": {"text": "x"}, "run_at": run_at}
 
-    # When a job is submitted with it, alone and in a batch beside a good one
+    # When a job is submitted with it, alone and in a batch
     single = await client.post("/v1/jobs", json=job)
     batch = await client.post("/v1/jobs/batch", json={"jobs": [job]})
 
