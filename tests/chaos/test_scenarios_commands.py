@@ -112,6 +112,7 @@ def existing(s: Scenario, ids: list[uuid.UUID]) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_postgres_away_longer_than_every_budget_while_commands_arrive(
     postgres_server: str, amqp_url: str, redis_url: str, tmp_path: Path
 ) -> None:
@@ -168,7 +169,7 @@ def test_postgres_away_longer_than_every_budget_while_commands_arrive(
             # Then every command takes effect: the first soon, all of them in the end
             rest_ids = [job_id_for_key(k) for k, _ in rest]
             first_effect = all_effect = None
-            deadline = back + 120
+            deadline = back + 60
             while time.monotonic() < deadline:
                 count = existing(s, rest_ids)
                 if count and first_effect is None:
@@ -179,7 +180,7 @@ def test_postgres_away_longer_than_every_budget_while_commands_arrive(
                 time.sleep(0.2)
             load = Load(s.system.base_url, [body for _, body in listed])
             load.acked = {key: job_id_for_key(key) for key, _ in listed}
-            report = s.check(load, settle_s=180)
+            report = s.check(load, settle_s=120)
             ids = list(load.acked.values())
             histories = {job_id: s.store.history(job_id) for job_id in ids}
             # And each submit made exactly one job, each cancel cancelled its job once
@@ -196,14 +197,17 @@ def test_postgres_away_longer_than_every_budget_while_commands_arrive(
                 for row in recorded(s.store, None, 1000)
                 if str(row["queue"]).startswith(s.prefix + ".")
             ]
-            parked = s.system.logs().count("parked at the back of its queue")
+            parked = sum(
+                service.log_path.read_text(errors="replace").count("parked at the back of its")
+                for service in s.system.services.values()
+            )
             print(
                 f"commands: {len(listed)} submits (+40 repeated) and {len(waiting_ids)} cancels; "
                 f"published during the outage in {published:.1f} s; outage {OUTAGE_S:.0f} s; "
                 f"dead letters in the queue during/after: {dead_during}/{dead_after}; "
                 f"recorded: {len(letters)}; first command took effect {first_effect} s after "
                 f"PostgreSQL returned, all {all_effect} s; whole scenario "
-                f"{time.monotonic() - started:.0f} s; parks in the last log lines: {parked}"
+                f"{time.monotonic() - started:.0f} s; parks: {parked}"
             )
             assert report.clean, "\n".join(report.details)
             assert report.jobs == len(listed)
@@ -211,6 +215,7 @@ def test_postgres_away_longer_than_every_budget_while_commands_arrive(
             assert submitted == [1] * len(ids)
             assert cancelled == [1] * len(waiting_ids)
             assert set(statuses.values()) == {Status.CANCELLED}
+            assert parked > 0, "no command was parked: the scenario did not outlast a hold"
             assert dead_during == dead_after == 4
             assert sorted(str(row["message_id"]) for row in letters) == [
                 f"garbage-{n}" for n in range(4)
