@@ -1,9 +1,9 @@
-"""Command messages and dead letters through a PostgreSQL outage longer than every budget.
+"""Commands, scheduler events and dead letters through a PostgreSQL outage longer than any budget.
 
-The submitter's real subscribers and the scheduler's dead-letter ledger run on a real RabbitMQ;
-their PostgreSQL is reached through the TCP fault proxy, which refuses every connection for the
-outage. The hold is shrunk to 1.5 s and the quorum queues' delivery limit to 2, so an outage of
-8 s outlasts the hold five times over and the delivery limit twice.
+The submitter's real subscribers, the scheduler's event subscriber and its dead-letter ledger run
+on a real RabbitMQ; their PostgreSQL is reached through the TCP fault proxy, which refuses every
+connection for the outage. The hold is shrunk to 1.5 s and the quorum queues' delivery limit to
+2, so an outage of 8 s outlasts the hold five times over and the delivery limit twice.
 """
 
 from __future__ import annotations
@@ -19,9 +19,18 @@ from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
+import psycopg
 import pytest
 
-from contracts.messages import CancelJob, CancelJobMessage, SubmitJob, SubmitJobMessage
+from contracts.messages import (
+    CancelJob,
+    CancelJobMessage,
+    JobEvent,
+    JobEventMessage,
+    SubmitJob,
+    SubmitJobMessage,
+)
+from services.scheduler import subscribers as scheduler_subscribers
 from services.submitter import subscribers
 from services.submitter.deps import Deps
 from shared import dead_letters
@@ -50,8 +59,8 @@ class Submitter:
 async def submitter(
     postgres_url: str, amqp_url: str, redis_url: str, store: JobStore
 ) -> AsyncIterator[Submitter]:
-    """The submitter's command subscribers, the dead-letter middleware and the ledger, on their
-    own prefix, with PostgreSQL behind the fault proxy."""
+    """The submitter's command subscribers, the scheduler's event subscriber, the dead-letter
+    middleware and the ledger, on their own prefix, with PostgreSQL behind the fault proxy."""
     target = urlsplit(postgres_url)
     proxy = Proxy(target.hostname or "127.0.0.1", target.port or 5432).start()
     netloc = f"{target.username or 'postgres'}@127.0.0.1:{proxy.port}"
@@ -77,6 +86,7 @@ async def submitter(
             deps = Deps(proxied_store, view, registry, {"default"}, broker, "submitter/test")
             dead_letters.watch(broker, proxied_store)
             subscribers.register(broker, routes, deps)
+            scheduler_subscribers.register(broker, routes, proxied_store, "scheduler/test")
             dead_letters.register_ledger(broker, routes, proxied_store)
             await broker.connect()
             await declare_topology(broker, routes, ["default"])
@@ -90,6 +100,11 @@ async def submitter(
         proxy.stop()
         await view.aclose()
         await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix, ["default"])
+        with psycopg.connect(postgres_url, autocommit=True) as conn:  # the session's table
+            conn.execute(
+                "DELETE FROM jobtrail_dead_letters WHERE queue LIKE %s",
+                [routes.topology.prefix + ".%"],
+            )
 
 
 async def publish(amqp_url: str, exchange: str, key: str, messages: list[aio_pika.Message]) -> None:
@@ -306,3 +321,38 @@ async def test_the_store_reconnects_within_seconds_of_the_database_return(
             await asyncio.sleep(0.1)
     print(f"store back {loop.time() - back:.2f} s after PostgreSQL")
     assert loop.time() - back < 2.5
+
+
+async def test_a_scheduler_event_outlives_an_outage_longer_than_its_hold_and_delivery_limit(
+    amqp_url: str, submitter: Submitter
+) -> None:
+    s, topology = submitter, submitter.routes.topology
+    # Given a job due now, whose Submitted event reaches the scheduler while PostgreSQL is away
+    job_id = uuid.uuid4()
+    cause = Cause("test", correlation_id="outage")
+    await asyncio.to_thread(
+        s.direct.execute,
+        job_id,
+        lambda _: Job.submit(cause, job_type="cpu.hash", payload={}, job_id=job_id),
+    )
+    s.proxy.refuse()
+    event = JobEventMessage(
+        correlation_id="outage",
+        data=JobEvent(job_id=job_id, version=1, notification_id=1, event_type="Submitted"),
+    )
+    message = aio_pika.Message(event.model_dump_json().encode(), content_type="application/json")
+    await publish(amqp_url, topology.events_exchange, "job.submitted", [message])
+    # When the outage lasts five holds
+    await asyncio.sleep(8)
+    # Then the event is not dead-lettered, and it schedules its job once PostgreSQL is back
+    assert await depth(amqp_url, topology.dead_letter_queue) == 0
+    s.proxy.heal()
+
+    async def scheduled() -> bool:
+        return (await asyncio.to_thread(s.direct.get, job_id)).status is Status.SCHEDULED
+
+    await eventually(scheduled, 30, "the held event to schedule its job")
+    assert [type(e).__name__ for e in await asyncio.to_thread(s.direct.history, job_id)] == [
+        "Submitted",
+        "Scheduled",
+    ]
