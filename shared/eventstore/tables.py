@@ -72,6 +72,8 @@ CREATE TABLE IF NOT EXISTS jobtrail_dead_letters (
     body bytea NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobtrail_dead_letters_job ON jobtrail_dead_letters (job_id, id);
+ALTER TABLE jobtrail_dead_letters ADD COLUMN IF NOT EXISTS letter_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS jobtrail_dead_letters_key ON jobtrail_dead_letters (letter_key);
 CREATE TABLE IF NOT EXISTS jobtrail_positions (
     name text PRIMARY KEY,
     position bigint NOT NULL,
@@ -261,13 +263,23 @@ def overdue_dispatches(
     return [(row["job_id"], row["attempt"]) for row in rows]
 
 
-def record_dead_letter(conn: psycopg.Connection[Any], row: dict[str, Any]) -> None:
-    """Inserts one dead letter (queue, reason, job_id, message_id, correlation_id, error, body)."""
+def record_dead_letter(
+    conn: psycopg.Connection[Any], row: dict[str, Any], replace: bool = False
+) -> None:
+    """Records one dead letter (queue, reason, job_id, message_id, correlation_id, error, body)
+    once per ``key`` (one death of one message): a second write of the same death does nothing,
+    or, with ``replace`` (the consumer's own record, which knows the error), sets its reason
+    and error."""
+    on_conflict = (
+        "DO UPDATE SET reason = EXCLUDED.reason, error = EXCLUDED.error"
+        if replace
+        else "DO NOTHING"
+    )
     conn.execute(
         "INSERT INTO jobtrail_dead_letters "
-        "(queue, reason, job_id, message_id, correlation_id, error, body) "
+        "(queue, reason, job_id, message_id, correlation_id, error, body, letter_key) "
         "VALUES (%(queue)s, %(reason)s, %(job_id)s, %(message_id)s, %(correlation_id)s, "
-        "%(error)s, %(body)s)",
+        "%(error)s, %(body)s, %(key)s) ON CONFLICT (letter_key) " + on_conflict,
         row,
     )
 

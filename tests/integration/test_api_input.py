@@ -207,4 +207,5 @@ async def test_the_openapi_document_names_415_where_a_body_is_read(
         ("post", "/v1/jobs"),
         ("post", "/v1/jobs/batch"),
         ("post", "/v1/jobs/{job_id}/cancel"),
+        ("post", "/v1/jobs/{job_id}/requeue"),
     }
