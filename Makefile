@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo up test unit chaos lint services contracts bench clean
+.PHONY: setup demo up test unit chaos lint services contracts bench bench-compare clean
 
 setup: ## create the virtualenv and install jobtrail with its test tools
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,9 @@ bench: ## store, replay, end-to-end and audit-export benchmarks (print figures a
 	$(BIN)/python -m benchmarks.replay_throughput --events 100000
 	$(BIN)/python -m benchmarks.e2e_throughput --jobs 3000 --rounds 2
 	$(BIN)/python -m benchmarks.audit_export --events 200000
+
+bench-compare: services ## jobtrail side by side with Celery and Dramatiq (../shared/anchors); ARGS=--quick to check it works, ARGS=--rss-100k for the 100,000-job memory reading
+	$(BIN)/python -m benchmarks.compare $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -49,6 +49,44 @@ def bounded_json(value: Any) -> Any:
     return value
 
 
+RUN_AT_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+RUN_AT_HORIZON = timedelta(days=366)
+RUN_AT_RULE = (
+    f"at or after {RUN_AT_EARLIEST.isoformat()} and at most {RUN_AT_HORIZON.days} days after "
+    "now; a time in the past means at once"
+)
+
+
+def bounded_run_at(value: datetime) -> datetime:
+    """Returns ``value`` when it is at or after RUN_AT_EARLIEST and at most RUN_AT_HORIZON after
+    now.
+
+    Both bounds keep every later use of the time (a timer row in PostgreSQL, a due time plus an
+    offset, a backoff added to it) far from the ends of Python's and PostgreSQL's date ranges:
+    year 9999 with a -14:00 offset is year 10000 in UTC, which Python cannot read back. A job
+    scheduled more than a year ahead is almost surely a typo (a wrong year) and belongs in a
+    calendar, not in a queue whose timers are swept on every tick. Both bounds also only ever
+    widen with time: a value valid when a client sent it stays valid when a SubmitJob message is
+    delivered after hours in a queue, and when a stored Submitted event is read again later.
+    That is why the lower bound is a fixed date and not "now minus a tolerance": a command
+    delayed by an outage must not turn into a dead letter. A past time simply means at once;
+    before 2000 it is a mistake (year 0001, the Unix epoch as 0).
+    """
+    if value < RUN_AT_EARLIEST:
+        raise ValueError(
+            f"must be at or after {RUN_AT_EARLIEST.isoformat()} (got {value.isoformat()}); "
+            "a past time means at once, one before 2000 is a mistake"
+        )
+    latest = datetime.now(UTC) + RUN_AT_HORIZON
+    if value > latest:
+        raise ValueError(
+            f"must be at most {RUN_AT_HORIZON.days} days ahead, not after "
+            f"{latest.isoformat(timespec='seconds')} (got {value.isoformat()})"
+        )
+    return value
+
+
+RunAt = Annotated[AwareDatetime, AfterValidator(bounded_run_at)]
 Payload = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 JobType = Annotated[str, Field(pattern=JOB_TYPE_PATTERN)]
 QueueName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -79,7 +117,10 @@ class SubmitJob(Strict):
     priority: int | None = Field(default=None, ge=0, le=9)
     max_attempts: int | None = Field(default=None, ge=1, le=100)
     timeout_s: float | None = Field(default=None, gt=0, le=86_400)
-    run_at: AwareDatetime | None = None
+    run_at: RunAt | None = Field(
+        default=None,
+        description=f"when the job becomes due (ISO 8601 with a zone): {RUN_AT_RULE}",
+    )
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=256)
     queue: QueueName | None = None
 

@@ -36,7 +36,18 @@ ensure() {  # name env-var default-port starter
   wait_for "$1" 127.0.0.1 "$3" 60
 }
 
+ensure_faketime() {  # the clock-skew fault scenarios run workers under libfaketime
+  local lib=/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+  [[ -e "$lib" || "$(uname -m)" != x86_64 ]] && return 0
+  echo "libfaketime is missing; installing Debian's faketime"
+  if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
+    apt-get install -y -qq faketime >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq faketime >/dev/null 2>&1; }
+  fi
+  [[ -e "$lib" ]] || { echo "could not install faketime (apt-get install faketime)" >&2; return 1; }
+}
+
 status=0
+ensure_faketime || status=1
 ensure PostgreSQL JOBTRAIL_POSTGRES_URL 5432 start_postgres || status=1
 ensure Redis JOBTRAIL_REDIS_URL 6379 start_redis || status=1
 ensure RabbitMQ JOBTRAIL_AMQP_URL 5672 start_rabbitmq || status=1

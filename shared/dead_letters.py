@@ -1,15 +1,29 @@
-"""Dead letters: every message a consumer rejects is recorded in PostgreSQL and counted.
+"""Dead letters: every message that reaches the dead-letter exchange is recorded once, and counted.
 
-A broker middleware sees each delivery's end. When handling raised anything but an explicit
-ack or nack, FastStream's reject-on-error policy sends the message to the dead-letter queue; the
-middleware records it first (``jobtrail_dead_letters``: queue, reason, the job when the body names
-one, ids, error, the body's first 4 KiB) and counts it. The record is not an event: a message
-that could not be read must not move its job. Recording is best effort: when PostgreSQL is away
-the dead letter is still counted, logged and in the queue (`jobtrail dlq list`).
+Two paths write the same row, so that the record has the consumer's error when it can and exists
+even when PostgreSQL was away when the message died:
+
+- A broker middleware sees each delivery's end. When handling raised anything but an explicit
+  ack or nack, FastStream's reject-on-error policy sends the message to the dead-letter queue; the
+  middleware counts it and records it with the consumer's reason and error. That write is best
+  effort: the database may be the very thing that is away.
+- The ledger queue (``<prefix>.dlq.ledger``, bound to the dead-letter exchange beside the
+  dead-letter queue) gets a copy of every dead letter, whoever killed it (a consumer, a quorum
+  queue's delivery limit, an overflow). The scheduler records each copy and acknowledges it only
+  once it is recorded; while the database is away it holds the copy (and parks it at the back of
+  the ledger queue, see shared/retrying.py), so the record is written when the database is back.
+  It reads the raw bytes and the ``x-death`` header only: it never parses a body as a contract,
+  since a body that fails its contract is what it exists to record.
+
+Both write under one key, a digest of (message id, or the body's SHA-256 when there is none; the
+queue it died in; its death count there): the ledger's insert does nothing when the row is there,
+the middleware's replaces the ledger's generic reason and error with the consumer's. One death,
+one row. The record is not an event: a message that could not be read must not move its job.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -25,9 +39,9 @@ from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
 from shared.eventstore import AsyncJobStore, JobStore, tables
-from shared.messaging import Routes
+from shared.messaging import Routes, park
 from shared.metrics import CONSUMED, DEAD_LETTERS, watch_store
-from shared.retrying import retry_transient
+from shared.retrying import hold
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +59,7 @@ class DeadLetter:
     correlation_id: str | None
     error: str
     body: bytes
+    key: str  # one death of one message: see the module docstring
 
 
 def job_id_in(body: bytes) -> UUID | None:
@@ -71,42 +86,88 @@ def reason_of(error: BaseException) -> str:
     return "error"
 
 
-def dead_letter(queue: str, message: Any, reason: str, error: str) -> DeadLetter:
-    """The record of an aio-pika message that was dead-lettered from ``queue``."""
-    body = bytes(getattr(message, "body", b""))
+def _text(value: Any, limit: int) -> str | None:
+    """A header or property as text PostgreSQL accepts (no NUL), bounded; None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return str(value).replace("\x00", "\ufffd")[:limit]
+
+
+def deaths_in(message: Any) -> list[dict[str, Any]]:
+    """The ``x-death`` entries of a message (newest first), ignoring anything malformed."""
+    headers = getattr(message, "headers", None) or {}
+    deaths = headers.get("x-death") if isinstance(headers, dict) else None
+    return [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
+
+
+def death_count(message: Any, queue: str, reason: str) -> int:
+    """How many times the message has died in ``queue`` for ``reason``, per its header."""
+    for death in deaths_in(message):
+        if _text(death.get("queue"), 1000) == queue and _text(death.get("reason"), 100) == reason:
+            count = death.get("count")
+            return count if isinstance(count, int) and count > 0 else 1
+    return 0
+
+
+def letter_key(message: Any, queue: str, deaths: int) -> str:
+    """The key of one death of one message: its id (or its body's digest), the queue, the count."""
+    body = bytes(getattr(message, "body", b"") or b"")
+    identity = _text(getattr(message, "message_id", None), 1000) or (
+        "sha256:" + hashlib.sha256(body).hexdigest()
+    )
+    return hashlib.sha256(f"{identity}\x1f{queue}\x1f{deaths}".encode()).hexdigest()
+
+
+def dead_letter(
+    queue: str, message: Any, reason: str, error: str, *, deaths: int | None = None
+) -> DeadLetter:
+    """The record of an aio-pika message that was dead-lettered from ``queue`` (its ``deaths``-th
+    death there; by default the one a consumer's reject is causing now)."""
+    body = bytes(getattr(message, "body", b"") or b"")
+    if deaths is None:
+        deaths = death_count(message, queue, "rejected") + 1
     return DeadLetter(
-        queue=queue,
+        queue=_text(queue, 1000) or "unknown",
         reason=reason,
         job_id=job_id_in(body),
-        message_id=getattr(message, "message_id", None),
-        correlation_id=getattr(message, "correlation_id", None),
-        error=error[:2000],
+        message_id=_text(getattr(message, "message_id", None), 1000),
+        correlation_id=_text(getattr(message, "correlation_id", None), 1000),
+        error=_text(error, 2000) or "",
         body=body[:BODY_LIMIT],
+        key=letter_key(message, queue, deaths),
     )
 
 
 Recorder = Callable[[DeadLetter], Awaitable[None]]
 
 
-def recorder(store: AsyncJobStore) -> Recorder:
-    """Writes a dead letter to ``jobtrail_dead_letters`` of the store's database."""
+def recorder(store: AsyncJobStore, *, replace: bool = True) -> Recorder:
+    """Writes a dead letter to ``jobtrail_dead_letters`` of the store's database, once per key:
+    with ``replace`` (the consumer's own record) its reason and error win over the ledger's."""
 
     async def record(letter: DeadLetter) -> None:
         await store.run_sync(
-            tables.on_connection, store.store, tables.record_dead_letter, asdict(letter)
+            tables.on_connection, store.store, tables.record_dead_letter, asdict(letter), replace
         )
 
     return record
 
 
 async def report(letter: DeadLetter, record: Recorder) -> None:
-    """Counts, logs and records a dead letter; recording is best effort (it stays in the queue)."""
+    """Counts, logs and records a dead letter. Recording here is best effort: when it fails, the
+    ledger records the dead letter's copy once the database answers again."""
     DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
     log.warning("dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error[:300])
     try:
         await record(letter)
     except Exception as exc:
-        log.error("dead letter from %s not recorded: %r", letter.queue, exc)
+        log.warning(
+            "dead letter from %s not recorded now (%r): the ledger records it later",
+            letter.queue,
+            exc,
+        )
 
 
 class DeadLetterMiddleware:
@@ -151,34 +212,60 @@ def watch(broker: RabbitBroker, store: AsyncJobStore) -> None:
     watch_store(store.store)
 
 
-def broker_dead_letter(message: Any) -> DeadLetter | None:
-    """The record of a message RabbitMQ dead-lettered by itself (a quorum queue's delivery limit,
-    an expiry, an overflow), read from its ``x-death`` header; None for a consumer's reject,
-    which the middleware recorded already with its error."""
-    deaths = (getattr(message, "headers", None) or {}).get("x-death") or []
-    death = deaths[0] if deaths and isinstance(deaths[0], dict) else {}
-    reason = str(death.get("reason") or "unknown")
+def ledger_entry(message: Any) -> DeadLetter:
+    """The record of a dead letter's copy in the ledger queue, from its ``x-death`` header and raw
+    bytes only; never raises, whatever the message holds."""
+    deaths = deaths_in(message)
+    death = deaths[0] if deaths else {}
+    queue = _text(death.get("queue"), 1000) or "unknown"
+    reason = _text(death.get("reason"), 100) or "unknown"
+    count = death.get("count")
+    count = count if isinstance(count, int) and count > 0 else 1
     if reason == "rejected":
-        return None
-    error = f"dead-lettered by RabbitMQ ({reason}) after {death.get('count', 1)} death(s)"
-    return dead_letter(str(death.get("queue") or "unknown"), message, reason, error)
+        error = "rejected by its consumer (recorded from the ledger; the consumer logged why)"
+    else:
+        error = f"dead-lettered by RabbitMQ ({reason}) after {count} death(s)"
+    return dead_letter(queue, message, reason, error, deaths=count)
 
 
-def register_ledger(broker: RabbitBroker, routes: Routes, store: AsyncJobStore) -> None:
-    """Records and counts what RabbitMQ dead-letters by itself: the ledger queue gets a copy of
-    every dead letter from the dead-letter exchange (the dead-letter queue keeps its own)."""
+async def _raw_body(message: Any) -> Any:
+    """The ledger's decoder: the body as bytes, never parsed (it may be anything)."""
+    return bytes(getattr(message, "body", b"") or b"")
 
-    record = recorder(store)
 
-    async def record_with_retries(letter: DeadLetter) -> None:
-        await retry_transient(lambda: record(letter))
+def register_ledger(
+    broker: RabbitBroker, routes: Routes, store: AsyncJobStore, park_timeout_s: float = 10.0
+) -> None:
+    """Records every dead letter, once, from its copy in the ledger queue; acknowledges the copy
+    only once it is recorded (held, and parked at the back of the ledger queue, while the
+    database is away; see shared/retrying.py)."""
 
-    @broker.subscriber(routes.ledger, routes.dlx, title="dead-letter-ledger")
+    record = recorder(store, replace=False)
+    queue = routes.ledger.name
+
+    @broker.subscriber(routes.ledger, routes.dlx, title="dead-letter-ledger", decoder=_raw_body)
     async def on_dead_letter(message: RabbitMessage) -> None:
-        """A copy of a dead letter: recorded unless a consumer rejected it (already recorded)."""
-        letter = broker_dead_letter(message.raw_message)
-        if letter is not None:
-            await report(letter, record_with_retries)
+        """A copy of a dead letter: recorded (a consumer's own record, when it wrote one first,
+        is kept); counted when RabbitMQ killed it (a consumer's reject is counted by the
+        consumer)."""
+        raw = message.raw_message
+        try:
+            letter = ledger_entry(raw)
+        except Exception:  # a bug here must not drop the copy: keep it for later
+            log.exception("cannot read a dead letter's copy; parking it")
+            await park(broker, raw, queue, timeout_s=park_timeout_s)
+            return
+        if letter.reason != "rejected":
+            DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
+            log.warning(
+                "dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error
+            )
+        await hold(
+            lambda: record(letter),
+            hold_s=routes.hold_s,
+            park=lambda: park(broker, raw, queue, timeout_s=park_timeout_s),
+            retry_on=(Exception,),
+        )
 
 
 def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str, Any]]:

@@ -40,6 +40,15 @@ def hash_text(payload: HashIn) -> HashOut:
     return HashOut(digest=data.hex(), compressed_bytes=len(zlib.compress(payload.text.encode())))
 
 
+class NoopIn(_In):
+    pass
+
+
+@job_type("noop", payload=NoopIn, result=None, timeout_s=60)
+async def noop(payload: NoopIn) -> None:
+    """Does nothing: what a job costs the system itself (benchmarks.compare measures it)."""
+
+
 class SleepIn(_In):
     seconds: float = Field(ge=0, le=3600)
     steps: int = Field(default=4, ge=1, le=1000)

@@ -35,10 +35,11 @@ class Routes:
 
     topology: Topology
     delivery_limit: int = 5
+    hold_s: float = 600.0  # how long a consumer holds a delivery through an outage, then parks it
 
     @classmethod
     def from_settings(cls, settings: BusSettings) -> Routes:
-        return cls(Topology(settings.topology_prefix), settings.delivery_limit)
+        return cls(Topology(settings.topology_prefix), settings.delivery_limit, settings.hold_s)
 
     @property
     def events(self) -> RabbitExchange:
@@ -106,17 +107,51 @@ class Routes:
         )
 
 
-def make_broker(settings: BusSettings, *, prefetch: int | None = None) -> RabbitBroker:
-    """A broker whose channels confirm publishes and raise on unroutable (returned) messages."""
+def make_broker(
+    settings: BusSettings, *, prefetch: int | None = None, graceful_timeout: float = 30.0
+) -> RabbitBroker:
+    """A broker whose channels confirm publishes and raise on unroutable (returned) messages;
+    ``stop()`` waits up to ``graceful_timeout`` for the messages being handled."""
     return RabbitBroker(
         settings.amqp_url,
         default_channel=Channel(
             prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True
         ),
-        graceful_timeout=30.0,
+        graceful_timeout=graceful_timeout,
         fail_fast=True,
         log_level=logging.DEBUG,  # a line per message costs more Python than the message itself
         description="jobtrail: event-sourced, auditable job processing",
+    )
+
+
+PARKED_HEADER = "x-jobtrail-parked"
+
+
+async def park(broker: RabbitBroker, message: Any, queue: str, *, timeout_s: float = 10.0) -> None:
+    """Puts a copy of a delivered aio-pika ``message`` at the back of ``queue`` (the default
+    exchange routes by queue name; persistent, mandatory, confirmed): same body, ids and
+    headers, with its delivery count left behind and ``x-jobtrail-parked`` counting parks.
+    The caller then acknowledges the delivery (see shared/retrying.py ``hold``)."""
+    headers = {
+        key: value
+        for key, value in (getattr(message, "headers", None) or {}).items()
+        if key != "x-delivery-count"
+    }
+    parked = headers.get(PARKED_HEADER)
+    headers[PARKED_HEADER] = (parked if isinstance(parked, int) else 0) + 1
+    await broker.publish(
+        bytes(message.body),
+        queue=queue,
+        headers=headers,
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        priority=message.priority,
+        message_type=message.type,
+        persist=True,
+        mandatory=True,
+        timeout=timeout_s,
     )
 
 

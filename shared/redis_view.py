@@ -74,7 +74,11 @@ def delta_view(event: Job.Event) -> dict[str, str] | None:
     if isinstance(event, Job.Scheduled):
         fields["due_at"] = ""
     elif isinstance(event, Job.Started):
-        fields |= {"attempt": str(event.attempt), "worker": event.worker_id}
+        fields |= {
+            "attempt": str(event.attempt),
+            "worker": event.worker_id,
+            "cancel_requested": "0",
+        }
     elif isinstance(event, Job.Completed):
         fields["result"] = _json(event.result)
     elif isinstance(event, (Job.AttemptFailed, Job.Failed)):

@@ -93,6 +93,13 @@ class BusSettings(BaseSettings):
     queues: CommaList = Field(default_factory=lambda: ["default", "cpu", "io"])
     publish_timeout_s: float = Field(default=10.0, gt=0)
     delivery_limit: int = Field(default=5, ge=1)
+    hold_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="how long a consumer holds a delivery while the database is away before "
+        "parking it at the back of its queue (keep well under RabbitMQ's consumer_timeout, "
+        "30 min by default)",
+    )
 
 
 class RedisSettings(BaseSettings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 from uuid import UUID, uuid4
 
 from shared.domain import Backoff, Cause, Job, Status
@@ -99,3 +100,32 @@ def unchecked_cause(**fields: Any) -> Cause:
     for name, value in {**CAUSE.meta(), **fields}.items():
         object.__setattr__(cause, name, value)
     return cause
+
+
+SKEW = (
+    timedelta(0),  # Submitted by the submitter, whose clock is right
+    timedelta(seconds=1),  # Scheduled by the scheduler
+    timedelta(seconds=-59),  # Started by a worker whose clock is 60 s behind
+    timedelta(seconds=-58),  # its AttemptFailed
+    timedelta(seconds=3),  # Scheduled again
+    timedelta(seconds=-57),  # Started by the same worker
+    timedelta(seconds=-56),  # Completed
+)
+"""Each event's timestamp of ``record_a_skewed_job`` after its Submitted: it goes backwards."""
+
+
+def record_a_skewed_job(store: JobStore, start: datetime) -> UUID:
+    """Writes the seven events of ``record_a_retried_job`` stamped ``start + SKEW[n]`` (as
+    processes with different clocks stamp them), through the store; returns the job's id."""
+    stamps = iter([start + offset for offset in SKEW])
+    with patch.object(Job.Event, "create_timestamp", staticmethod(lambda: next(stamps))):
+        return record_a_retried_job(store)
+
+
+def prefix_at(events: list[Job.Event], at: datetime) -> list[Job.Event]:
+    """What docs/audit.md defines as the history at ``at``: the longest prefix whose events
+    are all stamped at or before ``at`` (written here without the store's code)."""
+    n = 0
+    while n < len(events) and all(e.timestamp <= at for e in events[: n + 1]):
+        n += 1
+    return events[:n]

@@ -261,6 +261,23 @@ def cancel(job_id: str, reason: Annotated[str | None, typer.Option()] = None) ->
     )
 
 
+@app.command()
+def requeue(
+    job_id: str,
+    reason: Annotated[str, typer.Option(help="why it runs again (recorded in its history)")],
+    attempts: Annotated[int, typer.Option(min=1, max=100, help="attempts to add")] = 1,
+) -> None:
+    """Gives a FAILED job more attempts; recorded with your principal (JOBTRAIL_PRINCIPAL, else
+    your login name) and the reason."""
+    try:
+        job = Client().requeue(job_id, reason, attempts)
+    except ApiError as exc:
+        raise _fail(str(exc)) from None
+    console.print(
+        f"{job_id}: {job['status']} (attempt {job['attempt']} of {job['max_attempts']} made)"
+    )
+
+
 app.command(name="audit")(audit.audit)
 app.command(name="state")(audit.state)
 app.command()(integrity_cli.verify)

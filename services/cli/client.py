@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 from typing import Any
 
@@ -25,9 +26,23 @@ def base_url() -> str:
     )
 
 
+def principal() -> str:
+    """Who acts, as the API records it (``api:<X-Principal>``): JOBTRAIL_PRINCIPAL, else the
+    login name of the user running the command."""
+    named = os.environ.get("JOBTRAIL_PRINCIPAL")
+    if named:
+        return named
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a bare container): still say it was the CLI
+        return "cli"
+
+
 class Client:
     def __init__(self, url: str | None = None, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=url or base_url(), timeout=timeout)
+        self.http = httpx.Client(
+            base_url=url or base_url(), timeout=timeout, headers={"X-Principal": principal()}
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -64,6 +79,10 @@ class Client:
     def cancel(self, job_id: str, reason: str | None) -> dict[str, Any]:
         body = {"reason": reason} if reason else None
         return dict(self._json(self.http.post(f"/v1/jobs/{job_id}/cancel", json=body)))
+
+    def requeue(self, job_id: str, reason: str, extra_attempts: int) -> dict[str, Any]:
+        body = {"reason": reason, "extra_attempts": extra_attempts}
+        return dict(self._json(self.http.post(f"/v1/jobs/{job_id}/requeue", json=body)))
 
     def list(self, status: str | None, limit: int) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit}

@@ -15,8 +15,11 @@ from shared.outbox import Outgoing, PoisonEventError, to_message
 log = logging.getLogger(__name__)
 
 
-def scheduling(cause: Cause) -> Command:
-    return existing(lambda job: job.schedule(cause, datetime.now(UTC)))
+def scheduling(cause: Cause, version: int | None = None) -> Command:
+    """Dispatches a job the database's timer, or its own event, says is due: no clock of ours is
+    compared with a due time another process wrote. ``version``: that of the bus message, so a
+    stale or duplicate one cannot dispatch a later retry early."""
+    return existing(lambda job: job.schedule(cause, version=version))
 
 
 def expiring(cause: Cause, attempt: int, backoff: Backoff) -> Command:
@@ -25,10 +28,13 @@ def expiring(cause: Cause, attempt: int, backoff: Backoff) -> Command:
     )
 
 
-async def schedule_job(store: AsyncJobStore, job_id: UUID, cause: Cause) -> bool:
-    """Dispatches a due PENDING job; False when it was not PENDING or not due (nothing recorded)."""
+async def schedule_job(
+    store: AsyncJobStore, job_id: UUID, cause: Cause, version: int | None = None
+) -> bool:
+    """Dispatches a due PENDING job; False when it was not PENDING, or moved on since
+    ``version`` (nothing recorded)."""
     try:
-        await store.execute(job_id, scheduling(cause))
+        await store.execute(job_id, scheduling(cause, version))
     except JobError as exc:
         log.debug("not scheduling %s: %s", job_id, exc)
         return False

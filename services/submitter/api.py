@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.messages import SubmitJob
 from services.submitter import handlers
@@ -70,6 +70,30 @@ class EventView(BaseModel):
 class CancelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(default=None, max_length=1024)
+
+
+def _text_without_surrogates(value: str) -> str:
+    """Text that can be stored (strict UTF-8): a JSON escape can smuggle in a lone surrogate."""
+    value.encode()  # UnicodeEncodeError is a ValueError: a 422 naming the field
+    return value
+
+
+class RequeueRequest(BaseModel):
+    """What an operator says when giving a FAILED job more attempts."""
+
+    model_config = ConfigDict(extra="forbid")
+    reason: Annotated[str, AfterValidator(_text_without_surrogates)] = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"\S",
+        description="why the job runs again (required: it is recorded in the job's history)",
+    )
+    extra_attempts: int = Field(
+        default=1,
+        ge=1,
+        le=100,
+        description="attempts added to those already made (the job may run this many more times)",
+    )
 
 
 class BatchRequest(BaseModel):
@@ -279,6 +303,24 @@ async def cancel_job(
     deps = _deps(request)
     reason = body.reason if body else None
     job = await handlers.cancel(deps.store, job_id, _cause(request, reason))
+    return job_state(job) | {"source": "log"}
+
+
+@router.post("/v1/jobs/{job_id}/requeue", status_code=202, response_model=JobView, tags=["jobs"])
+async def requeue_job(
+    request: Request, job_id: UUID, body: Annotated[RequeueRequest | None, Body()] = None
+) -> Any:
+    """Gives a FAILED job ``extra_attempts`` more attempts: it is PENDING again and the scheduler
+    dispatches it at once. Recorded as a Requeued event with the acting principal
+    (``X-Principal``) and the reason, which is required. 409 unless the job is FAILED (nothing
+    is recorded), 404 for an unknown job."""
+    if body is None:
+        detail = "reason: required (say why the job runs again)"
+        errors = [{"field": "reason", "message": "Field required", "type": "missing"}]
+        return problem(422, "Invalid request", detail, errors=errors)
+    deps = _deps(request)
+    cause = _cause(request, body.reason)
+    job = await handlers.requeue(deps.store, job_id, cause, body.extra_attempts)
     return job_state(job) | {"source": "log"}
 
 

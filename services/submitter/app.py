@@ -1,4 +1,5 @@
-"""The FastAPI application: error mapping, the body-size limit, request ids."""
+"""The FastAPI application: error mapping, the body-size limit, the body's media type, request
+ids."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.submitter.api import problem, router
 from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
 from services.submitter.quarantine_api import router as quarantine_router
+from services.submitter.server import MAX_HEAD_BYTES, HeadLimit
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
@@ -90,6 +94,82 @@ class BodyLimit:
 MESSAGE_ID_HEADERS = ("X-Request-Id", "X-Correlation-Id")
 
 
+class UnsupportedMediaTypeError(Exception):
+    """A body sent as something other than JSON to an endpoint that reads JSON."""
+
+    def __init__(self, content_type: str) -> None:
+        super().__init__(
+            f"Content-Type {content_type!r} is not accepted here: send the body as "
+            f"{JSON_MEDIA_TYPE}"
+        )
+
+
+JSON_MEDIA_TYPE = "application/json"
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media.partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+async def json_body(request: Request) -> None:
+    """Refuses a body that is not declared JSON, on a route that reads a JSON body, with 415
+    naming the type expected: without it FastAPI validates the raw text against the model and
+    answers 422 "Input should be a valid dictionary" naming no field (also when Content-Type is
+    missing: FastAPI reads only bodies declared JSON). An empty body is left to the route (the
+    cancel body is optional)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute) or route.body_field is None:
+        return
+    content_type = request.headers.get("content-type", "")
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if has_body and not _is_json(content_type):
+        raise UnsupportedMediaTypeError(content_type or "(none)")
+
+
+def _document_media_type(app: FastAPI) -> None:
+    """Adds the 415 answer of ``json_body`` to every operation with a request body in the
+    OpenAPI document, so clients (and schema-driven fuzzers) know it is part of the contract."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    if "requestBody" in operation:
+                        operation["responses"].setdefault(
+                            "415",
+                            {
+                                "description": f"The body is not {JSON_MEDIA_TYPE} "
+                                "(a problem document naming the type expected)",
+                                "content": {"application/problem+json": {}},
+                            },
+                        )
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed(request: Request) -> str:
+    """Every method the request's path answers to, for a 405's Allow header: Starlette names only
+    the methods of the first route that matched the path, and /v1/jobs is two routes (GET and
+    POST). Each method is tried against the whole router, nested routers included."""
+
+    def answers(method: str) -> bool:
+        scope = {**request.scope, "method": method}
+        return any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes)
+
+    return ", ".join(method for method in _METHODS if answers(method))
+
+
 def _field(loc: tuple[Any, ...], kind: str | None = None) -> str:
     if kind == "json_invalid":
         return "body"
@@ -103,6 +183,7 @@ def create_app(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
     *,
     max_body_bytes: int = 1_048_576,
+    max_head_bytes: int = MAX_HEAD_BYTES,
 ) -> FastAPI:
     """The API; ``lifespan`` builds and tears down app.state.deps."""
     app = FastAPI(
@@ -111,8 +192,9 @@ def create_app(
         description="Submit jobs, read their status and their whole audited history.",
         lifespan=lifespan,
     )
-    app.include_router(router)
+    app.include_router(router, dependencies=[Depends(json_body)])
     app.include_router(quarantine_router)
+    _document_media_type(app)
 
     @app.middleware("http")
     async def request_id(request: Request, call_next: Any) -> Any:
@@ -130,6 +212,7 @@ def create_app(
         return response
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(HeadLimit, max_bytes=max_head_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Any:
@@ -170,14 +253,30 @@ def create_app(
     async def conflict(_: Request, exc: JobError) -> Any:
         return problem(409, "Conflict", str(exc))
 
+    @app.exception_handler(UnsupportedMediaTypeError)
+    async def unsupported_media_type(_: Request, exc: UnsupportedMediaTypeError) -> Any:
+        detail = str(exc)
+        errors = [{"field": "header.content-type", "message": detail}]
+        response = problem(
+            415, "Unsupported media type", detail, expected=JSON_MEDIA_TYPE, errors=errors
+        )
+        response.headers["Accept-Post"] = JSON_MEDIA_TYPE  # what a POST here accepts (W3C LDP)
+        return response
+
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> Any:
+    async def http_error(request: Request, exc: HTTPException) -> Any:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
             # FastAPI's answer when the JSON parser itself fails (nesting too deep for it)
             detail = "body: cannot be parsed as JSON (malformed or nested too deeply)"
             errors = [{"field": "body", "message": detail, "type": "json_invalid"}]
             return problem(422, "Invalid request", detail, errors=errors)
-        return problem(exc.status_code, "Error", str(exc.detail))
+        response = problem(exc.status_code, "Error", str(exc.detail))
+        # The exception's headers are part of the answer: Allow on a 405 (RFC 9110 requires
+        # it), Retry-After on a 503, WWW-Authenticate on a 401
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            response.headers["Allow"] = _allowed(request)
+        return response
 
     for transient in TRANSIENT:
 

@@ -13,6 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.submitter import subscribers
 from services.submitter.app import create_app, lifespan_for
 from services.submitter.deps import Deps
+from services.submitter.server import MAX_HEAD_BYTES, BoundedH11Protocol
 from shared import dead_letters
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
@@ -30,6 +31,9 @@ class SubmitterSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_head_bytes: int = Field(
+        default=MAX_HEAD_BYTES, ge=4096, le=1_048_576, description="request line and headers"
+    )
 
 
 @asynccontextmanager
@@ -55,7 +59,12 @@ async def dependencies() -> AsyncIterator[Deps]:
 
 
 def build_app() -> FastAPI:
-    return create_app(lifespan_for(dependencies), max_body_bytes=SubmitterSettings().max_body_bytes)
+    settings = SubmitterSettings()
+    return create_app(
+        lifespan_for(dependencies),
+        max_body_bytes=settings.max_body_bytes,
+        max_head_bytes=settings.max_head_bytes,
+    )
 
 
 def run() -> None:
@@ -66,4 +75,6 @@ def run() -> None:
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=20,
+        http=BoundedH11Protocol,  # 414/431 for an oversized head, not a reset
+        h11_max_incomplete_event_size=settings.max_head_bytes,
     )

@@ -92,6 +92,15 @@ async def cancel(store: AsyncJobStore, job_id: UUID, cause: Cause) -> Job:
     return await store.execute(job_id, existing(lambda job: job.request_cancel(cause)))
 
 
+async def requeue(store: AsyncJobStore, job_id: UUID, cause: Cause, extra_attempts: int) -> Job:
+    """Gives a FAILED job ``extra_attempts`` more attempts (the cause names who and why);
+    JobError unless FAILED, JobNotFoundError when there is no such job."""
+
+    return await store.execute(
+        job_id, existing(lambda job: job.requeue(cause, extra_attempts=extra_attempts))
+    )
+
+
 def parse_view(view: dict[str, str]) -> dict[str, Any]:
     """A Redis hash (all strings) as the API's typed job."""
 

@@ -1,4 +1,11 @@
-"""SubmitJob and CancelJob command messages, for clients that submit without HTTP."""
+"""SubmitJob and CancelJob command messages, for clients that submit without HTTP.
+
+A command must never be lost to an outage of our database, however long: each handler holds its
+delivery while the store is away and parks the message at the back of its queue every
+``JOBTRAIL_HOLD_S`` (shared/retrying.py ``hold``), so neither a retry budget, nor the quorum
+queue's delivery limit, nor RabbitMQ's consumer_timeout can send a valid command to the
+dead-letter queue. Only a command that cannot be valid is rejected there, at once.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +13,47 @@ import logging
 
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import RabbitBroker
+from faststream.rabbit.annotations import RabbitMessage
 
 from contracts.messages import CancelJobMessage, SubmitJobMessage
 from services.submitter import handlers
 from services.submitter.deps import Deps
 from shared.domain import Cause, JobError
-from shared.messaging import Routes
-from shared.retrying import retry_transient
+from shared.messaging import Routes, park
+from shared.retrying import hold
 
 log = logging.getLogger(__name__)
 
 
 def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
+    submit_queue, cancel_queue = routes.submit.name, routes.cancel.name
+
     @broker.subscriber(routes.submit, routes.commands, title="submitter/submit-job")
-    async def on_submit_job(message: SubmitJobMessage) -> None:
+    async def on_submit_job(message: SubmitJobMessage, msg: RabbitMessage) -> None:
         """Submits a job, with the same validation and idempotency as POST /v1/jobs. A request
-        that cannot be valid is rejected to the dead-letter queue at once."""
+        that cannot be valid (ids the bus could not carry on included) is rejected to the
+        dead-letter queue at once; one that meets the store away is held, then parked, until the
+        store is back."""
         try:
             cause = Cause(f"bus:{deps.instance}", message.correlation_id, str(message.message_id))
             submission = handlers.prepare(message.data, deps.registry, deps.queues, cause)
-            job, replayed = await retry_transient(lambda: handlers.submit(deps.store, submission))
+            done = await hold(
+                lambda: handlers.submit(deps.store, submission),
+                hold_s=routes.hold_s,
+                park=lambda: park(broker, msg.raw_message, submit_queue),
+            )
         except (handlers.InvalidRequestError, JobError, ValueError) as exc:
             log.warning("rejecting SubmitJob %s: %s", message.message_id, exc)
             raise RejectMessage from exc
-        log.info("submitted %s from a message (replayed: %s)", job.id, replayed)
+        if done is not None:
+            job, replayed = done
+            log.info("submitted %s from a message (replayed: %s)", job.id, replayed)
 
     @broker.subscriber(routes.cancel, routes.commands, title="submitter/cancel-job")
-    async def on_cancel_job(message: CancelJobMessage) -> None:
+    async def on_cancel_job(message: CancelJobMessage, msg: RabbitMessage) -> None:
         """Cancels a job (or asks its worker to stop); a final or unknown job is logged and
-        dropped; one whose ids the bus could not carry on is rejected to the dead letters."""
+        dropped; one whose ids the bus could not carry on is rejected to the dead letters; the
+        store away: held, then parked, until it is back."""
         try:
             cause = Cause(
                 f"bus:{deps.instance}",
@@ -46,6 +65,10 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
             log.warning("rejecting CancelJob %s: %s", message.message_id, exc)
             raise RejectMessage from exc
         try:
-            await retry_transient(lambda: handlers.cancel(deps.store, message.data.job_id, cause))
+            await hold(
+                lambda: handlers.cancel(deps.store, message.data.job_id, cause),
+                hold_s=routes.hold_s,
+                park=lambda: park(broker, msg.raw_message, cancel_queue),
+            )
         except JobError as exc:
             log.info("cancel of %s refused: %s", message.data.job_id, exc)

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from uuid import UUID
 
+from faststream.rabbit import RabbitBroker
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.exceptions import RedisError
@@ -45,14 +46,27 @@ class WorkerSettings(BaseSettings):
         description="an async handler still running this long after a cancel request is cancelled",
     )
     cancel_poll_s: float = Field(default=1.0, gt=0, description="how often cancels are looked up")
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="on SIGTERM, how long jobs in flight may run on to finish (their leases are "
+        "renewed meanwhile); those still running then are handed back as a failed attempt "
+        "retried at once elsewhere. Keep it below the orchestrator's kill timeout",
+    )
 
 
 async def heartbeat_loop(
-    store: AsyncJobStore, state: handlers.WorkerState, settings: WorkerSettings
+    store: AsyncJobStore,
+    state: handlers.WorkerState,
+    settings: WorkerSettings,
+    *,
+    now: bool = False,
 ) -> None:
     every = settings.heartbeat_s or settings.lease_s / 3
     while True:
-        await asyncio.sleep(every)
+        if not now:
+            await asyncio.sleep(every)
+        now = False
         try:
             await handlers.heartbeat(store, state)
         except Exception as exc:  # the database may be away; the lease is what protects us
@@ -68,6 +82,43 @@ async def cancel_loop(
             await handlers.poll_cancels(store, state, settings.cancel_grace_s)
         except Exception as exc:
             log.warning("cancel poll failed: %r", exc)
+
+
+async def shutdown(
+    broker: RabbitBroker,
+    store: AsyncJobStore,
+    state: handlers.WorkerState,
+    settings: WorkerSettings,
+) -> None:
+    """Stops taking work and lets the jobs in flight record their outcomes while their leases
+    are still renewed and cancels still polled: a lease that lapsed during the wait would let the
+    scheduler record LeaseExpired and run the job again elsewhere while it finishes here.
+
+    After ``shutdown_grace_s``, the jobs still running are handed back: their handlers are
+    stopped and each attempt is recorded as failed ("WorkerShutdown") with no backoff, so another
+    worker retries it at once. That is preferred to letting the lease expire, which would leave
+    the job idle for up to a lease and then retry it after a backoff; either way the attempt
+    counts. Only then do the heartbeat and cancel loops stop, and the broker closes.
+    """
+    state.stopping = True  # deliveries waiting for a slot go back to the queue
+    loops = [
+        asyncio.create_task(heartbeat_loop(store, state, settings, now=True)),
+        asyncio.create_task(cancel_loop(store, state, settings)),
+    ]
+    # stops consuming at once, then waits (bounded) for the handlers running now
+    stopping = asyncio.create_task(broker.stop())
+    try:
+        done, _ = await asyncio.wait({stopping}, timeout=settings.shutdown_grace_s)
+        if not done:
+            handed = handlers.hand_back(state)
+            log.warning(
+                "%d jobs still running after %.0f s: handed back", handed, settings.shutdown_grace_s
+            )
+        await stopping
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
 
 
 def progress_reporter(view: RedisView) -> Callable[..., Callable[[float, str], None]]:
@@ -106,7 +157,8 @@ async def main() -> None:
         registry=registry,
     )
     routes = Routes.from_settings(bus)
-    broker = make_broker(bus)
+    # the broker waits for the grace, then for handed-back jobs to record their outcome
+    broker = make_broker(bus, graceful_timeout=settings.shutdown_grace_s + settings.lease_s)
     stop = stop_on_signals()
     view = RedisView(RedisSettings())
     async with AsyncJobStore(JobStore(store_settings)) as store:
@@ -130,8 +182,7 @@ async def main() -> None:
                 stop,
             )
         finally:
-            state.stopping = True
-            await broker.stop()  # stops consuming, waits for jobs in flight (graceful_timeout)
+            await shutdown(broker, store, state, settings)
             await view.aclose()
     log.info("worker stopped after %d executions", state.executions)
 

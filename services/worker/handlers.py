@@ -18,16 +18,36 @@ from shared.retrying import retry_transient
 
 log = logging.getLogger(__name__)
 
+NO_BACKOFF = Backoff(base_s=0.0, cap_s=0.0, jitter=0.0)
+
+
+Attempt = tuple[UUID, int]
+"""(job id, attempt): what a worker runs and holds a lease for. One worker may run two attempts
+of one job at once: the first lost its lease while still running, and the second was then
+scheduled onto the same worker."""
+
 
 @dataclass
 class Running:
-    """A job this worker runs now."""
+    """An attempt of a job this worker runs now."""
 
     job_id: UUID
     attempt: int
     context: JobContext
     task: asyncio.Task[Any] | None = None
     lease_lost: bool = False
+    cancel_asked: bool = False  # a cancel of this attempt was requested (jobtrail_leases)
+    handed_back: bool = False  # the worker is stopping and gives this attempt back (a retry)
+
+    @property
+    def key(self) -> Attempt:
+        return (self.job_id, self.attempt)
+
+    def stop(self) -> None:
+        """Asks the handler to stop: cooperatively (its context), and by cancelling its task."""
+        self.context.cancelled.set()
+        if self.task is not None:
+            self.task.cancel()
 
 
 UNSTORABLE = "UnstorableResult"
@@ -41,6 +61,7 @@ class Outcome:
     error_type: str = ""
     error_message: str = ""
     retryable: bool = True
+    retry_at_once: bool = False  # not the job's fault (the worker stops): no backoff
 
 
 @dataclass
@@ -51,9 +72,26 @@ class WorkerState:
     lease_s: float
     backoff: Backoff
     registry: Registry
-    running: dict[UUID, Running] = field(default_factory=dict)
+    running: dict[Attempt, Running] = field(default_factory=dict)
     executions: int = 0
     stopping: bool = False  # set on SIGTERM: deliveries not yet started go back to the queue
+    handing_back: bool = False  # the shutdown grace is over: what starts now is handed back
+
+    def add(self, running: Running) -> None:
+        """Registers an attempt; an older attempt of the same job still running here lost its
+        lease (the job was scheduled again), so it is stopped: its outcome would be refused."""
+        for key, other in list(self.running.items()):
+            if key[0] == running.job_id and key[1] < running.attempt and not other.lease_lost:
+                log.warning("%s attempt %d is superseded: stopping it", key[0], key[1])
+                other.lease_lost = True
+                other.stop()
+        running.handed_back = self.handing_back
+        self.running[running.key] = running
+
+    def remove(self, running: Running) -> None:
+        """Forgets this attempt, and only this one."""
+        if self.running.get(running.key) is running:
+            del self.running[running.key]
 
 
 async def claim(
@@ -76,9 +114,19 @@ async def claim(
         return None
 
 
+_SHUTDOWN = Outcome(
+    "failed",
+    error_type="WorkerShutdown",
+    error_message="worker shutting down; handed back for a retry",
+    retry_at_once=True,
+)
+
+
 async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
     """Runs the job's handler under its timeout; turns what happened into an Outcome."""
     job_type = state.registry.get(job.job_type)
+    if running.handed_back:  # claimed in the last instant of a graceful stop: not run here
+        return _SHUTDOWN
     state.executions += 1
     started = time.monotonic()
     try:
@@ -93,8 +141,12 @@ async def execute(state: WorkerState, job: Job, running: Running) -> Outcome:
             )
         return Outcome("completed", result=job_type.dump_result(value))
     except (JobCancelledError, asyncio.CancelledError):
-        if running.context.cancelled.is_set() and not running.lease_lost:
+        if running.lease_lost:
+            raise
+        if running.cancel_asked:
             return Outcome("cancelled")
+        if running.handed_back:
+            return _SHUTDOWN
         raise
     except TimeoutError:
         return Outcome(
@@ -140,7 +192,7 @@ async def record(
                 error_message=outcome.error_message,
                 retryable=outcome.retryable,
                 now=datetime.now(UTC),
-                backoff=state.backoff,
+                backoff=NO_BACKOFF if outcome.retry_at_once else state.backoff,
             )
         )
     try:
@@ -157,31 +209,45 @@ async def record(
 
 
 async def heartbeat(store: AsyncJobStore, state: WorkerState) -> None:
-    """Renews running jobs' leases; stops the handlers of jobs whose lease is gone."""
+    """Renews the leases of the attempts running here; stops those whose lease is gone."""
     if not state.running:
         return
-    ids = list(state.running)
-    kept = await store.run_sync(store.store.renew_leases, state.worker_id, ids, state.lease_s)
-    for job_id in ids:
-        running = state.running.get(job_id)
-        if running is None:
+    held = list(state.running)
+    kept = await store.run_sync(store.store.renew_leases, state.worker_id, held, state.lease_s)
+    for key in held:
+        running = state.running.get(key)
+        if running is None or key in kept or running.lease_lost:
             continue
-        if job_id not in kept:
-            log.warning("lease of %s is gone: stopping it (its outcome would be refused)", job_id)
-            running.lease_lost = True
-            running.context.cancelled.set()
-            if running.task is not None:
-                running.task.cancel()
+        log.warning(
+            "lease of %s attempt %d is gone: stopping it (its outcome would be refused)", *key
+        )
+        running.lease_lost = True
+        running.stop()
+
+
+def hand_back(state: WorkerState) -> int:
+    """Stops every attempt still running, for the worker to record it as failed with no backoff
+    (a retry at once, elsewhere); returns how many. Used at the end of a graceful stop."""
+    state.handing_back = True
+    stopped = 0
+    for running in list(state.running.values()):
+        if running.task is not None and not running.task.done() and not running.lease_lost:
+            log.warning("%s attempt %d still running at shutdown: handing it back", *running.key)
+            running.handed_back = True
+            running.stop()
+            stopped += 1
+    return stopped
 
 
 async def poll_cancels(store: AsyncJobStore, state: WorkerState, grace_s: float) -> None:
     """Passes cancel requests on to running handlers (cheap: one indexed query)."""
     if not state.running:
         return
-    for job_id in await store.run_sync(store.store.cancel_requests, state.worker_id):
-        running = state.running.get(job_id)
-        if running is not None and not running.context.cancelled.is_set():
-            log.info("cancel requested for %s", job_id)
+    for key in await store.run_sync(store.store.cancel_requests, state.worker_id):
+        running = state.running.get(key)
+        if running is not None and not running.cancel_asked:
+            log.info("cancel requested for %s attempt %d", *key)
+            running.cancel_asked = True
             running.context.cancelled.set()
             if running.task is not None:
                 asyncio.get_running_loop().call_later(grace_s, _cancel_if_running, running)

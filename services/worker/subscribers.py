@@ -71,7 +71,7 @@ def register(
                 event.job_id, event.attempt, state.worker_id, report=reporter(event.job_id)
             )
             running = Running(event.job_id, event.attempt, context)
-            state.running[job.id] = running
+            state.add(running)
             try:
                 running.task = asyncio.create_task(execute(state, job, running))
                 try:
@@ -88,7 +88,7 @@ def register(
                     )
                     await msg.nack(requeue=True)
             finally:
-                state.running.pop(job.id, None)
+                state.remove(running)
 
     for queue in queues:
         broker.subscriber(

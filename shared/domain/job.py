@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
@@ -111,7 +112,13 @@ class Job(Aggregate):
             job.due_at = None
 
     class Started(Event):
-        """A worker claimed the job for ``attempt`` and holds it until ``lease_expires_at``."""
+        """A worker claimed the job for ``attempt`` and holds it until ``lease_expires_at``.
+
+        ``lease_expires_at`` is on the worker's clock, for readers; the lease that counts is the
+        ``jobtrail_leases`` row, whose expiry PostgreSQL derives on its own clock from the lease's
+        length (``lease_expires_at - timestamp``). A cancel request is addressed to one attempt,
+        so a new attempt starts with none (as its lease row does).
+        """
 
         worker_id: str
         attempt: int
@@ -123,6 +130,7 @@ class Job(Aggregate):
         def evolve(self, job: Job) -> None:
             job.attempt, job.worker_id = self.attempt, self.worker_id
             job.lease_expires_at = self.lease_expires_at
+            job.cancel_requested = False
 
     class Completed(Event):
         """The running attempt finished with ``result``."""
@@ -192,7 +200,11 @@ class Job(Aggregate):
             job.cancel_requested = True
 
     class Cancelled(Event):
-        """The job was cancelled; ``worker_id`` is set when a running worker acknowledged it."""
+        """The job was cancelled; ``worker_id`` is set when a running worker acknowledged it.
+
+        Right after an AttemptFailed or LeaseExpired in the same command (``worker_id`` None) it
+        ends a job whose cancel was requested of the attempt that just ended, instead of a retry.
+        """
 
         worker_id: str | None
 
@@ -295,11 +307,27 @@ class Job(Aggregate):
             **cause.meta(),
         )
 
-    def schedule(self, cause: Cause, now: datetime) -> None:
-        """Dispatches a due PENDING job for its next attempt; raises NotDueError before due_at."""
+    def schedule(
+        self, cause: Cause, now: datetime | None = None, *, version: int | None = None
+    ) -> None:
+        """Dispatches a due PENDING job for its next attempt.
+
+        ``now``: raises NotDueError before ``due_at``; only meaningful on the clock ``due_at`` was
+        written on, so the scheduler passes None and relies on the timer table (PostgreSQL's
+        clock) or on the event having been due when written. ``version``: refuses the job if it
+        has moved since that version (a stale or duplicate bus message must not dispatch a later
+        retry before its time). A job whose cancel was requested is never dispatched: it is
+        cancelled instead (histories written before a cancel ended the attempt carry the request
+        into PENDING).
+        """
         self._target(Move.SCHEDULE)
-        if self.due_at is not None and self.due_at > now:
+        if version is not None and version != self.version:
+            raise StaleAttemptError(self.id, f"moved on since version {version}")
+        if now is not None and self.due_at is not None and self.due_at > now:
             raise NotDueError(f"job {self.id} is due at {self.due_at.isoformat()}")
+        if self.cancel_requested:
+            self._cancel_after_attempt(cause)
+            return
         self.trigger_event(
             self.Scheduled,
             queue=self.queue,
@@ -343,7 +371,11 @@ class Job(Aggregate):
         now: datetime,
         backoff: Backoff,
     ) -> None:
-        """Records a failed attempt: a retry after backoff while attempts remain, else FAILED."""
+        """Records a failed attempt: a retry after backoff while attempts remain, else FAILED.
+
+        A retry of an attempt whose cancel was requested is followed at once by Cancelled, in the
+        same command: no scheduler can dispatch it in between.
+        """
         self._fence(worker_id, attempt)
         error = {
             "error_type": error_type[:MAX_ERROR_TYPE],
@@ -352,6 +384,7 @@ class Job(Aggregate):
         if retryable and attempt < self.max_attempts:
             self._target(Move.RETRY)
             retry_at = now + timedelta(seconds=backoff.delay(attempt))
+            cancel = self.cancel_requested
             self.trigger_event(
                 self.AttemptFailed,
                 worker_id=worker_id,
@@ -360,6 +393,8 @@ class Job(Aggregate):
                 **error,
                 **cause.meta(),
             )
+            if cancel:
+                self._cancel_after_attempt(cause)
         else:
             self._target(Move.FAIL)
             self.trigger_event(
@@ -367,7 +402,12 @@ class Job(Aggregate):
             )
 
     def expire_lease(self, cause: Cause, *, attempt: int, now: datetime, backoff: Backoff) -> None:
-        """Takes a running attempt from its lost worker: a retry, or FAILED when none remain."""
+        """Takes a running attempt from its lost worker: a retry, or FAILED when none remain.
+
+        When a cancel was requested of that attempt, the retry is followed at once by Cancelled:
+        the worker died (or stalled) before it could acknowledge the cancel, and the job must not
+        run again.
+        """
         if self.status is Status.RUNNING and attempt != self.attempt:
             raise StaleAttemptError(self.id, f"attempt {attempt} is not the running one")
         retry_at = None
@@ -376,6 +416,7 @@ class Job(Aggregate):
             retry_at = now + timedelta(seconds=backoff.delay(attempt))
         else:
             self._target(Move.EXPIRE_FAIL)
+        cancel = self.cancel_requested and retry_at is not None
         self.trigger_event(
             self.LeaseExpired,
             worker_id=self.worker_id,
@@ -383,15 +424,24 @@ class Job(Aggregate):
             retry_at=retry_at,
             **cause.meta(),
         )
+        if cancel:
+            self._cancel_after_attempt(cause)
 
     def request_cancel(self, cause: Cause) -> None:
-        """Cancels a job that is not running; asks a running one to stop (once)."""
+        """Cancels a job that is not running; asks a running one to stop (once per attempt: a
+        new attempt starts with no request)."""
         if self.status is Status.RUNNING:
             if not self.cancel_requested:
                 self.trigger_event(self.CancelRequested, **cause.meta())
             return
         self._target(Move.CANCEL)
         self.trigger_event(self.Cancelled, worker_id=None, **cause.meta())
+
+    def _cancel_after_attempt(self, cause: Cause) -> None:
+        """Ends a PENDING job whose cancel was requested of its last attempt (no retry)."""
+        self._target(Move.CANCEL)
+        reason = f"cancel requested of attempt {self.attempt}; not retried"
+        self.trigger_event(self.Cancelled, worker_id=None, **replace(cause, reason=reason).meta())
 
     def acknowledge_cancel(self, cause: Cause, *, worker_id: str, attempt: int) -> None:
         """The worker running the job stopped at a cancel request."""

@@ -2,6 +2,7 @@
 
 from shared.eventstore import tables
 from shared.eventstore.aio import AsyncJobStore
+from shared.eventstore.pool import cap_reconnect_backoff
 from shared.eventstore.store import (
     Command,
     ConcurrencyError,
@@ -12,6 +13,8 @@ from shared.eventstore.store import (
     ensure_database,
     existing,
 )
+
+cap_reconnect_backoff()  # before any pool exists: see shared/eventstore/pool.py
 
 __all__ = [
     "AsyncJobStore",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import takewhile
 from typing import Any, cast
 from uuid import UUID
 
@@ -389,10 +390,19 @@ class JobStore:
             raise JobNotFoundError(job_id) from None
 
     def get_at(self, job_id: UUID, at: datetime) -> Job:
-        """The job as it was at time ``at``; raises JobNotFoundError when it did not exist yet."""
+        """The job as it was at time ``at``: the fold of the longest prefix of its history (in
+        version order) whose events are all stamped at or before ``at``; JobNotFoundError when
+        its first event is stamped after ``at``.
+
+        Each event is stamped by the clock of the process that wrote it, so a history written by
+        processes whose clocks disagree can go backwards in time. A prefix, not a filter: a later
+        version is never folded without the ones before it (the fold needs them, and a state
+        that skips an event never existed), so an event stamped early waits for its
+        predecessors (docs/audit.md, "Point in time").
+        """
         if at.tzinfo is None:
             raise ValueError("at must carry a time zone")
-        events = [e for e in self.history(job_id) if e.timestamp <= at]
+        events = list(takewhile(lambda e: e.timestamp <= at, self.history(job_id)))
         if not events:
             raise JobNotFoundError(job_id)
         return cast(Job, project_aggregate(None, events))
@@ -453,12 +463,12 @@ class JobStore:
             return tables.expired_leases(conn, limit)
 
     def renew_leases(
-        self, worker_id: str, job_ids: Sequence[UUID], lease_s: float
-    ) -> dict[UUID, bool]:
+        self, worker_id: str, attempts: Sequence[tuple[UUID, int]], lease_s: float
+    ) -> dict[tuple[UUID, int], bool]:
         with self.recorder.datastore.get_connection() as conn:
-            return tables.renew_leases(conn, worker_id, job_ids, lease_s)
+            return tables.renew_leases(conn, worker_id, attempts, lease_s)
 
-    def cancel_requests(self, worker_id: str) -> list[UUID]:
+    def cancel_requests(self, worker_id: str) -> list[tuple[UUID, int]]:
         with self.recorder.datastore.get_connection() as conn:
             return tables.cancel_requests(conn, worker_id)
 

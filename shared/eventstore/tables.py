@@ -12,6 +12,12 @@ PENDING job without a timer or a RUNNING job without a lease.
 - ``jobtrail_dispatches``: one row per SCHEDULED job with its attempt and when its work message
   was last sent; the scheduler's sweep sends it again when no worker claimed it in time.
 
+Every time in these tables that another process compares with ``now()`` is PostgreSQL's own
+clock (``clock_timestamp()`` when the row is written): event timestamps come from the writer's
+clock, so a lease or a retry delay is taken from an event as a length (``lease_expires_at -
+timestamp``, ``retry_at - timestamp``, both on the writer's clock) and added to the database's
+time. A worker whose clock is a minute off then still writes a lease of the right length.
+
 Outside the log, and not derived from it: ``jobtrail_dead_letters``, one row per message a
 consumer rejected to the dead-letter queue (never an event: it must not move a job), and
 ``jobtrail_quarantine``, one row per event of the log a follower could not process
@@ -21,6 +27,7 @@ consumer rejected to the dead-letter queue (never an event: it must not move a j
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
@@ -80,6 +87,8 @@ CREATE TABLE IF NOT EXISTS jobtrail_quarantine (
     UNIQUE (stage, notification_id)
 );
 CREATE INDEX IF NOT EXISTS jobtrail_quarantine_job ON jobtrail_quarantine (job_id, id);
+ALTER TABLE jobtrail_dead_letters ADD COLUMN IF NOT EXISTS letter_key text;
+CREATE UNIQUE INDEX IF NOT EXISTS jobtrail_dead_letters_key ON jobtrail_dead_letters (letter_key);
 CREATE TABLE IF NOT EXISTS jobtrail_positions (
     name text PRIMARY KEY,
     position bigint NOT NULL,
@@ -87,21 +96,27 @@ CREATE TABLE IF NOT EXISTS jobtrail_positions (
 );
 """
 
-_UPSERT_TIMER = (
+_UPSERT_TIMER_AT = (  # a time the user chose (run_at)
     "INSERT INTO jobtrail_timers (job_id, due_at, delayed) VALUES (%s, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET due_at = EXCLUDED.due_at, delayed = EXCLUDED.delayed"
+)
+_UPSERT_TIMER_IN = (  # a delay (none, or a retry's backoff) from the database's time
+    "INSERT INTO jobtrail_timers (job_id, due_at, delayed) "
+    "VALUES (%s, clock_timestamp() + %s::interval, %s) "
     "ON CONFLICT (job_id) DO UPDATE SET due_at = EXCLUDED.due_at, delayed = EXCLUDED.delayed"
 )
 _DELETE_TIMER = "DELETE FROM jobtrail_timers WHERE job_id = %s"
 _UPSERT_LEASE = (
     "INSERT INTO jobtrail_leases (job_id, attempt, worker_id, expires_at, cancel_requested) "
-    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, "
+    "VALUES (%s, %s, %s, clock_timestamp() + %s::interval, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, "
     "worker_id = EXCLUDED.worker_id, expires_at = EXCLUDED.expires_at, "
     "cancel_requested = EXCLUDED.cancel_requested"
 )
 _DELETE_LEASE = "DELETE FROM jobtrail_leases WHERE job_id = %s"
 _CANCEL_LEASE = "UPDATE jobtrail_leases SET cancel_requested = true WHERE job_id = %s"
 _UPSERT_DISPATCH = (
-    "INSERT INTO jobtrail_dispatches (job_id, attempt, sent_at) VALUES (%s, %s, %s) "
+    "INSERT INTO jobtrail_dispatches (job_id, attempt, sent_at) VALUES (%s, %s, clock_timestamp()) "
     "ON CONFLICT (job_id) DO UPDATE SET attempt = EXCLUDED.attempt, sent_at = EXCLUDED.sent_at, "
     "resends = 0"
 )
@@ -122,14 +137,18 @@ def create(conn: psycopg.Connection[Any]) -> None:
 
 
 def _timer_op(event: Job.Event) -> Op | None:
+    """``delayed`` is decided as the scheduler's bus subscriber decides it: on the writer's clock
+    (the event's own timestamp), so a job it leaves to the timer is always swept on time."""
     job_id = event.originator_id
     if isinstance(event, Job.Submitted):
-        delayed = event.run_at is not None and event.run_at > event.timestamp
-        return _UPSERT_TIMER, (job_id, event.run_at or event.timestamp, delayed)
+        if event.run_at is None:
+            return _UPSERT_TIMER_IN, (job_id, timedelta(0), False)
+        return _UPSERT_TIMER_AT, (job_id, event.run_at, event.run_at > event.timestamp)
     if isinstance(event, Job.Requeued):
-        return _UPSERT_TIMER, (job_id, event.timestamp, False)
+        return _UPSERT_TIMER_IN, (job_id, timedelta(0), False)
     if isinstance(event, (Job.AttemptFailed, Job.LeaseExpired)) and event.retry_at is not None:
-        return _UPSERT_TIMER, (job_id, event.retry_at, True)
+        delay = max(event.retry_at - event.timestamp, timedelta(0))
+        return _UPSERT_TIMER_IN, (job_id, delay, delay > timedelta(0))
     if isinstance(event, (Job.Scheduled, Job.Cancelled, Job.Quarantined)):
         return _DELETE_TIMER, (job_id,)
     return None
@@ -142,7 +161,7 @@ def _lease_op(event: Job.Event, previous: Op | None) -> Op | None:
             job_id,
             event.attempt,
             event.worker_id,
-            event.lease_expires_at,
+            event.lease_expires_at - event.timestamp,  # the lease's length, clock-free
             False,
         )
     if isinstance(event, Job.CancelRequested):
@@ -157,7 +176,7 @@ def _lease_op(event: Job.Event, previous: Op | None) -> Op | None:
 def _dispatch_op(event: Job.Event) -> Op | None:
     job_id = event.originator_id
     if isinstance(event, Job.Scheduled):
-        return _UPSERT_DISPATCH, (job_id, event.attempt, event.timestamp)
+        return _UPSERT_DISPATCH, (job_id, event.attempt)
     if isinstance(event, (Job.Started, Job.Cancelled, Job.Quarantined)):  # out of SCHEDULED
         return _DELETE_DISPATCH, (job_id,)
     return None
@@ -212,28 +231,35 @@ def expired_leases(conn: psycopg.Connection[Any], limit: int) -> list[tuple[Any,
 
 
 def renew_leases(
-    conn: psycopg.Connection[Any], worker_id: str, job_ids: Sequence[Any], lease_s: float
-) -> dict[Any, bool]:
-    """Extends this worker's unexpired leases; returns {job id: cancel requested} of those kept.
+    conn: psycopg.Connection[Any],
+    worker_id: str,
+    attempts: Sequence[tuple[Any, int]],
+    lease_s: float,
+) -> dict[tuple[Any, int], bool]:
+    """Extends this worker's unexpired leases of exactly these (job id, attempt) pairs; returns
+    {(job id, attempt): cancel requested} of those kept.
 
-    An expired lease is never renewed, so a job the sweep may be taking away stays taken.
+    An expired lease is never renewed, so a job the sweep may be taking away stays taken; and a
+    lease of another attempt of the same job (this worker may run both, when the first lost its
+    lease while still running) is not renewed on the stale attempt's behalf.
     """
     rows = conn.execute(
-        "UPDATE jobtrail_leases SET expires_at = now() + make_interval(secs => %s) "
-        "WHERE worker_id = %s AND job_id = ANY(%s) AND expires_at > now() "
-        "RETURNING job_id, cancel_requested",
-        [lease_s, worker_id, list(job_ids)],
+        "UPDATE jobtrail_leases AS l SET expires_at = now() + make_interval(secs => %s) "
+        "FROM unnest(%s::uuid[], %s::integer[]) AS held(job_id, attempt) "
+        "WHERE l.job_id = held.job_id AND l.attempt = held.attempt AND l.worker_id = %s "
+        "AND l.expires_at > now() RETURNING l.job_id, l.attempt, l.cancel_requested",
+        [lease_s, [j for j, _ in attempts], [a for _, a in attempts], worker_id],
     ).fetchall()
-    return {row["job_id"]: row["cancel_requested"] for row in rows}
+    return {(row["job_id"], row["attempt"]): row["cancel_requested"] for row in rows}
 
 
-def cancel_requests(conn: psycopg.Connection[Any], worker_id: str) -> list[Any]:
-    """Jobs this worker runs whose cancellation was requested."""
+def cancel_requests(conn: psycopg.Connection[Any], worker_id: str) -> list[tuple[Any, int]]:
+    """(job id, attempt) of the attempts this worker runs whose cancellation was requested."""
     rows = conn.execute(
-        "SELECT job_id FROM jobtrail_leases WHERE worker_id = %s AND cancel_requested",
+        "SELECT job_id, attempt FROM jobtrail_leases WHERE worker_id = %s AND cancel_requested",
         [worker_id],
     ).fetchall()
-    return [row["job_id"] for row in rows]
+    return [(row["job_id"], row["attempt"]) for row in rows]
 
 
 def overdue_dispatches(
@@ -252,13 +278,23 @@ def overdue_dispatches(
     return [(row["job_id"], row["attempt"]) for row in rows]
 
 
-def record_dead_letter(conn: psycopg.Connection[Any], row: dict[str, Any]) -> None:
-    """Inserts one dead letter (queue, reason, job_id, message_id, correlation_id, error, body)."""
+def record_dead_letter(
+    conn: psycopg.Connection[Any], row: dict[str, Any], replace: bool = False
+) -> None:
+    """Records one dead letter (queue, reason, job_id, message_id, correlation_id, error, body)
+    once per ``key`` (one death of one message): a second write of the same death does nothing,
+    or, with ``replace`` (the consumer's own record, which knows the error), sets its reason
+    and error."""
+    on_conflict = (
+        "DO UPDATE SET reason = EXCLUDED.reason, error = EXCLUDED.error"
+        if replace
+        else "DO NOTHING"
+    )
     conn.execute(
         "INSERT INTO jobtrail_dead_letters "
-        "(queue, reason, job_id, message_id, correlation_id, error, body) "
+        "(queue, reason, job_id, message_id, correlation_id, error, body, letter_key) "
         "VALUES (%(queue)s, %(reason)s, %(job_id)s, %(message_id)s, %(correlation_id)s, "
-        "%(error)s, %(body)s)",
+        "%(error)s, %(body)s, %(key)s) ON CONFLICT (letter_key) " + on_conflict,
         row,
     )
 

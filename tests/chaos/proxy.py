@@ -1,7 +1,8 @@
 """A TCP fault proxy: put it between a service and PostgreSQL or RabbitMQ, then break the link.
 
 Modes: pass-through, added latency, blackhole (connections stay open, bytes stop flowing, as on a
-dead network path) and reset (every open connection is closed at once). Runs its own event loop
+dead network path), reset (every open connection is closed at once) and refuse (reset, and every
+new connection is closed at once too, as when the server is down). Runs its own event loop
 in a thread so a test can drive it from plain code.
 """
 
@@ -18,6 +19,7 @@ class Proxy:
         self.target = (target_host, target_port)
         self.latency_s = 0.0
         self.blackholed = False
+        self.refusing = False
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -41,10 +43,17 @@ class Proxy:
         self._loop.run_forever()
 
     async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            self._abort(client_w)
+            return
         try:
             server_r, server_w = await asyncio.open_connection(*self.target)
         except OSError:
             client_w.close()
+            return
+        if self.refusing:  # refused while this one was connecting
+            self._abort(client_w)
+            self._abort(server_w)
             return
         self._writers.update((client_w, server_w))
         await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
@@ -80,23 +89,33 @@ class Proxy:
 
     def heal(self) -> None:
         self.blackholed = False
+        self.refusing = False
         self.latency_s = 0.0
+
+    @staticmethod
+    def _abort(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+        writer.close()
 
     def reset(self) -> None:
         """Closes every open connection with a TCP RST."""
 
         def reset_all() -> None:
             for writer in list(self._writers):
-                sock = writer.get_extra_info("socket")
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(
-                            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-                        )
-                writer.close()
+                self._abort(writer)
             self._writers.clear()
 
         self._call(reset_all)
+
+    def refuse(self) -> None:
+        """The server is down: open connections are reset, new ones are reset at once."""
+        self.refusing = True
+        self.reset()
 
     def stop(self) -> None:
         self.heal()

@@ -190,6 +190,11 @@ BAD_REQUESTS = [
         "run_at",
     ),
     ({"type": "cpu.hash", "payload": {"text": ["x"] * 10}}, 422, "payload.text"),
+    (
+        {"type": "cpu.hash", "payload": {"text": "x"}, "run_at": "9999-12-31T23:59:59-14:00"},
+        422,
+        "run_at",
+    ),
 ]
 
 

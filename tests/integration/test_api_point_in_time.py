@@ -18,7 +18,7 @@ from shared.eventstore.export import job_state
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
-from tests.jobs import record_a_retried_job, zulu
+from tests.jobs import SKEW, prefix_at, record_a_retried_job, record_a_skewed_job, zulu
 
 
 @pytest.fixture
@@ -128,3 +128,43 @@ async def test_states_that_never_were_answer_404_saying_why(
     assert "has 7 version(s); there is no version 8" in beyond.json()["detail"]
     assert "did not exist yet" in before.json()["detail"]
     assert missing.json()["detail"] == f"job {unknown} not found"
+
+
+def moments(start: datetime) -> list[datetime]:
+    """Every event time of a skewed history, a microsecond either side, and far before/after."""
+    stamps = sorted(start + offset for offset in SKEW)
+    tick = timedelta(microseconds=1)
+    around = [t + d for t in stamps for d in (-tick, timedelta(0), tick)]
+    return [stamps[0] - timedelta(days=1), *around, stamps[-1] + timedelta(days=1)]
+
+
+async def test_a_history_whose_timestamps_go_backwards_answers_every_time(
+    api: tuple[httpx.AsyncClient, Deps],
+) -> None:
+    # Given a job written by processes whose clocks disagree (a worker 60 s behind): its events'
+    # timestamps go backwards in version order
+    client, deps = api
+    start = datetime.now(UTC) - timedelta(hours=1)
+    job_id = await deps.store.run_sync(record_a_skewed_job, deps.store.store, start)
+    history = await deps.store.history(job_id)
+    assert [e.timestamp - start for e in history] == list(SKEW)
+
+    for at in moments(start):
+        # When it is read at any time
+        response = await client.get(f"/v1/jobs/{job_id}", params={"at": zulu(at)})
+        # Then the answer is the fold of the longest prefix stamped at or before that time:
+        # 200 from the Submitted event's time on, 404 saying why before it
+        prefix = prefix_at(history, at)
+        if prefix:
+            assert response.status_code == 200, (at, response.text)
+            assert without_extras(response.json()) == job_state(project_aggregate(None, prefix))
+        else:
+            assert response.status_code == 404, (at, response.text)
+            assert "did not exist yet" in response.json()["detail"]
+    # And the worker's early stamps wait for the events before them: at the Started event's own
+    # time (before the Submitted event's) the job did not exist yet; at the second event's time
+    # the worker's first attempt, stamped earlier, is folded in: PENDING again at version 4
+    started = await client.get(f"/v1/jobs/{job_id}", params={"at": zulu(history[2].timestamp)})
+    assert started.status_code == 404
+    later = await client.get(f"/v1/jobs/{job_id}", params={"at": zulu(history[1].timestamp)})
+    assert (later.json()["version"], later.json()["status"]) == (4, "PENDING")

@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from services.cli.app import app
 from shared.domain import Cause
 from shared.eventstore import JobStore
 from shared.eventstore.export import RECORD_FIELDS, EventExport, RangeFilter, job_state
-from tests.jobs import record_a_retried_job, zulu
+from tests.jobs import SKEW, prefix_at, record_a_retried_job, record_a_skewed_job, zulu
 
 runner = CliRunner()
 
@@ -51,6 +51,28 @@ def test_state_at_each_version_and_time_is_the_fold_of_the_history(
         assert json.loads(by_time.stdout) == expected
         assert json.loads(by_offset.stdout) == expected
     assert json.loads(cli("state", str(job_id), "--json").stdout)["status"] == "COMPLETED"
+
+
+def test_state_of_a_history_whose_timestamps_go_backwards(store: JobStore, cli: Any) -> None:
+    # Given a job whose events a worker 60 s behind stamped earlier than those before them
+    start = datetime.now(UTC) - timedelta(hours=1)
+    job_id = record_a_skewed_job(store, start)
+    history = store.history(job_id)
+    tick = timedelta(microseconds=1)
+
+    for at in sorted({e.timestamp + d for e in history for d in (-tick, timedelta(0))}):
+        # When its state is asked for at each event's time, and just before it
+        result = cli("state", str(job_id), "--at", at.isoformat(), "--json")
+        # Then it is the fold of the longest prefix stamped at or before that time, or "did
+        # not exist yet" before the Submitted event's time: never a crash
+        prefix = prefix_at(history, at)
+        if prefix:
+            assert result.exit_code == 0, result.output
+            assert json.loads(result.stdout) == job_state(project_aggregate(None, prefix))
+        else:
+            assert result.exit_code == 1, result.output
+            assert "did not exist yet" in result.output
+    assert [e.timestamp - start for e in history] == list(SKEW)
 
 
 def test_audit_of_one_job_as_table_jsonl_and_csv(store: JobStore, cli: Any, tmp_path: Any) -> None:

@@ -61,3 +61,14 @@ def test_names_live_under_one_prefix() -> None:
         names.work_queue("a.b")
     with pytest.raises(ValueError):
         Topology("Bad Prefix")
+
+
+@pytest.mark.parametrize(
+    "run_at", ["9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00", "1999-12-31T23:59:59Z"]
+)
+def test_a_run_at_out_of_range_is_refused_also_in_a_message(run_at: str) -> None:
+    raw = {"correlation_id": "c", "data": {"type": "cpu.hash", "run_at": run_at}}
+    with pytest.raises(ValidationError) as info:
+        SubmitJobMessage.model_validate(raw)
+    assert [e["loc"] for e in info.value.errors()] == [("data", "run_at")]
+    assert SubmitJob.model_validate({"type": "t", "run_at": "2000-01-01T00:00:00Z"}).run_at

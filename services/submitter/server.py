@@ -1,0 +1,134 @@
+"""Bounds of the request head: an oversized one answers 414 or 431, not a reset.
+
+uvicorn (h11) bounds the request line and header fields together (``max_head_bytes``, given to
+h11 as its largest incomplete event). Past it, stock uvicorn writes a plain-text 400 and closes at
+once; the client is usually still sending its head, so the kernel answers the unread bytes with a
+reset and the client sees "connection reset" instead of any status. This protocol instead names
+the problem (414 URI Too Long when the request line alone does not fit, else 431 Request Header
+Fields Too Large, RFC 9110 15.5.15 and RFC 6585 5) in a problem document, then half-closes and
+reads and discards what the client still sends (a lingering close, bounded in time and bytes) so
+that the answer reaches the client before the connection goes.
+
+h11 checks its bound only while a head is incomplete: a 40 KB head that arrives in one read is
+parsed whole. ``HeadLimit`` (an ASGI middleware) applies the same bound to every parsed head, so
+the limit holds however the bytes arrive.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+MAX_HEAD_BYTES = 16_384
+"""The default bound of the request line and header fields together (h11's own default): far
+more than any request of this API needs (ids, an idempotency key, a time, a request id), and
+little for a connection to make the server hold (JOBTRAIL_SUBMITTER_MAX_HEAD_BYTES)."""
+
+LINGER_S = 5.0
+LINGER_BYTES = 16 * 1_048_576
+"""How long, and how much of a refused head, is read and discarded before the server closes:
+enough for a client to finish sending any head it meant to send and read the answer."""
+
+
+def head_too_large(line_fits: bool, limit: int) -> tuple[int, str, str]:
+    """The status, title and detail for a request head over ``limit`` bytes: 414 when the
+    request line alone does not fit, else 431."""
+    if not line_fits:
+        return 414, "URI Too Long", f"the request line is over {limit} bytes (the URL is too long)"
+    return (
+        431,
+        "Request Header Fields Too Large",
+        f"the request line and header fields are over {limit} bytes together",
+    )
+
+
+def problem_body(status: int, title: str, detail: str) -> bytes:
+    """An RFC 9457 problem document as bytes."""
+    return json.dumps(
+        {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    ).encode()
+
+
+def problem_response(status: int, title: str, detail: str) -> bytes:
+    """A complete HTTP/1.1 response carrying an RFC 9457 problem document; closes."""
+    body = problem_body(status, title, detail)
+    head = (
+        f"HTTP/1.1 {status} {title}\r\n"
+        "content-type: application/problem+json\r\n"
+        f"content-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, answering a head it cannot parse with a problem document (414 or
+    431 when oversized, else 400) and a lingering close, instead of a plain-text 400 and often a
+    reset."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._draining = -1  # bytes discarded since refusing a head; -1 while not refusing
+
+    def data_received(self, data: bytes) -> None:
+        if self._draining >= 0:  # the answer is sent: discard the rest of the oversized head
+            self._draining += len(data)
+            if self._draining > LINGER_BYTES:
+                self.transport.close()
+            return
+        super().data_received(data)
+
+    def send_400_response(self, msg: str) -> None:
+        """Called by uvicorn when h11 cannot parse the request: oversized (414/431) or not
+        HTTP/1.1 at all (400); each answered with a problem document and a lingering close."""
+        limit = self.config.h11_max_incomplete_event_size or MAX_HEAD_BYTES
+        buffered, _ = self.conn.trailing_data
+        if len(buffered) > limit:
+            status, title, detail = head_too_large(b"\n" in buffered, limit)
+        else:
+            status, title = 400, "Bad Request"
+            detail = "the request is not valid HTTP/1.1 (a malformed request line or header)"
+        self.logger.warning("answering %d: %s", status, detail)
+        self.transport.write(problem_response(status, title, detail))
+        self._draining = 0
+        if self.transport.can_write_eof():
+            self.transport.write_eof()  # the client reads the answer, then closes its side
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+
+class HeadLimit:
+    """Refuses a parsed request whose line (414) or line and header fields together (431) are
+    over ``max_bytes``, counted as they were on the wire."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_HEAD_BYTES) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        target = len(path) + (len(query) + 1 if query else 0)
+        line = len(scope["method"]) + 1 + target + len(" HTTP/1.1\r\n")
+        fields = sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if line + fields + 2 <= self.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        status, title, detail = head_too_large(line <= self.max_bytes, self.max_bytes)
+        body = problem_body(status, title, detail)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
