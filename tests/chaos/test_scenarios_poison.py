@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -26,6 +27,8 @@ from tests.chaos.test_scenarios import run as run  # the fixture
 
 pytestmark = pytest.mark.chaos
 
+LATER = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+"""A run_at well inside the accepted range: the job waits until a test cancels it."""
 JOB = {"type": "chaos.work", "payload": {"ms": 20}}
 RAW_JOB = '{"type":"chaos.work","payload":{"ms":20}}'
 
@@ -65,7 +68,7 @@ class BadClient:
 
     def run(self) -> None:
         with httpx.Client(base_url=self.base_url, timeout=30) as http:
-            target = http.post("/v1/jobs", json=JOB | {"run_at": "2099-01-01T00:00:00Z"})
+            target = http.post("/v1/jobs", json=JOB | {"run_at": LATER})
             self.accepted["far-future"] = uuid.UUID(target.json()["id"])
             for n in range(self.rounds):
                 for method, path, headers, body in bad_requests(target.json()["id"]):
