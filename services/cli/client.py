@@ -28,14 +28,15 @@ def base_url() -> str:
 
 def principal() -> str:
     """Who acts, as the API records it (``api:<X-Principal>``): JOBTRAIL_PRINCIPAL, else the
-    login name of the user running the command."""
+    login name of the user running the command. A header carries printable ASCII only, so any
+    other character is escaped (``josé`` -> ``jos\\u00e9``) instead of failing every command."""
     named = os.environ.get("JOBTRAIL_PRINCIPAL")
-    if named:
-        return named
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no login name (a bare container): still say it was the CLI
-        return "cli"
+    if not named:
+        try:
+            named = getpass.getuser()
+        except (KeyError, OSError):  # no login name (a bare container): still say it was the CLI
+            named = "cli"
+    return "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in named)
 
 
 class Client:

@@ -29,7 +29,7 @@ def register(broker: RabbitBroker, routes: Routes, store: AsyncJobStore, actor: 
             return  # not due when written (both times on the writer's clock): the timer's job
         if event.event_type == "LeaseExpired" and event.due_at is None:
             return  # the job FAILED: nothing to dispatch
-        cause = Cause(actor, message.correlation_id, str(message.message_id))
+        cause = Cause.following(actor, message.correlation_id, str(message.message_id))
         await hold(
             lambda: schedule_job(store, event.job_id, cause, event.version),
             hold_s=routes.hold_s,

@@ -202,7 +202,7 @@ def create_app(
         # them: one the bus would refuse is refused here, before anything is written.
         for header in MESSAGE_ID_HEADERS:
             value = request.headers.get(header)
-            if value is not None and not MESSAGE_ID.fullmatch(value):
+            if value and not MESSAGE_ID.fullmatch(value):  # an empty header counts as absent
                 message = f"must be 1 to {MAX_MESSAGE_ID} printable ASCII characters"
                 errors = [{"field": f"header.{header}", "message": message, "type": "value_error"}]
                 return problem(422, "Invalid request", f"header.{header}: {message}", errors=errors)

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from pydantic import ValidationError
 
@@ -16,6 +16,13 @@ from shared.eventstore import AsyncJobStore, Command, Outcome, existing
 from shared.eventstore.export import job_state, state_at_time, state_at_version
 from shared.jobtypes import Registry, UnknownJobTypeError
 from shared.redis_view import RedisView
+
+_SUBMIT_MESSAGE_NAMESPACE = uuid5(NAMESPACE_URL, "urn:jobtrail:submit-message")
+
+
+def job_id_for_message(message_id: UUID) -> UUID:
+    """The job id of a SubmitJob message without an idempotency key: its deliveries meet one job."""
+    return uuid5(_SUBMIT_MESSAGE_NAMESPACE, str(message_id))
 
 
 class InvalidRequestError(Exception):
@@ -32,8 +39,19 @@ class Submission:
     command: Command
 
 
-def prepare(request: SubmitJob, registry: Registry, queues: set[str], cause: Cause) -> Submission:
-    """Checks a request against its job type and fills in the type's defaults."""
+def prepare(
+    request: SubmitJob,
+    registry: Registry,
+    queues: set[str],
+    cause: Cause,
+    *,
+    message_id: UUID | None = None,
+) -> Submission:
+    """Checks a request against its job type and fills in the type's defaults.
+
+    The job id comes from the idempotency key; without one, from ``message_id`` (a SubmitJob
+    message: a redelivery of the same message, after a lost ack or a park, meets its first job);
+    else it is new."""
     try:
         job_type = registry.get(request.type)
     except UnknownJobTypeError as exc:
@@ -66,7 +84,12 @@ def prepare(request: SubmitJob, registry: Registry, queues: set[str], cause: Cau
         "run_at": request.run_at,
         "idempotency_key": request.idempotency_key,
     }
-    job_id = job_id_for_key(request.idempotency_key) if request.idempotency_key else uuid4()
+    if request.idempotency_key:
+        job_id = job_id_for_key(request.idempotency_key)
+    elif message_id is not None:
+        job_id = job_id_for_message(message_id)
+    else:
+        job_id = uuid4()
 
     def command(current: Job | None) -> Job:
         return Job.submit_once(current, cause, job_id=job_id, **fields)

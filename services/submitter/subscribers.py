@@ -36,7 +36,9 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
         store is back."""
         try:
             cause = Cause(f"bus:{deps.instance}", message.correlation_id, str(message.message_id))
-            submission = handlers.prepare(message.data, deps.registry, deps.queues, cause)
+            submission = handlers.prepare(
+                message.data, deps.registry, deps.queues, cause, message_id=message.message_id
+            )
             done = await hold(
                 lambda: handlers.submit(deps.store, submission),
                 hold_s=routes.hold_s,

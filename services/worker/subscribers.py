@@ -57,7 +57,9 @@ def register(
             if state.stopping:  # shutting down: hand the un-started delivery back
                 await msg.nack(requeue=True)
                 return
-            cause = Cause(state.worker_id, message.correlation_id, str(message.message_id))
+            cause = Cause.following(
+                state.worker_id, message.correlation_id, str(message.message_id)
+            )
             try:
                 job = await claim(store, state, event.job_id, event.attempt, cause)
             except TRANSIENT as exc:

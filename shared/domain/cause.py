@@ -7,6 +7,7 @@ cause refuses it when the event is made (docs/guarantees.md, "Poison events").
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -63,6 +64,23 @@ class Cause:
             value = getattr(self, name)
             if value is not None and not storable(value):
                 raise ValueError(f"{name} is not valid Unicode (a lone surrogate)")
+
+    @classmethod
+    def following(cls, actor: str, correlation_id: str, message_id: str) -> Cause:
+        """The cause of what a service records for a message it consumes from jobtrail itself.
+
+        A message already on the bus was accepted once: an id this cause would refuse (written
+        by an older version, say) is replaced, never a reason to refuse the message, which
+        would leave its job stuck. The message id stands in for a correlation id it cannot
+        carry; an unusable message id by its SHA-256.
+        """
+        causation = (
+            message_id
+            if MESSAGE_ID.fullmatch(message_id)
+            else hashlib.sha256(message_id.encode(errors="backslashreplace")).hexdigest()
+        )
+        correlation = correlation_id if MESSAGE_ID.fullmatch(correlation_id) else causation
+        return cls(actor, correlation, causation)
 
     def meta(self) -> dict[str, Any]:
         return {

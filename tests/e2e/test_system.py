@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ import redis
 from psycopg.rows import dict_row
 
 from contracts.messages import SubmitJob, SubmitJobMessage
+from services.submitter.handlers import job_id_for_message
 from shared.domain import Job, Status, job_id_for_key
 from shared.domain.errors import JobNotFoundError
 from shared.drift import expected_view
@@ -277,6 +279,48 @@ def test_a_job_submitted_as_a_message(system: System, log_store: JobStore, amqp_
     job = settle(log_store, [job_id], timeout=30)[job_id]
     assert job.status is Status.COMPLETED and job.result["count"] == 3
     assert log_store.history(job_id)[0].correlation_id == "bus-client-1"
+
+
+def test_a_keyless_message_delivered_twice_makes_one_job(
+    system: System, log_store: JobStore, amqp_url: str
+) -> None:
+    # Given a SubmitJob message without an idempotency key, sent twice with the same message id
+    # (a producer's retry after a lost confirm; a redelivery after a lost ack or a park)
+    correlation = f"keyless-{uuid.uuid4().hex}"
+    routes = Routes.from_settings(
+        BusSettings(topology_prefix=system.env["JOBTRAIL_TOPOLOGY_PREFIX"])
+    )
+    message = SubmitJobMessage(
+        correlation_id=correlation, data=SubmitJob(type="cpu.hash", payload={"text": "k"})
+    )
+
+    async def publish_twice() -> None:
+        from faststream.rabbit import RabbitBroker
+
+        async with RabbitBroker(amqp_url) as broker:
+            for _ in range(2):
+                await broker.publish(
+                    message.model_dump_json().encode(),
+                    exchange=routes.commands,
+                    routing_key="job.submit",
+                    persist=True,
+                    content_type="application/json",
+                )
+
+    # When both are consumed
+    asyncio.run(publish_twice())
+
+    # Then one job exists for the message, and the log holds one Submitted for its correlation
+    job_id = job_id_for_message(message.message_id)
+    wait_for(lambda: _exists(log_store, job_id), 20, "the message-submitted job")
+    assert settle(log_store, [job_id], timeout=30)[job_id].status is Status.COMPLETED
+    time.sleep(1.0)  # the second delivery, if it made a job, has been consumed by now
+    submitted = [
+        e
+        for _, e in log_store.events_after(0, 100_000, [Job.Submitted])
+        if e.correlation_id == correlation
+    ]
+    assert [e.originator_id for e in submitted] == [job_id]
 
 
 def test_status_falls_back_to_the_log_when_redis_has_no_entry(

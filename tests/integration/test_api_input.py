@@ -209,3 +209,19 @@ async def test_the_openapi_document_names_415_where_a_body_is_read(
         ("post", "/v1/jobs/{job_id}/cancel"),
         ("post", "/v1/jobs/{job_id}/requeue"),
     }
+
+
+async def test_empty_id_headers_count_as_absent(api: tuple[httpx.AsyncClient, Deps]) -> None:
+    client, deps = api
+    # Given a submission whose X-Request-Id and X-Correlation-Id headers are present but empty
+    headers = {"X-Request-Id": "", "X-Correlation-Id": ""}
+    # When it is sent
+    response = await client.post(
+        "/v1/jobs", json={"type": "cpu.hash", "payload": {"text": "e"}}, headers=headers
+    )
+    # Then it is accepted with generated ids, recorded in its Submitted event
+    assert response.status_code == 202, response.text
+    generated = response.headers["X-Request-Id"]
+    assert generated
+    (submitted,) = await deps.store.history(uuid.UUID(response.json()["id"]))
+    assert (submitted.causation_id, submitted.correlation_id) == (generated, generated)

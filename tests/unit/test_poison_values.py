@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from hypothesis import given, settings
@@ -119,3 +120,18 @@ def test_the_projection_of_a_quarantine_equals_the_fold(status: Status) -> None:
     # When the projection applies the event's delta, Then it equals the job folded from the log
     changes = delta_view(event)
     assert changes is not None and before | changes == full_view(job)
+
+
+def test_a_consumer_cause_replaces_ids_it_could_not_carry_instead_of_refusing_the_message() -> None:
+    # Given a message relayed by an older version whose correlation id the cause now refuses
+    message_id = str(uuid4())
+    # When a consumer makes the cause of what it records for it
+    legacy = Cause.following("worker:w1", "café\t", message_id)
+    long_id = Cause.following("worker:w1", "c" * 129, "m" * 129)
+    fine = Cause.following("worker:w1", "client-7", message_id)
+    # Then the message id stands in for the correlation id, and a good one is kept
+    assert (legacy.correlation_id, legacy.causation_id) == (message_id, message_id)
+    assert long_id.correlation_id == long_id.causation_id and len(long_id.causation_id) == 64
+    assert (fine.correlation_id, fine.causation_id) == ("client-7", message_id)
+    with pytest.raises(ValueError, match="correlation_id"):
+        Cause("worker:w1", "café\t", message_id)
