@@ -329,3 +329,30 @@ def _failed(job: Job) -> Job:
 def _requeued(job: Job, cause: Cause) -> Job:
     job.requeue(cause)
     return job
+
+
+async def test_a_poison_event_that_ended_its_job_is_recorded_as_job_final(
+    store: AsyncJobStore,
+) -> None:
+    # Given a job on its last attempt that a LeaseExpired with no retry ended FAILED
+    job_id = uuid.uuid4()
+
+    def run_and_lose(_: Job | None) -> Job:
+        job = Job.submit(CAUSE, job_type="t", payload={}, max_attempts=1, job_id=job_id)
+        job.schedule(CAUSE, datetime.now(UTC))
+        _started(job)
+        job.expire_lease(CAUSE, attempt=1, now=datetime.now(UTC), backoff=NO_JITTER)
+        return job
+
+    job = await store.execute(job_id, run_and_lose)
+    assert job.status is Status.FAILED
+    assert isinstance((await store.history(job_id))[-1], Job.LeaseExpired)
+
+    def poison(version: int) -> quarantine.Poison:
+        return quarantine.Poison("relay", 1, job_id, version, "LeaseExpired", "poison")
+
+    # When that event is quarantined, then the action says the job is final, not moved on
+    assert await quarantine.fail_job(store, poison(job.version), "test") == "job_final"
+    # And an event the job has moved past is still told apart
+    assert await quarantine.fail_job(store, poison(job.version - 1), "test") == "job_moved_on"
+    assert (await store.get(job_id)).version == job.version  # nothing recorded
