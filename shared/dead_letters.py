@@ -16,8 +16,10 @@ even when PostgreSQL was away when the message died:
   since a body that fails its contract is what it exists to record.
 
 Both write under one key, a digest of (message id, or the body's SHA-256 when there is none; the
-queue it died in; its death count there): the ledger's insert does nothing when the row is there,
-the middleware's replaces the ledger's generic reason and error with the consumer's. One death,
+queue it died in; its death count there; how often ``jobtrail dlq replay`` has replayed it, from
+the ``jobtrail-replays`` header, since replay strips ``x-death`` and the count starts over): the
+ledger's insert does nothing when the row is there, the middleware's replaces the ledger's generic
+reason and error with the consumer's. One death,
 one row. The record is not an event: a message that could not be read must not move its job.
 """
 
@@ -111,13 +113,32 @@ def death_count(message: Any, queue: str, reason: str) -> int:
     return 0
 
 
+REPLAYS_HEADER = "jobtrail-replays"  # not x-: replay strips x- headers, this one must survive
+
+
+def replays_in(message: Any) -> int:
+    """How often ``jobtrail dlq replay`` has republished the message (0: never, or malformed)."""
+    headers = getattr(message, "headers", None) or {}
+    value = headers.get(REPLAYS_HEADER) if isinstance(headers, dict) else None
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    try:
+        count = int(value) if value is not None and not isinstance(value, bool) else 0
+    except (TypeError, ValueError):
+        return 0
+    return max(count, 0)
+
+
 def letter_key(message: Any, queue: str, deaths: int) -> str:
-    """The key of one death of one message: its id (or its body's digest), the queue, the count."""
+    """The key of one death of one message: its id (or its body's digest), the queue, the count,
+    and its replay count (replay strips x-death, so the count starts over after each)."""
     body = bytes(getattr(message, "body", b"") or b"")
     identity = _text(getattr(message, "message_id", None), 1000) or (
         "sha256:" + hashlib.sha256(body).hexdigest()
     )
-    return hashlib.sha256(f"{identity}\x1f{queue}\x1f{deaths}".encode()).hexdigest()
+    replays = replays_in(message)
+    suffix = f"\x1f{replays}" if replays else ""  # unchanged keys for never-replayed messages
+    return hashlib.sha256(f"{identity}\x1f{queue}\x1f{deaths}{suffix}".encode()).hexdigest()
 
 
 def dead_letter(

@@ -69,6 +69,7 @@ class KeySpace:
             self.counts_key,
             self.position_key,
             self.expiring_key,
+            f"{self.root}:forgotten",
         ]
 
 

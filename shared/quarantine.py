@@ -19,8 +19,9 @@ from uuid import UUID
 
 import psycopg
 
-from shared.domain import Cause, JobError
+from shared.domain import Cause, Job, JobError
 from shared.domain.cause import printable
+from shared.domain.status import TERMINAL
 from shared.eventstore import AsyncJobStore, JobStore, existing, tables
 from shared.metrics import QUARANTINED
 
@@ -82,23 +83,29 @@ def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str,
 
 
 async def fail_job(store: AsyncJobStore, poison: Poison, actor: str) -> str:
-    """FAILs the poison's job if it still stands at the poison event; returns what was done."""
+    """FAILs the poison's job if it still stands at the poison event; returns what was done:
+    ``job_failed``, ``job_final`` (the poison event ended the job, e.g. a LeaseExpired with no
+    retry: nothing to fail), ``job_moved_on`` (past the event), ``none`` (no job named)."""
     if poison.job_id is None or poison.version is None:
         return "none"
     cause = Cause(actor, f"quarantine/{poison.notification_id}", reason="poison event")
-    command = existing(
-        lambda job: job.quarantine(
+    final = False
+
+    def change(job: Job) -> None:
+        nonlocal final
+        final = job.version == poison.version and job.status in TERMINAL
+        job.quarantine(
             cause,
             version=poison.version or 0,
             notification_id=poison.notification_id,
             error=poison.error,
         )
-    )
+
     try:
-        await store.execute(poison.job_id, command)
-    except JobError as exc:  # moved on past the event (or already ended): it harmed nothing
+        await store.execute(poison.job_id, existing(change))
+    except JobError as exc:  # moved on past the event, or it ended the job: it harmed nothing
         log.info("quarantine: job %s not failed: %s", poison.job_id, exc)
-        return "job_moved_on"
+        return "job_final" if final else "job_moved_on"
     return "job_failed"
 
 

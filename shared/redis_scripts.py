@@ -43,6 +43,9 @@ local function apply(jid, vtext, mode, fields, at, hint)
     redis.call('ZADD', root .. ':index:type:' .. jtype, created, jid)
   end
   local was = cur[2]
+  if not cur[1] and redis.call('SREM', root .. ':forgotten', jid) == 1 then
+    hint = ''  -- FORGET already took it out of the counters
+  end
   if not was and hint ~= '' then was = hint end
   if status and status ~= was then
     if was then
@@ -107,6 +110,29 @@ return pruned
 """Takes final jobs whose hash expired out of the list indexes (``<root>:expiring`` holds
 ``status|type|id`` by expiry time); a job whose hash is back (requeued) keeps its entries. The
 counters are left alone: they count every job of the generation, expired or not."""
+
+FORGET = """
+local guard, root, jid = ARGV[1], ARGV[2], ARGV[3]
+if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return -2 end
+local key = root .. ':job:' .. jid
+local cur = redis.call('HMGET', key, 'status', 'type')
+local status, jtype = cur[1], cur[2]
+if status and jtype then
+  local counts = root .. ':counts'
+  redis.call('HINCRBY', counts, 'status:' .. status, -1)
+  redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. status, -1)
+  redis.call('ZREM', root .. ':index:status:' .. status, jid)
+  redis.call('ZREM', root .. ':expiring', status .. '|' .. jtype .. '|' .. jid)
+end
+if jtype then redis.call('ZREM', root .. ':index:type:' .. jtype, jid) end
+redis.call('ZREM', root .. ':index', jid)
+if status then redis.call('SADD', root .. ':forgotten', jid) end
+return redis.call('DEL', key)
+"""
+"""Deletes a job's hash (its events cannot be applied) and takes it out of the counters and
+indexes it was in, so the refold of its next event counts it as a new hash, as a clean
+projection would. ``<root>:forgotten`` notes the job until its hash is written again: that write
+must not uncount it a second time under the status a Requeued event assumes (APPLY's hint)."""
 
 SET_POSITION = """
 if ARGV[1] ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return -2 end

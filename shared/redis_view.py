@@ -3,7 +3,8 @@
 Keys under the active generation's root (``<prefix>:`` or ``<prefix>:g<N>:``, see
 ``shared.generations``): ``job:<id>`` (hash), ``counts`` (hash: ``status:<S>``, ``type:<T>:<S>``),
 ``index`` and ``index:status:<S>`` / ``index:type:<T>`` (sorted sets by creation time),
-``projection:position`` (the last notification id applied). An update applies only when its
+``projection:position`` (the last notification id applied), ``forgotten`` (jobs whose hash the
+projection deleted and uncounted, see ``redis_scripts.FORGET``). An update applies only when its
 version is newer than the hash's (an atomic compare in Lua), so re-applying is harmless. A final
 job's hash expires ``final_ttl_s`` after its final event (not after it was projected), so a replay
 does not bring back jobs that had already left Redis.
@@ -23,7 +24,7 @@ from shared import generations
 from shared.domain.job import Job
 from shared.domain.status import MOVE_TARGET, Status
 from shared.generations import KeySpace
-from shared.redis_scripts import APPLY, APPLY_CHUNK, PRUNE, READ, SET_POSITION
+from shared.redis_scripts import APPLY, APPLY_CHUNK, FORGET, PRUNE, READ, SET_POSITION
 from shared.settings import RedisSettings
 
 MAX_RESULT_BYTES = 65_536
@@ -138,6 +139,7 @@ class RedisView:
         self._read = self.redis.register_script(READ)
         self._set_position = self.redis.register_script(SET_POSITION)
         self._prune = self.redis.register_script(PRUNE)
+        self._forget = self.redis.register_script(FORGET)
 
     def pinned(self, space: KeySpace, *, guarded: bool = True) -> RedisView:
         """A view of one generation, sharing this view's connection."""
@@ -247,9 +249,12 @@ class RedisView:
         )
 
     async def forget(self, job_id: UUID) -> None:
-        """Deletes a job's hash in this view's generation (its events cannot be applied): reads
-        of the job then fall back to the log, the truth."""
-        await self.redis.delete((await self._space()).job_key(job_id))
+        """Deletes a job's hash in this view's generation (its events cannot be applied), and
+        takes it out of the counters and indexes (see FORGET): reads of the job then fall back
+        to the log, the truth, and its next event refolds it as a new job."""
+        space, guard = await self._target()
+        if int(await self._forget([space.active_key], [guard, space.root, str(job_id)])) == -2:
+            raise GenerationMovedError(space.generation)
 
     async def get(self, job_id: UUID) -> dict[str, str] | None:
         """The job's hash in the active generation (resolved in the same call), or None."""

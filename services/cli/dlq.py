@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.messages import CancelJobMessage, JobEventMessage, SubmitJobMessage
 from contracts.names import Topology
-from shared.dead_letters import job_id_in
+from shared.dead_letters import REPLAYS_HEADER, job_id_in, replays_in
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     "job.submit": SubmitJobMessage,
@@ -112,6 +112,9 @@ async def replay(amqp_url: str, topology: Topology, message_id: str | None) -> t
                 continue  # stays unacked, returns to the queue on close
             exchange = await channel.get_exchange(letter.exchange, ensure=True)
             headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith("x-")}
+            # x-death goes, so a later death counts from 1 again: the replay count keeps the
+            # dead-letter record of that death apart from this one (shared/dead_letters.py)
+            headers[REPLAYS_HEADER] = replays_in(message) + 1
             await exchange.publish(
                 aio_pika.Message(
                     message.body,

@@ -42,11 +42,14 @@ async def schedule_job(
 
 
 async def schedule_due(store: AsyncJobStore, cause: Cause, limit: int, grace_s: float) -> int:
-    """Dispatches every job whose timer is due, in one transaction; returns how many."""
+    """Dispatches every job whose timer is due, in one transaction; returns how many. Each job
+    only at the version that wrote its timer: the list is read before the transaction, and a job
+    that moved on in between (dispatched, failed, a new retry timer) is left to its new timer."""
     due = await store.run_sync(store.store.due_timers, limit, grace_s)
     if not due:
         return 0
-    outcomes = await store.execute_many([(job_id, scheduling(cause)) for job_id in due])
+    commands = [(job_id, scheduling(cause, version)) for job_id, version in due]
+    outcomes = await store.execute_many(commands)
     return _count(outcomes)
 
 

@@ -454,7 +454,7 @@ class JobStore:
     def max_notification_id(self) -> int:
         return int(self.recorder.max_notification_id() or 0)
 
-    def due_timers(self, limit: int = 500, grace_s: float = 5.0) -> list[UUID]:
+    def due_timers(self, limit: int = 500, grace_s: float = 5.0) -> list[tuple[UUID, int | None]]:
         with self.recorder.datastore.get_connection() as conn:
             return tables.due_timers(conn, limit, grace_s)
 

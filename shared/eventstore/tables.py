@@ -7,6 +7,9 @@ PENDING job without a timer or a RUNNING job without a lease.
 - ``jobtrail_timers``: one row per PENDING job, due at ``due_at``. ``delayed`` marks jobs that were
   not due when they became PENDING (run_at, retry backoff): only the scheduler's timer sweep
   dispatches those; jobs due at once are dispatched from the bus, and swept only as a safety net.
+  ``version`` is that of the event that wrote the timer (NULL in rows written before the column
+  existed): the sweep dispatches the job only at that version, so a due list read before the job
+  moved on (dispatched, failed, a new retry timer) cannot dispatch the next retry early.
 - ``jobtrail_leases``: one row per RUNNING job with its worker, attempt and expiry; workers renew
   it by heartbeat, the scheduler's sweep expires it.
 - ``jobtrail_dispatches``: one row per SCHEDULED job with its attempt and when its work message
@@ -89,6 +92,7 @@ CREATE TABLE IF NOT EXISTS jobtrail_quarantine (
 CREATE INDEX IF NOT EXISTS jobtrail_quarantine_job ON jobtrail_quarantine (job_id, id);
 ALTER TABLE jobtrail_dead_letters ADD COLUMN IF NOT EXISTS letter_key text;
 CREATE UNIQUE INDEX IF NOT EXISTS jobtrail_dead_letters_key ON jobtrail_dead_letters (letter_key);
+ALTER TABLE jobtrail_timers ADD COLUMN IF NOT EXISTS version bigint;
 CREATE TABLE IF NOT EXISTS jobtrail_positions (
     name text PRIMARY KEY,
     position bigint NOT NULL,
@@ -97,13 +101,15 @@ CREATE TABLE IF NOT EXISTS jobtrail_positions (
 """
 
 _UPSERT_TIMER_AT = (  # a time the user chose (run_at)
-    "INSERT INTO jobtrail_timers (job_id, due_at, delayed) VALUES (%s, %s, %s) "
-    "ON CONFLICT (job_id) DO UPDATE SET due_at = EXCLUDED.due_at, delayed = EXCLUDED.delayed"
+    "INSERT INTO jobtrail_timers (job_id, due_at, delayed, version) VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET due_at = EXCLUDED.due_at, delayed = EXCLUDED.delayed, "
+    "version = EXCLUDED.version"
 )
 _UPSERT_TIMER_IN = (  # a delay (none, or a retry's backoff) from the database's time
-    "INSERT INTO jobtrail_timers (job_id, due_at, delayed) "
-    "VALUES (%s, clock_timestamp() + %s::interval, %s) "
-    "ON CONFLICT (job_id) DO UPDATE SET due_at = EXCLUDED.due_at, delayed = EXCLUDED.delayed"
+    "INSERT INTO jobtrail_timers (job_id, due_at, delayed, version) "
+    "VALUES (%s, clock_timestamp() + %s::interval, %s, %s) "
+    "ON CONFLICT (job_id) DO UPDATE SET due_at = EXCLUDED.due_at, delayed = EXCLUDED.delayed, "
+    "version = EXCLUDED.version"
 )
 _DELETE_TIMER = "DELETE FROM jobtrail_timers WHERE job_id = %s"
 _UPSERT_LEASE = (
@@ -140,15 +146,16 @@ def _timer_op(event: Job.Event) -> Op | None:
     """``delayed`` is decided as the scheduler's bus subscriber decides it: on the writer's clock
     (the event's own timestamp), so a job it leaves to the timer is always swept on time."""
     job_id = event.originator_id
+    version = event.originator_version
     if isinstance(event, Job.Submitted):
         if event.run_at is None:
-            return _UPSERT_TIMER_IN, (job_id, timedelta(0), False)
-        return _UPSERT_TIMER_AT, (job_id, event.run_at, event.run_at > event.timestamp)
+            return _UPSERT_TIMER_IN, (job_id, timedelta(0), False, version)
+        return _UPSERT_TIMER_AT, (job_id, event.run_at, event.run_at > event.timestamp, version)
     if isinstance(event, Job.Requeued):
-        return _UPSERT_TIMER_IN, (job_id, timedelta(0), False)
+        return _UPSERT_TIMER_IN, (job_id, timedelta(0), False, version)
     if isinstance(event, (Job.AttemptFailed, Job.LeaseExpired)) and event.retry_at is not None:
         delay = max(event.retry_at - event.timestamp, timedelta(0))
-        return _UPSERT_TIMER_IN, (job_id, delay, delay > timedelta(0))
+        return _UPSERT_TIMER_IN, (job_id, delay, delay > timedelta(0), version)
     if isinstance(event, (Job.Scheduled, Job.Cancelled, Job.Quarantined)):
         return _DELETE_TIMER, (job_id,)
     return None
@@ -209,15 +216,18 @@ def maintain(conn: psycopg.Connection[Any], events: Sequence[Job.Event]) -> None
             cur.executemany(query, [args for q, args in ops if q == query])
 
 
-def due_timers(conn: psycopg.Connection[Any], limit: int, grace_s: float) -> list[Any]:
-    """Jobs due now: delayed ones at their time, the rest only when the bus missed them."""
+def due_timers(
+    conn: psycopg.Connection[Any], limit: int, grace_s: float
+) -> list[tuple[Any, int | None]]:
+    """Jobs due now, with the version that wrote their timer (None for rows older than the
+    column): delayed ones at their time, the rest only when the bus missed them."""
     rows = conn.execute(
-        "SELECT job_id FROM jobtrail_timers WHERE due_at <= now() "
+        "SELECT job_id, version FROM jobtrail_timers WHERE due_at <= now() "
         "AND (delayed OR due_at <= now() - make_interval(secs => %s)) "
         "ORDER BY due_at LIMIT %s",
         [grace_s, limit],
     ).fetchall()
-    return [row["job_id"] for row in rows]
+    return [(row["job_id"], row["version"]) for row in rows]
 
 
 def expired_leases(conn: psycopg.Connection[Any], limit: int) -> list[tuple[Any, int]]:

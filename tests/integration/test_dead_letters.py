@@ -155,3 +155,80 @@ async def test_a_message_rabbitmq_dead_letters_at_its_delivery_limit_is_recorded
 )
 def test_the_job_is_read_leniently_from_a_broken_body(body: bytes, expected: bool) -> None:
     assert (dead_letters.job_id_in(body) is not None) == expected
+
+
+async def test_a_replayed_message_that_dies_again_is_recorded_as_a_second_death(
+    postgres_url: str, amqp_url: str
+) -> None:
+    # Given a consumer that rejects a valid event with a new error at each delivery, with the
+    # dead-letter middleware and the ledger
+    from contracts.messages import JobEvent, JobEventMessage
+    from services.cli.dlq import list_dead_letters, replay
+
+    bus = BusSettings(amqp_url=amqp_url, topology_prefix=f"jt-dlr-{uuid.uuid4().hex[:6]}")
+    routes = Routes.from_settings(bus)
+    broker = make_broker(bus)
+    deliveries = 0
+    settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
+    job_id = uuid.uuid4()
+    try:
+        async with AsyncJobStore(JobStore(settings)) as store:
+            dead_letters.watch(broker, store)
+
+            @broker.subscriber(routes.scheduler, routes.events)
+            async def failing(message: JobEventMessage) -> None:
+                nonlocal deliveries
+                deliveries += 1
+                raise RuntimeError(f"death {deliveries}")
+
+            dead_letters.register_ledger(broker, routes, store)
+            await broker.connect()
+            await declare_topology(broker, routes, ["default"])
+            await broker.start()
+            try:
+
+                async def rows_until(n: int) -> list[dict[str, object]]:
+                    deadline = asyncio.get_running_loop().time() + 15
+                    rows: list[dict[str, object]] = []
+                    while asyncio.get_running_loop().time() < deadline:
+                        rows = await store.run_sync(dead_letters.recorded, store.store, job_id, 10)
+                        if len(rows) >= n and deliveries >= n:
+                            break
+                        await asyncio.sleep(0.2)
+                    await asyncio.sleep(1.0)  # the ledger's copy too
+                    return await store.run_sync(dead_letters.recorded, store.store, job_id, 10)
+
+                async def in_dlq() -> None:
+                    deadline = asyncio.get_running_loop().time() + 15
+                    while not await list_dead_letters(amqp_url, routes.topology, 10):
+                        assert asyncio.get_running_loop().time() < deadline
+                        await asyncio.sleep(0.2)
+
+                event = JobEventMessage(
+                    correlation_id="c-r",
+                    data=JobEvent(
+                        job_id=job_id, version=1, notification_id=1, event_type="Submitted"
+                    ),
+                )
+                await broker.publish(
+                    event,
+                    exchange=routes.events,
+                    routing_key="job.submitted",
+                    message_id="m-again",
+                )
+                # When it dies, is replayed, and dies again in the same queue
+                first = await rows_until(1)
+                assert [r["error"] for r in first] == ["RuntimeError: death 1"]
+                await in_dlq()
+                assert await replay(amqp_url, routes.topology, "m-again") == (1, 0)
+                rows = await rows_until(2)
+                # Then each death has its own row, with its own error
+                assert sorted(str(r["error"]) for r in rows) == [
+                    "RuntimeError: death 1",
+                    "RuntimeError: death 2",
+                ]
+                assert {r["message_id"] for r in rows} == {"m-again"}
+            finally:
+                await broker.stop()
+    finally:
+        await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)

@@ -120,7 +120,7 @@ def test_a_retry_written_by_a_worker_a_minute_ahead_is_due_after_its_backoff(
     assert timer is not None and timer["delayed"] and 0 < timer["left_s"] <= 1.0, timer
     # And once the timer is due, the scheduler (clock right) dispatches it
     asyncio.run(asyncio.sleep(max(timer["left_s"], 0) + 0.1))
-    assert job_id in store.due_timers(limit=10_000, grace_s=0)
+    assert job_id in {due for due, _ in store.due_timers(limit=10_000, grace_s=0)}
     job = store.execute(job_id, scheduling(Cause("scheduler", "c")))
     assert job.status is Status.SCHEDULED and job.attempt == 1
 
@@ -203,3 +203,83 @@ def test_a_scheduled_retry_of_a_stale_message_is_refused(
     # Then nothing is dispatched before the retry's timer
     assert asyncio.run(deliver()) is False
     assert store.get(job_id).status is Status.PENDING
+
+
+def test_a_sweep_whose_due_list_was_read_before_the_job_moved_on_does_not_dispatch_the_retry(
+    store: JobStore, store_settings: StoreSettings
+) -> None:
+    # Given a job due at once (a non-delayed timer), past the sweep's grace
+    job_id = uuid.uuid4()
+    store.execute(job_id, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=job_id))
+    timer = _row(store, "jobtrail_timers", job_id)
+    assert timer is not None and not timer["delayed"] and timer["version"] == 1
+    asyncio.run(asyncio.sleep(max(timer["left_s"], 0) + 0.05))
+
+    def move_on() -> None:
+        """The bus dispatches it, a worker claims it and fails fast: a retry 30 s ahead."""
+        store.execute(job_id, scheduling(Cause("scheduler/bus", "c")))
+        _start(store, job_id, "W", 1, timedelta(0))
+        store.execute(
+            job_id,
+            existing(
+                lambda j: j.fail_attempt(
+                    CAUSE,
+                    worker_id="W",
+                    attempt=1,
+                    error_type="E",
+                    error_message="fast",
+                    retryable=True,
+                    now=_now(),
+                    backoff=Backoff(base_s=30.0, factor=1.0, cap_s=30.0, jitter=0.0),
+                )
+            ),
+        )
+
+    # When the timer sweep reads its due list, and the job moves on before the sweep's
+    # transaction runs
+    async def sweep() -> int:
+        from services.scheduler.handlers import schedule_due
+
+        async with AsyncJobStore(JobStore(store_settings)) as aio:
+            read = aio.store.due_timers
+
+            def read_then_move_on(limit: int, grace_s: float) -> list[Any]:
+                due = [d for d in read(limit, grace_s) if d[0] == job_id]
+                assert due, "the job is due"
+                move_on()
+                return due
+
+            with mock.patch.object(aio.store, "due_timers", read_then_move_on):
+                return await schedule_due(aio, Cause("scheduler/timer", "t"), 10_000, 0.0)
+
+    # Then the sweep dispatches nothing: the retry waits for its own timer
+    assert asyncio.run(sweep()) == 0
+    job = store.get(job_id)
+    assert (job.status, job.attempt) == (Status.PENDING, 1)
+    timer = _row(store, "jobtrail_timers", job_id)
+    assert timer is not None and timer["delayed"] and timer["left_s"] > 25, timer
+    assert timer["version"] == len(store.history(job_id))
+
+
+def test_a_timer_written_before_the_version_column_is_swept_unchecked(
+    store: JobStore, store_settings: StoreSettings
+) -> None:
+    # Given a due timer from before the column (version NULL)
+    job_id = uuid.uuid4()
+    store.execute(job_id, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=job_id))
+
+    def forget_version(conn: Any) -> None:
+        conn.execute("UPDATE jobtrail_timers SET version = NULL WHERE job_id = %s", [job_id])
+
+    tables.on_connection(store, forget_version)
+    assert (job_id, None) in store.due_timers(limit=10_000, grace_s=0)
+
+    # When the sweep runs, then it dispatches the job
+    async def sweep() -> int:
+        from services.scheduler.handlers import schedule_due
+
+        async with AsyncJobStore(JobStore(store_settings)) as aio:
+            return await schedule_due(aio, Cause("scheduler/timer", "t"), 10_000, 0.0)
+
+    assert asyncio.run(sweep()) >= 1
+    assert store.get(job_id).status is Status.SCHEDULED

@@ -18,11 +18,11 @@ from services.projector.relay import POSITION, Relay
 from shared import quarantine
 from shared.domain import Cause, Job, Status
 from shared.drift import expected_view
-from shared.eventstore import AsyncJobStore, JobStore
+from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
-from tests.jobs import CAUSE, unchecked_cause
+from tests.jobs import CAUSE, NO_JITTER, unchecked_cause
 from tests.services import delete_topology, fresh_database
 
 
@@ -191,3 +191,168 @@ def _insert_undecodable(store: JobStore, job_id: uuid.UUID) -> None:
             ).format(store.table),
             [job_id, "shared.domain.job:Job.Submitted", b"{not json"],
         )
+
+
+async def _dump(view: RedisView, prefix: str, ignore: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Every key of a projection (prefix stripped) with its content."""
+    found: dict[str, Any] = {}
+    async for key in view.redis.scan_iter(f"{prefix}:*"):
+        kind = await view.redis.type(key)
+        name = key[len(prefix) :]
+        if name in ignore:
+            continue
+        if kind == "hash":
+            fields = await view.redis.hgetall(key)
+            if name == ":counts":  # a counter at 0 is one that was never counted
+                fields = {f: v for f, v in fields.items() if v != "0"}
+            found[name] = fields
+        elif kind == "zset":
+            found[name] = await view.redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "set":
+            found[name] = await view.redis.smembers(key)
+        else:
+            found[name] = await view.redis.get(key)
+    return found
+
+
+async def test_a_forgotten_job_is_counted_and_indexed_as_in_a_clean_projection_after_refold(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a projection of two SCHEDULED jobs, that cannot apply the Started event of one
+    prefix, clean_prefix = (f"jt-fgt-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    view = BrokenFor(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    clean = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=clean_prefix))
+    projection = Projection(store, view, no_wait)
+    poisoned, other = await write(store, CAUSE), await write(store, CAUSE)
+    try:
+        while await projection.step():
+            pass
+        assert (await view.get(poisoned) or {})["status"] == "SCHEDULED"
+
+        # When its Started event is quarantined (the hash is forgotten) and it then completes
+        view.broken = poisoned
+        started = await store.execute(poisoned, existing(_started))
+        while await projection.step():
+            pass
+        assert await view.get(poisoned) is None
+        view.broken = None
+        await store.execute(poisoned, existing(_completed))
+        while await projection.step():
+            pass
+
+        # Then its next event refolds it, and the counters and indexes are those of a clean
+        # projection of the same log (no SCHEDULED left counted, no stale index entry)
+        clean_projection = Projection(store, clean, no_wait)
+        while await clean_projection.step():
+            pass
+        assert started.status is Status.RUNNING
+        assert (await view.get(poisoned) or {})["status"] == "COMPLETED"
+        assert await _dump(view, prefix) == await _dump(clean, clean_prefix)
+        counts = await view.redis.hgetall(f"{prefix}:counts")
+        assert counts["status:SCHEDULED"] == "1" and counts["status:COMPLETED"] == "1", counts
+        assert other
+    finally:
+        for name in (prefix, clean_prefix):
+            keys = [k async for k in view.redis.scan_iter(f"{name}:*")]
+            if keys:
+                await view.redis.delete(*keys)
+        await clean.aclose()
+        await view.aclose()
+
+
+def _started(job: Job) -> Job:
+    job.start(CAUSE, worker_id="W", attempt=1, lease_s=30.0, now=datetime.now(UTC))
+    return job
+
+
+def _completed(job: Job) -> Job:
+    job.complete(CAUSE, worker_id="W", attempt=1, result={"ok": True})
+    return job
+
+
+async def test_a_forgotten_failed_job_that_is_requeued_is_not_uncounted_twice(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a projection that cannot apply a job's Failed event (its hash is forgotten)
+    prefix, clean_prefix = (f"jt-fgr-{uuid.uuid4().hex[:6]}" for _ in range(2))
+    view = BrokenFor(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    clean = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=clean_prefix))
+    projection = Projection(store, view, no_wait)
+    job_id = await write(store, CAUSE)
+    try:
+        await store.execute(job_id, existing(_started))
+        while await projection.step():
+            pass
+        view.broken = job_id
+        await store.execute(job_id, existing(_failed))
+        while await projection.step():
+            pass
+        assert await view.get(job_id) is None
+        # When an operator requeues it (a Requeued event refolds the job, assuming FAILED)
+        view.broken = None
+        requeue = Cause("test:operator", "c-rq", reason="fixed")
+        await store.execute(job_id, existing(lambda job: _requeued(job, requeue)))
+        while await projection.step():
+            pass
+        # Then the counters and indexes are those of a clean projection of the same log
+        clean_projection = Projection(store, clean, no_wait)
+        while await clean_projection.step():
+            pass
+        assert (await view.get(job_id) or {})["status"] == "PENDING"
+        # (a clean projection also lists FAILED|t|id as expiring, until PRUNE drops it since
+        # the hash is back: the forgotten job never had that entry)
+        ignore = (":expiring",)
+        assert await _dump(view, prefix, ignore) == await _dump(clean, clean_prefix, ignore)
+    finally:
+        for name in (prefix, clean_prefix):
+            keys = [k async for k in view.redis.scan_iter(f"{name}:*")]
+            if keys:
+                await view.redis.delete(*keys)
+        await clean.aclose()
+        await view.aclose()
+
+
+def _failed(job: Job) -> Job:
+    job.fail_attempt(
+        CAUSE,
+        worker_id="W",
+        attempt=1,
+        error_type="E",
+        error_message="no retry",
+        retryable=False,
+        now=datetime.now(UTC),
+        backoff=NO_JITTER,
+    )
+    return job
+
+
+def _requeued(job: Job, cause: Cause) -> Job:
+    job.requeue(cause)
+    return job
+
+
+async def test_a_poison_event_that_ended_its_job_is_recorded_as_job_final(
+    store: AsyncJobStore,
+) -> None:
+    # Given a job on its last attempt that a LeaseExpired with no retry ended FAILED
+    job_id = uuid.uuid4()
+
+    def run_and_lose(_: Job | None) -> Job:
+        job = Job.submit(CAUSE, job_type="t", payload={}, max_attempts=1, job_id=job_id)
+        job.schedule(CAUSE, datetime.now(UTC))
+        _started(job)
+        job.expire_lease(CAUSE, attempt=1, now=datetime.now(UTC), backoff=NO_JITTER)
+        return job
+
+    job = await store.execute(job_id, run_and_lose)
+    assert job.status is Status.FAILED
+    assert isinstance((await store.history(job_id))[-1], Job.LeaseExpired)
+
+    def poison(version: int) -> quarantine.Poison:
+        return quarantine.Poison("relay", 1, job_id, version, "LeaseExpired", "poison")
+
+    # When that event is quarantined, then the action says the job is final, not moved on
+    assert await quarantine.fail_job(store, poison(job.version), "test") == "job_final"
+    # And an event the job has moved past is still told apart
+    assert await quarantine.fail_job(store, poison(job.version - 1), "test") == "job_moved_on"
+    assert (await store.get(job_id)).version == job.version  # nothing recorded

@@ -83,7 +83,7 @@ async def test_a_failed_job_is_requeued_by_its_operator_and_due_at_once(
     timers = await deps.store.run_sync(
         tables.on_connection, deps.store.store, tables.due_timers, 10_000, 0.0
     )
-    assert job_id in timers
+    assert job_id in {due for due, _ in timers}
     # And the default is one more attempt
     other = await failed_job(deps)
     again = await client.post(f"/v1/jobs/{other}/requeue", json={"reason": "retry once"})

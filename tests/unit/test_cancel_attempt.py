@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 
 from shared.domain import Job, JobError, Status
+from shared.redis_view import delta_view
 from tests.jobs import CAUSE, NO_JITTER, NOW, job_in
 
 
@@ -91,27 +92,30 @@ def test_a_pending_job_carrying_a_cancel_request_is_cancelled_not_scheduled() ->
 
 
 def test_a_new_attempt_starts_without_a_cancel_request_and_a_cancel_of_it_is_recorded() -> None:
-    # Given a requeued job whose earlier attempt had a cancel request (the request went with it)
+    # Given a legacy history: a cancel requested of attempt 1, whose lease then expired with a
+    # retry and no Cancelled (written before a cancel ended its attempt), and attempt 2 dispatched
+    # (by a scheduler of that time), all built by hand: the request is still on the job
     job = _running_with_cancel()
-    job.fail_attempt(
-        CAUSE,
+    job.trigger_event(
+        Job.LeaseExpired,
         worker_id="w1",
         attempt=1,
-        error_type="E",
-        error_message="m",
-        retryable=False,
-        now=NOW,
-        backoff=NO_JITTER,
+        retry_at=NOW + timedelta(seconds=1),
+        **CAUSE.meta(),
     )
-    operator = CAUSE.__class__(actor="operator:ann", correlation_id="c", reason="again")
-    job.requeue(operator)
-    job.schedule(CAUSE)
-    job.start(CAUSE, worker_id="w2", attempt=2, lease_s=30, now=NOW)
-    assert not job.cancel_requested
+    job.trigger_event(
+        Job.Scheduled, queue=job.queue, priority=job.priority, attempt=2, **CAUSE.meta()
+    )
+    assert job.status is Status.SCHEDULED and job.cancel_requested
     job.collect_events()
-    # When a cancel is requested of the new attempt
+    # When attempt 2 starts
+    job.start(CAUSE, worker_id="w2", attempt=2, lease_s=30, now=NOW)
+    # Then it starts without the request of attempt 1, and the Redis delta says so too
+    assert not job.cancel_requested
+    (started,) = job.collect_events()
+    assert (delta_view(started) or {})["cancel_requested"] == "0"  # type: ignore[arg-type]
+    # And a cancel requested of the new attempt is recorded (the lease row is flagged from it)
     job.request_cancel(CAUSE)
-    # Then it is recorded (the worker's lease row is flagged from it)
     assert _names(job.collect_events()) == ["CancelRequested"]  # type: ignore[arg-type]
 
 
