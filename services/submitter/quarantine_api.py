@@ -35,7 +35,8 @@ class QuarantinedView(BaseModel):
     error: str
     action: str = Field(
         description="job_failed (the job stood at this event: Quarantined recorded, FAILED), "
-        "job_moved_on, undecodable, or hash_deleted (projection: reads go to the log)"
+        "job_moved_on, job_final (it already ended at this event), undecodable, or "
+        "hash_deleted (projection: reads go to the log)"
     )
 
 
