@@ -35,7 +35,7 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from shared.domain.cause import printable
-from shared.domain.errors import JobNotFoundError
+from shared.domain.errors import JobError, JobNotFoundError
 from shared.domain.job import Job
 from shared.eventstore import integrity, tables
 from shared.eventstore.chain import GENESIS, event_hash
@@ -83,6 +83,18 @@ class UnstorableEventError(ValueError):
             f"job {event.originator_id}: {type(event).__name__} cannot be stored ({detail})"
         )
         self.job_id = event.originator_id
+
+
+class UndecodableHistoryError(JobError):
+    """A row of the job's history cannot be read (damaged state, a topic no code knows): the job
+    cannot move, but the commands on other jobs of its batch go on."""
+
+    def __init__(self, job_id: UUID, version: int, cause: Exception) -> None:
+        detail = printable(f"{type(cause).__name__}: {cause}")[:500]
+        super().__init__(
+            f"job {job_id}: version {version} of its history cannot be read ({detail})"
+        )
+        self.job_id = job_id
 
 
 class JobLog(Application[UUID]):
@@ -247,8 +259,14 @@ class JobStore:
             with self._transaction(conn) as committed:
                 self._lock(conn, keys)
                 heads: dict[UUID, bytes] = {}
-                history = self._load(conn, ids, heads)
-                decided = [self._decide(job_id, command, history) for job_id, command in commands]
+                broken: dict[UUID, UndecodableHistoryError] = {}
+                history = self._load(conn, ids, heads, broken)
+                decided = [
+                    (Outcome(error=broken[job_id]), [])
+                    if job_id in broken
+                    else self._decide(job_id, command, history)
+                    for job_id, command in commands
+                ]
                 outcomes = [outcome for outcome, _ in decided]
                 new_events = [event for outcome in outcomes for event in outcome.events]
                 stored = [s for _, encoded in decided for s in encoded]
@@ -326,14 +344,25 @@ class JobStore:
         conn: psycopg.Connection[Any],
         ids: list[UUID],
         heads: dict[UUID, bytes] | None = None,
+        broken: dict[UUID, UndecodableHistoryError] | None = None,
     ) -> dict[UUID, list[Job.Event]]:
-        """Every event of the jobs; ``heads`` receives each job's last chain hash."""
+        """Every event of the jobs; ``heads`` receives each job's last chain hash. A row that
+        does not decode raises, or, given ``broken``, leaves its job out and is named there."""
         rows = conn.execute(self._select_many, [ids]).fetchall()
         history: dict[UUID, list[Job.Event]] = defaultdict(list)
         for row in rows:
+            job_id = row["originator_id"]
             if heads is not None:  # rows come in version order: the last one stays
-                heads[row["originator_id"]] = bytes(row["chain_hash"] or GENESIS)
-            history[row["originator_id"]].append(self.decode(row))
+                heads[job_id] = bytes(row["chain_hash"] or GENESIS)
+            if broken is not None and job_id in broken:
+                continue
+            try:
+                history[job_id].append(self.decode(row))
+            except Exception as exc:
+                if broken is None:
+                    raise
+                broken[job_id] = UndecodableHistoryError(job_id, row["originator_version"], exc)
+                history.pop(job_id, None)
         return history
 
     def decode(self, row: Mapping[str, Any]) -> Job.Event:

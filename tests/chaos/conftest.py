@@ -4,7 +4,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from tests.chaos.harness import ROWS
+import pytest
+
+from tests.chaos.harness import ROWS, scenario
 
 COLUMNS = (
     "scenario",
@@ -21,6 +23,16 @@ COLUMNS = (
     "unexplained",
     "503s",
 )
+
+
+@pytest.fixture
+def run(postgres_server: str, amqp_url: str, redis_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Starts a named scenario: a fresh system of its own (database, prefixes, ports)."""
+
+    def start(name: str, **kwargs):  # type: ignore[no-untyped-def]
+        return scenario(name, postgres_server, amqp_url, redis_url, tmp_path, **kwargs)
+
+    return start
 
 
 def table(rows: list[dict[str, Any]]) -> str:

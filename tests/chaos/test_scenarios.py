@@ -21,20 +21,6 @@ from tests.chaos.harness import Load, Scenario, mixed_jobs, scenario
 pytestmark = pytest.mark.chaos
 
 
-@pytest.fixture
-def run(
-    postgres_server: str,
-    amqp_url: str,
-    redis_url: str,
-    tmp_path: Path,
-    request: pytest.FixtureRequest,
-):  # type: ignore[no-untyped-def]
-    def start(name: str, **kwargs):  # type: ignore[no-untyped-def]
-        return scenario(name, postgres_server, amqp_url, redis_url, tmp_path, **kwargs)
-
-    return start
-
-
 def assert_clean(s: Scenario, load: Load, settle_s: float = 120) -> Report:
     assert not load.refused, load.refused[:5]
     report = s.check(load, settle_s=settle_s)

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from shared.domain import Job, Status
-from tests.chaos.harness import Load, Scenario, mixed_jobs, scenario
+from tests.chaos.harness import Load, Scenario, mixed_jobs
 from tests.chaos.jobs import executions
 from tests.chaos.test_scenarios import assert_clean
 from tests.processes import Service
@@ -32,19 +32,6 @@ pytestmark = pytest.mark.chaos
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 CORE = ("projector", "scheduler", "submitter")
-
-
-@pytest.fixture
-def run(
-    postgres_server: str,
-    amqp_url: str,
-    redis_url: str,
-    tmp_path: Path,
-):  # type: ignore[no-untyped-def]
-    def start(name: str, **kwargs):  # type: ignore[no-untyped-def]
-        return scenario(name, postgres_server, amqp_url, redis_url, tmp_path, **kwargs)
-
-    return start
 
 
 def skewed(offset: str) -> dict[str, str]:

@@ -23,7 +23,6 @@ from eventsourcing.utils import get_topic
 from shared.domain import Job, Status
 from shared.outbox import KINDS
 from tests.chaos.harness import Load, Scenario, mixed_jobs
-from tests.chaos.test_scenarios import run as run  # the fixture
 
 pytestmark = pytest.mark.chaos
 

@@ -10,9 +10,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from shared.domain import Job, Status
-from shared.eventstore import JobStore, UnstorableEventError
+from shared.eventstore import JobStore, UndecodableHistoryError, UnstorableEventError, existing
 from shared.settings import StoreSettings
 from tests.jobs import CAUSE
 
@@ -108,3 +109,28 @@ def test_the_re_read_after_a_lost_commit_waits_for_the_commit_in_flight(
             store.committing.join(10)
         holder.close()
         store.close()
+
+
+def test_a_job_whose_history_does_not_decode_fails_alone_in_its_batch(store: JobStore) -> None:
+    # Given a job whose Submitted row was written around jobtrail and does not decode
+    damaged, good = uuid.uuid4(), uuid.uuid4()
+    with store.recorder.datastore.get_connection() as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "VALUES (%s, 1, %s, %s)"
+            ).format(store.table),
+            [damaged, "shared.domain.job:Job.Submitted", b"{not json"],
+        )
+    store.execute(good, submit(good, n=1))
+
+    # When one batch holds a command on each
+    cancel = existing(lambda job: job.request_cancel(CAUSE))
+    outcomes = store.execute_batch([(damaged, cancel), (good, cancel)])
+
+    # Then the damaged job's command is refused naming the row, and the other one commits
+    error = outcomes[0].error
+    assert isinstance(error, UndecodableHistoryError) and error.job_id == damaged
+    assert "version 1" in str(error)
+    assert outcomes[1].error is None
+    assert store.get(good).status is Status.CANCELLED
