@@ -70,7 +70,11 @@ def _value(value: float | None, digits: int) -> str:
 
 
 def _ratio(ours: float | None, theirs: float | None) -> str:
-    if ours is None or theirs is None or not theirs or math.isnan(ours) or math.isnan(theirs):
+    """jobtrail / rival; "-" where the rival shows 0.00 (e.g. an idle PostgreSQL it does not
+    use): a ratio to background noise says nothing."""
+    if ours is None or theirs is None or math.isnan(ours) or math.isnan(theirs):
+        return "-"
+    if abs(theirs) < 0.005:
         return "-"
     return f"{ours / theirs:.2f}x"
 
