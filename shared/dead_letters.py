@@ -104,12 +104,17 @@ def deaths_in(message: Any) -> list[dict[str, Any]]:
     return [d for d in deaths if isinstance(d, dict)] if isinstance(deaths, list) else []
 
 
+def _count(death: dict[str, Any]) -> int:
+    """An ``x-death`` entry's count (at least 1: the entry exists because it died)."""
+    count = death.get("count")
+    return count if isinstance(count, int) and count > 0 else 1
+
+
 def death_count(message: Any, queue: str, reason: str) -> int:
     """How many times the message has died in ``queue`` for ``reason``, per its header."""
     for death in deaths_in(message):
         if _text(death.get("queue"), 1000) == queue and _text(death.get("reason"), 100) == reason:
-            count = death.get("count")
-            return count if isinstance(count, int) and count > 0 else 1
+            return _count(death)
     return 0
 
 
@@ -176,11 +181,17 @@ def recorder(store: AsyncJobStore, *, replace: bool = True) -> Recorder:
     return record
 
 
+def _announce(letter: DeadLetter) -> None:
+    """Counts and logs a dead letter (once: by its consumer, or by the ledger when RabbitMQ
+    made it)."""
+    DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
+    log.warning("dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error[:300])
+
+
 async def report(letter: DeadLetter, record: Recorder) -> None:
     """Counts, logs and records a dead letter. Recording here is best effort: when it fails, the
     ledger records the dead letter's copy once the database answers again."""
-    DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
-    log.warning("dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error[:300])
+    _announce(letter)
     try:
         await record(letter)
     except Exception as exc:
@@ -240,8 +251,7 @@ def ledger_entry(message: Any) -> DeadLetter:
     death = deaths[0] if deaths else {}
     queue = _text(death.get("queue"), 1000) or "unknown"
     reason = _text(death.get("reason"), 100) or "unknown"
-    count = death.get("count")
-    count = count if isinstance(count, int) and count > 0 else 1
+    count = _count(death)
     if reason == "rejected":
         error = "rejected by its consumer (recorded from the ledger; the consumer logged why)"
     else:
@@ -254,9 +264,7 @@ async def _raw_body(message: Any) -> Any:
     return bytes(getattr(message, "body", b"") or b"")
 
 
-def register_ledger(
-    broker: RabbitBroker, routes: Routes, store: AsyncJobStore, park_timeout_s: float = 10.0
-) -> None:
+def register_ledger(broker: RabbitBroker, routes: Routes, store: AsyncJobStore) -> None:
     """Records every dead letter, once, from its copy in the ledger queue; acknowledges the copy
     only once it is recorded (held, and parked at the back of the ledger queue, while the
     database is away; see shared/retrying.py)."""
@@ -274,17 +282,14 @@ def register_ledger(
             letter = ledger_entry(raw)
         except Exception:  # a bug here must not drop the copy: keep it for later
             log.exception("cannot read a dead letter's copy; parking it")
-            await park(broker, raw, queue, timeout_s=park_timeout_s)
+            await park(broker, raw, queue)
             return
         if letter.reason != "rejected":
-            DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
-            log.warning(
-                "dead letter from %s (job %s): %s", letter.queue, letter.job_id, letter.error
-            )
+            _announce(letter)
         await hold(
             lambda: record(letter),
             hold_s=routes.hold_s,
-            park=lambda: park(broker, raw, queue, timeout_s=park_timeout_s),
+            park=lambda: park(broker, raw, queue),
             retry_on=(Exception,),
         )
 

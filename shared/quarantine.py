@@ -20,9 +20,9 @@ from uuid import UUID
 import psycopg
 
 from shared.domain import Cause, Job, JobError
-from shared.domain.cause import printable
+from shared.domain.cause import describe, printable
 from shared.domain.status import TERMINAL
-from shared.eventstore import AsyncJobStore, JobStore, existing, tables
+from shared.eventstore import AsyncJobStore, JobStore, Undecodable, existing, tables
 from shared.metrics import QUARANTINED
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,22 @@ class Poison:
     event_type: str
     error: str
 
+    @classmethod
+    def undecodable(cls, stage: str, row: Undecodable) -> Poison:
+        """A row of the log that does not decode into an event."""
+        return cls(stage, row.notification_id, row.job_id, row.version, row.topic, row.error)
 
-def describe(exc: BaseException) -> str:
-    """A bounded, storable description of why an event is poison."""
-    return printable(f"{type(exc).__name__}: {exc}")[:MAX_ERROR]
+    @classmethod
+    def of(cls, stage: str, notification_id: int, event: Job.Event, exc: BaseException) -> Poison:
+        """An event the follower failed on, and the error it met."""
+        return cls(
+            stage,
+            notification_id,
+            event.originator_id,
+            event.originator_version,
+            type(event).__name__,
+            describe(exc),
+        )
 
 
 def insert(conn: psycopg.Connection[Any], poison: Poison, action: str) -> bool:

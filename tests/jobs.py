@@ -16,6 +16,31 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 NO_JITTER = Backoff(base_s=1.0, factor=2.0, cap_s=60.0, jitter=0.0)
 
 
+def fail(
+    job: Job,
+    *,
+    worker_id: str = "w1",
+    attempt: int = 1,
+    retryable: bool = True,
+    error_type: str = "E",
+    error_message: str = "m",
+    now: datetime = NOW,
+    backoff: Backoff = NO_JITTER,
+) -> Job:
+    """Records a failed attempt of ``job`` (a retry while attempts remain, when retryable)."""
+    job.fail_attempt(
+        CAUSE,
+        worker_id=worker_id,
+        attempt=attempt,
+        error_type=error_type,
+        error_message=error_message,
+        retryable=retryable,
+        now=now,
+        backoff=backoff,
+    )
+    return job
+
+
 def job_in(
     status: Status, *, max_attempts: int = 3, cancel_requested: bool = False, **submit: Any
 ) -> Job:
@@ -32,16 +57,7 @@ def job_in(
     if status is Status.COMPLETED:
         job.complete(CAUSE, worker_id="w1", attempt=1, result={"ok": True})
     if status is Status.FAILED:
-        job.fail_attempt(
-            CAUSE,
-            worker_id="w1",
-            attempt=1,
-            error_type="E",
-            error_message="boom",
-            retryable=False,
-            now=NOW,
-            backoff=NO_JITTER,
-        )
+        fail(job, retryable=False, error_message="boom")
     if status is Status.CANCELLED:
         job.request_cancel(CAUSE)
     assert job.status is status

@@ -88,10 +88,7 @@ class Projection:
             return False
         try:
             for u in skipped:
-                poison = quarantine.Poison(
-                    "projection", u.notification_id, u.job_id, u.version, u.topic, u.error
-                )
-                await self._quarantine(view, poison)
+                await self._quarantine(view, quarantine.Poison.undecodable("projection", u))
             try:
                 await self._apply(view, entries)
             except _NOT_POISON:
@@ -119,14 +116,7 @@ class Projection:
         except _NOT_POISON:
             raise
         except Exception as exc:
-            poison = quarantine.Poison(
-                "projection",
-                notification_id,
-                event.originator_id,
-                event.originator_version,
-                type(event).__name__,
-                quarantine.describe(exc),
-            )
+            poison = quarantine.Poison.of("projection", notification_id, event, exc)
             await self._quarantine(view, poison)
 
     async def _quarantine(self, view: RedisView, poison: quarantine.Poison) -> None:

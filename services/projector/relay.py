@@ -106,9 +106,7 @@ class Relay:
     ) -> list[Outgoing]:
         """The batch's messages; what cannot become one is quarantined, in log order."""
         for u in skipped:  # its job cannot even be loaded: record it, the job stays as it is
-            poison = quarantine.Poison(
-                "relay", u.notification_id, u.job_id, u.version, u.topic, u.error
-            )
+            poison = quarantine.Poison.undecodable("relay", u)
             await quarantine.record(self.store, poison, "undecodable")
         poisons: list[quarantine.Poison] = []
         outgoing: list[Outgoing] = []
@@ -117,14 +115,7 @@ class Relay:
                 message = to_message(notification_id, event)
             except PoisonEventError as exc:
                 poisons.append(
-                    quarantine.Poison(
-                        "relay",
-                        notification_id,
-                        event.originator_id,
-                        event.originator_version,
-                        type(event).__name__,
-                        quarantine.describe(exc.__cause__ or exc),
-                    )
+                    quarantine.Poison.of("relay", notification_id, event, exc.__cause__ or exc)
                 )
                 continue
             if message is not None:

@@ -17,6 +17,7 @@ from services.submitter import handlers
 from services.submitter.deps import Deps
 from shared import dead_letters
 from shared.domain import Cause
+from shared.domain.cause import storable
 from shared.eventstore.export import job_state
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ class CancelRequest(BaseModel):
 
 def _text_without_surrogates(value: str) -> str:
     """Text that can be stored (strict UTF-8): a JSON escape can smuggle in a lone surrogate."""
-    value.encode()  # UnicodeEncodeError is a ValueError: a 422 naming the field
+    if not storable(value):
+        raise ValueError("is not valid Unicode (a lone surrogate)")  # a 422 naming the field
     return value
 
 

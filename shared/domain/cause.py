@@ -36,6 +36,11 @@ def printable(text: str) -> str:
     return text.encode(errors="backslashreplace").decode()
 
 
+def describe(exc: BaseException, limit: int = 2000) -> str:
+    """``Type: message`` of an error, escaped and bounded: safe to store and to show."""
+    return printable(f"{type(exc).__name__}: {exc}")[:limit]
+
+
 @dataclass(frozen=True)
 class Cause:
     """Who caused an event (``service:scheduler/a1``, ``worker:w1``, ``api:alice``) and why.

@@ -34,7 +34,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import get_topic
 from psycopg import sql
 
-from shared.domain.cause import printable
+from shared.domain.cause import describe
 from shared.domain.errors import JobError, JobNotFoundError
 from shared.domain.job import Job
 from shared.eventstore import integrity, tables
@@ -78,7 +78,7 @@ class UnstorableEventError(ValueError):
     """An event holds a value the log cannot store (text that is not valid Unicode, say)."""
 
     def __init__(self, event: Job.Event, cause: Exception) -> None:
-        detail = printable(f"{type(cause).__name__}: {cause}")[:500]
+        detail = describe(cause, 500)
         super().__init__(
             f"job {event.originator_id}: {type(event).__name__} cannot be stored ({detail})"
         )
@@ -90,7 +90,7 @@ class UndecodableHistoryError(JobError):
     cannot move, but the commands on other jobs of its batch go on."""
 
     def __init__(self, job_id: UUID, version: int, cause: Exception) -> None:
-        detail = printable(f"{type(cause).__name__}: {cause}")[:500]
+        detail = describe(cause, 500)
         super().__init__(
             f"job {job_id}: version {version} of its history cannot be read ({detail})"
         )
@@ -468,7 +468,7 @@ class JobStore:
             except Exception as exc:
                 if skipped is None:
                     raise
-                error = printable(f"{type(exc).__name__}: {exc}")[:2000]
+                error = describe(exc)
                 skipped.append(
                     Undecodable(n.id, n.originator_id, n.originator_version, n.topic, error)
                 )

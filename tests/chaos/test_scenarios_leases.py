@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from shared.domain import Job, Status
+from tests.chaos.checker import Report
 from tests.chaos.harness import Load, Scenario, mixed_jobs
 from tests.chaos.jobs import executions
 from tests.chaos.test_scenarios import assert_clean
@@ -69,7 +70,10 @@ def refused_outcomes(s: Scenario) -> int:
     )
 
 
-def figures(name: str, started: float, **values: Any) -> None:
+def figures(name: str, started: float, report: Report, **values: Any) -> None:
+    """Prints the checker's counts and the scenario's own figures on one FIGURES line."""
+    counts = ("jobs", "lost", "duplicated", "illegal", "drift", "executions", "extra")
+    values = {field: getattr(report, field) for field in counts} | values
     shown = " ".join(f"{k}={v}" for k, v in values.items())
     print(f"FIGURES {name}: {shown} duration_s={time.monotonic() - started:.0f}")
 
@@ -105,15 +109,9 @@ def test_worker_clocks_a_minute_behind_and_ahead(run) -> None:  # type: ignore[n
         figures(
             "clock skew",
             started,
-            jobs=report.jobs,
-            lost=report.lost,
-            duplicated=report.duplicated,
-            illegal=report.illegal,
-            drift=report.drift,
+            report,
             lease_expired=expired,
             refused=refused,
-            executions=report.executions,
-            extra=report.extra,
             started_by=by_worker,
         )
         assert expired == 0 and refused == 0
@@ -169,18 +167,12 @@ def test_graceful_worker_stop_with_jobs_longer_than_the_lease(run) -> None:  # t
         figures(
             "graceful stop",
             started,
-            jobs=report.jobs,
-            lost=report.lost,
-            duplicated=report.duplicated,
-            illegal=report.illegal,
-            drift=report.drift,
+            report,
             lease_expired=expired,
             handed_back=handed_back,
             long_running_on_a_at_sigterm=running_on_a,
             worker_exit_s=f"{stopped_after:.0f}",
             refused=refused_outcomes(s),
-            executions=report.executions,
-            extra=report.extra,
         )
         assert expired == 0 and handed_back == 0 and refused_outcomes(s) == 0
         assert report.extra == 0
@@ -235,14 +227,8 @@ def test_cancel_then_worker_killed_before_it_acknowledges(run) -> None:  # type:
         figures(
             "cancel then SIGKILL",
             started,
-            jobs=report.jobs,
-            lost=report.lost,
-            duplicated=report.duplicated,
-            illegal=report.illegal,
-            drift=report.drift,
+            report,
             cancelled_victims=len(victims),
             victim_endings=outcomes,
             lease_expired=count(events, Job.LeaseExpired),
-            executions=report.executions,
-            extra=report.extra,
         )

@@ -21,7 +21,7 @@ from services.scheduler.handlers import scheduling
 from shared.domain import Backoff, Cause, Job, Status
 from shared.eventstore import AsyncJobStore, JobStore, existing, tables
 from shared.settings import StoreSettings
-from tests.jobs import CAUSE, NO_JITTER
+from tests.jobs import CAUSE, NO_JITTER, fail
 
 LEASE_S = 30.0
 
@@ -102,18 +102,7 @@ def test_a_retry_written_by_a_worker_a_minute_ahead_is_due_after_its_backoff(
     with clock_off_by(60):
         store.execute(
             job_id,
-            existing(
-                lambda j: j.fail_attempt(
-                    CAUSE,
-                    worker_id="w-ahead",
-                    attempt=1,
-                    error_type="E",
-                    error_message="m",
-                    retryable=True,
-                    now=_now(ahead),
-                    backoff=NO_JITTER,
-                )
-            ),
+            existing(lambda j: fail(j, worker_id="w-ahead", now=_now(ahead))),
         )
     # Then the timer is due 1 s from the database's now (not 61 s)
     timer = _row(store, "jobtrail_timers", job_id)
@@ -179,18 +168,7 @@ def test_a_scheduled_retry_of_a_stale_message_is_refused(
     _start(store, job_id, "W", 1, timedelta(0))
     store.execute(
         job_id,
-        existing(
-            lambda j: j.fail_attempt(
-                CAUSE,
-                worker_id="W",
-                attempt=1,
-                error_type="E",
-                error_message="m",
-                retryable=True,
-                now=_now(),
-                backoff=NO_JITTER,
-            )
-        ),
+        existing(lambda j: fail(j, worker_id="W", now=_now())),
     )
 
     # When a duplicate of its Submitted message (version 1) reaches the scheduler
@@ -222,13 +200,10 @@ def test_a_sweep_whose_due_list_was_read_before_the_job_moved_on_does_not_dispat
         store.execute(
             job_id,
             existing(
-                lambda j: j.fail_attempt(
-                    CAUSE,
+                lambda j: fail(
+                    j,
                     worker_id="W",
-                    attempt=1,
-                    error_type="E",
                     error_message="fast",
-                    retryable=True,
                     now=_now(),
                     backoff=Backoff(base_s=30.0, factor=1.0, cap_s=30.0, jitter=0.0),
                 )

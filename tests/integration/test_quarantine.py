@@ -22,7 +22,7 @@ from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
-from tests.jobs import CAUSE, NO_JITTER, unchecked_cause
+from tests.jobs import CAUSE, NO_JITTER, fail, unchecked_cause
 from tests.services import delete_topology, fresh_database
 
 
@@ -313,17 +313,9 @@ async def test_a_forgotten_failed_job_that_is_requeued_is_not_uncounted_twice(
 
 
 def _failed(job: Job) -> Job:
-    job.fail_attempt(
-        CAUSE,
-        worker_id="W",
-        attempt=1,
-        error_type="E",
-        error_message="no retry",
-        retryable=False,
-        now=datetime.now(UTC),
-        backoff=NO_JITTER,
+    return fail(
+        job, worker_id="W", retryable=False, error_message="no retry", now=datetime.now(UTC)
     )
-    return job
 
 
 def _requeued(job: Job, cause: Cause) -> Job:

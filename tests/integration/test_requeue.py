@@ -17,7 +17,7 @@ from shared.eventstore import AsyncJobStore, JobStore, tables
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
-from tests.jobs import CAUSE, NO_JITTER, Step, record
+from tests.jobs import CAUSE, Step, fail, record
 
 
 @pytest.fixture
@@ -41,16 +41,7 @@ def to_failed(attempts: int = 1) -> list[Step]:
     return [
         lambda j: j.schedule(CAUSE, now),
         lambda j: j.start(CAUSE, worker_id="w1", attempt=attempts, lease_s=30, now=now),
-        lambda j: j.fail_attempt(
-            CAUSE,
-            worker_id="w1",
-            attempt=attempts,
-            error_type="E",
-            error_message="boom",
-            retryable=False,
-            now=now,
-            backoff=NO_JITTER,
-        ),
+        lambda j: fail(j, attempt=attempts, retryable=False, error_message="boom", now=now),
     ]
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from shared.domain import Job, JobError, Status
 from shared.redis_view import delta_view
-from tests.jobs import CAUSE, NO_JITTER, NOW, job_in
+from tests.jobs import CAUSE, NO_JITTER, NOW, fail, job_in
 
 
 def _names(events: list[Job.Event]) -> list[str]:
@@ -41,16 +41,7 @@ def test_an_attempt_that_fails_after_a_cancel_request_is_not_retried() -> None:
     # Given a running job whose cancel was requested; its handler raised instead of stopping
     job = _running_with_cancel()
     # When the worker records the failure (retryable, attempts left)
-    job.fail_attempt(
-        CAUSE,
-        worker_id="w1",
-        attempt=1,
-        error_type="E",
-        error_message="m",
-        retryable=True,
-        now=NOW,
-        backoff=NO_JITTER,
-    )
+    fail(job)
     # Then the failure is kept and the job ends CANCELLED
     assert _names(job.collect_events()) == ["AttemptFailed", "Cancelled"]  # type: ignore[arg-type]
     assert job.status is Status.CANCELLED and job.error == {"type": "E", "message": "m"}
@@ -62,16 +53,7 @@ def test_a_last_attempt_keeps_its_own_ending() -> None:
     expired.max_attempts = failed.max_attempts = 1
     # When the lease expires, or the attempt fails
     expired.expire_lease(CAUSE, attempt=1, now=NOW, backoff=NO_JITTER)
-    failed.fail_attempt(
-        CAUSE,
-        worker_id="w1",
-        attempt=1,
-        error_type="E",
-        error_message="m",
-        retryable=True,
-        now=NOW,
-        backoff=NO_JITTER,
-    )
+    fail(failed)
     # Then each ends FAILED as before: it never reaches PENDING, so there is nothing to stop
     assert _names(expired.collect_events()) == ["LeaseExpired"]  # type: ignore[arg-type]
     assert _names(failed.collect_events()) == ["Failed"]  # type: ignore[arg-type]
@@ -122,16 +104,7 @@ def test_a_new_attempt_starts_without_a_cancel_request_and_a_cancel_of_it_is_rec
 def test_schedule_refuses_a_stale_bus_message() -> None:
     # Given a job whose first attempt failed, PENDING until its backoff has passed
     job = job_in(Status.RUNNING)
-    job.fail_attempt(
-        CAUSE,
-        worker_id="w1",
-        attempt=1,
-        error_type="E",
-        error_message="m",
-        retryable=True,
-        now=NOW,
-        backoff=NO_JITTER,
-    )
+    fail(job)
     # When a duplicate of its Submitted message (version 1) asks to dispatch it
     with pytest.raises(JobError, match="since version 1"):
         job.schedule(CAUSE, version=1)
