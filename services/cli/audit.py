@@ -30,6 +30,7 @@ from shared.eventstore.export import (
     RECORD_FIELDS,
     EventExport,
     RangeFilter,
+    csv_row,
     job_state,
     state_at_time,
     state_at_version,
@@ -87,13 +88,14 @@ def open_store() -> Iterator[JobStore]:
 
 
 def write_records(records: Iterable[dict[str, Any]], fmt: Format, out: TextIO) -> int:
-    """Writes records as JSON lines or CSV (``data`` as a JSON column); returns how many."""
+    """Writes records as JSON lines (verbatim) or CSV (``data`` as a JSON column, cells that a
+    spreadsheet would evaluate made inert: ``csv_row``); returns how many."""
     count = 0
     if fmt is Format.csv:
         writer = csv.DictWriter(out, fieldnames=RECORD_FIELDS)
         writer.writeheader()
         for record in records:
-            writer.writerow(record | {"data": json.dumps(record["data"], sort_keys=True)})
+            writer.writerow(csv_row(record))
             count += 1
     else:
         for record in records:

@@ -14,6 +14,7 @@ between pages), and memory stays at one page.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -113,6 +114,25 @@ def event_record(
         "chain_hash": chain_hash.hex() if chain_hash else None,
     }
     return record
+
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet evaluate a cell (OWASP, "CSV Injection")."""
+
+
+def csv_cell(value: Any) -> Any:
+    """``value`` made inert for a spreadsheet: a text cell that starts with ``=``, ``+``, ``-``,
+    ``@``, a tab or a carriage return gets a leading ``'`` (so ``=HYPERLINK(...)`` stays text).
+    Numbers and everything else are left as they are; JSON exports are never escaped."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    """An exported record as a CSV row: ``data`` as a JSON string, every cell made inert."""
+    row = record | {"data": json.dumps(record["data"], sort_keys=True)}
+    return {name: csv_cell(value) for name, value in row.items()}
 
 
 def job_state(job: Job) -> dict[str, Any]:

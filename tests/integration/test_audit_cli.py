@@ -17,7 +17,14 @@ from services.cli.app import app
 from shared.domain import Cause
 from shared.eventstore import JobStore
 from shared.eventstore.export import RECORD_FIELDS, EventExport, RangeFilter, job_state
-from tests.jobs import SKEW, prefix_at, record_a_retried_job, record_a_skewed_job, zulu
+from tests.jobs import (
+    SKEW,
+    prefix_at,
+    record,
+    record_a_retried_job,
+    record_a_skewed_job,
+    zulu,
+)
 
 runner = CliRunner()
 
@@ -225,3 +232,23 @@ def test_missing_jobs_and_states_are_named(store: JobStore, cli: Any) -> None:
     for result in missing:
         assert result.exit_code == 1
         assert f"job {unknown} not found" in " ".join(result.stderr.split())
+
+
+def test_a_formula_in_a_cancel_reason_comes_out_of_csv_inert(store: JobStore, cli: Any) -> None:
+    # Given a job cancelled with a reason a spreadsheet would evaluate as a live link
+    formula = '=HYPERLINK("http://x","y")'
+    cause = Cause(actor="api:mallory", correlation_id="corr-formula", reason=formula)
+    job_id = record(store, [lambda j: j.request_cancel(cause)])
+
+    # When its history is exported as CSV and as JSON lines
+    as_csv = cli("audit", str(job_id), "--format", "csv")
+    as_jsonl = cli("audit", str(job_id), "--format", "jsonl")
+
+    # Then the CSV cell starts with a quote (text, not a formula); the JSON keeps it verbatim
+    assert as_csv.exit_code == 0, as_csv.output
+    rows = list(csv.DictReader(io.StringIO(as_csv.stdout)))
+    assert rows[-1]["event_type"] == "Cancelled"  # a pending job is cancelled at once
+    assert rows[-1]["reason"] == "'" + formula
+    assert rows[-1]["actor"] == "api:mallory"
+    records = [json.loads(line) for line in as_jsonl.stdout.splitlines()]
+    assert records[-1]["reason"] == formula
