@@ -11,6 +11,8 @@ import socket
 import sys
 from collections.abc import Awaitable, Callable
 
+from shared.redact import install_log_redaction
+
 
 def instance_id(service: str) -> str:
     """``<service>/<host>-<pid>``, unless JOBTRAIL_INSTANCE_ID names the instance."""
@@ -20,13 +22,15 @@ def instance_id(service: str) -> str:
 
 
 def setup_logging(service: str) -> None:
-    """One line per record on stderr, level from JOBTRAIL_LOG_LEVEL (default INFO)."""
+    """One line per record on stderr, level from JOBTRAIL_LOG_LEVEL (default INFO); passwords in
+    URLs (and the configured ones anywhere) are written as ``***`` (shared.redact)."""
     logging.basicConfig(
         level=os.environ.get("JOBTRAIL_LOG_LEVEL", "INFO").upper(),
         format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
     )
+    install_log_redaction()
     for noisy in ("aiormq", "aio_pika", "httpx", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

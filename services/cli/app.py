@@ -556,6 +556,9 @@ def _show_verified() -> None:
 
 
 def main() -> None:
+    from shared.redact import install_log_redaction
+
+    install_log_redaction()  # a driver's warning (psycopg_pool's, say) never shows a password
     try:
         app()
     except KeyboardInterrupt:

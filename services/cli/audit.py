@@ -35,6 +35,7 @@ from shared.eventstore.export import (
     state_at_time,
     state_at_version,
 )
+from shared.redact import redact_url
 from shared.settings import StoreSettings
 
 TIME_EXAMPLE = "2026-11-29T09:00:00Z"
@@ -78,7 +79,7 @@ def open_store() -> Iterator[JobStore]:
         store = JobStore(settings)
     except Exception as exc:  # psycopg's or eventsourcing's connection errors, whichever
         raise fail(
-            f"cannot read the log at {settings.postgres_url} ({type(exc).__name__}: "
+            f"cannot read the log at {redact_url(settings.postgres_url)} ({type(exc).__name__}: "
             f"{first_line(exc)}); check JOBTRAIL_POSTGRES_URL and that PostgreSQL runs"
         ) from None
     try:

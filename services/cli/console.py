@@ -6,13 +6,16 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from shared.redact import redact
+
 console = Console()
 err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Prints ``error: message`` on stderr; returns the Exit to raise (code 2: fix the input)."""
-    err.print(f"[red]error:[/red] {escape(message)}")
+    """Prints ``error: message`` on stderr, never with a password (shared.redact); returns the
+    Exit to raise (code 2: fix the input)."""
+    err.print(f"[red]error:[/red] {escape(redact(message))}")
     return typer.Exit(code)
 
 

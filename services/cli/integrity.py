@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from services.cli.audit import open_store, parse_time
 from services.cli.console import console, fail, first_line
+from shared.redact import redact
 
 db_app = typer.Typer(help="Database roles and schema (run as the owner of the log).")
 
@@ -109,8 +110,8 @@ def _verify_redis() -> bool:
     except Exception as exc:  # folding raised: an event no longer decodes or applies
         console.print(
             f"[red]DRIFT[/red] the Redis check could not fold the log "
-            f"({type(exc).__name__}: {escape(first_line(exc))}); an event no longer decodes or "
-            "applies: `jobtrail verify --no-redis` says where"
+            f"({type(exc).__name__}: {escape(redact(first_line(exc)))}); an event no longer "
+            "decodes or applies: `jobtrail verify --no-redis` says where"
         )
         return False
     for drift in drifted:
