@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from psycopg.conninfo import make_conninfo
 from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -57,11 +58,22 @@ class StoreSettings(BaseSettings):
     def max_connections(self) -> int:
         return self.postgres_pool_size + self.postgres_max_overflow
 
+    def postgres_options(self) -> str:
+        """The query options of JOBTRAIL_POSTGRES_URL (``sslmode``, ``sslrootcert``, ``sslcert``,
+        ``sslkey``, ``sslcrl``, ``target_session_attrs``, ``application_name``,
+        ``connect_timeout``, ``options`` ...) as a libpq conninfo string. Connections built from
+        host, port, user and password (eventsourcing's pool, the schema lock) pass it as their
+        conninfo, so they honour the same options as those opened with the URL itself; the
+        explicit arguments win where both name a key."""
+        query = urlsplit(self.postgres_url).query
+        return make_conninfo(**dict(parse_qsl(query, keep_blank_values=True)))
+
     def eventsourcing_env(self) -> dict[str, str]:
         """The environment that configures eventsourcing's PostgreSQL infrastructure."""
         url = urlsplit(self.postgres_url)
         return {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "PERSISTENCE_MODULE": "shared.eventstore.pool:PostgresFactory",
+            "POSTGRES_CONNINFO_OPTIONS": self.postgres_options(),
             "APPLICATION_RECORDER_TOPIC": "shared.eventstore.recorder:JobRecorder",
             "POSTGRES_DBNAME": (url.path or "/jobtrail").lstrip("/") or "jobtrail",
             "POSTGRES_HOST": url.hostname or "127.0.0.1",

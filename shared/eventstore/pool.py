@@ -1,4 +1,11 @@
-"""The connection pool comes back within seconds of PostgreSQL, however long it was away.
+"""The log's connection pool: it honours the URL's options, and comes back within seconds of
+PostgreSQL, however long it was away.
+
+eventsourcing builds its pool from host, port, user, password and database name alone, so the
+query options of ``JOBTRAIL_POSTGRES_URL`` (``?sslmode=verify-full&sslrootcert=...``,
+``application_name``, ...) would be dropped: the pool that writes the log would connect without
+TLS while every other connection used it. ``PostgresFactory`` (named by
+``StoreSettings.eventsourcing_env``) gives the pool those options as its conninfo.
 
 psycopg_pool replaces a broken connection in the background, waiting 1, 2, 4, 8 ... s between
 attempts (doubling, for up to ``reconnect_timeout``, 5 min). After an outage of 90 s its next
@@ -10,7 +17,10 @@ database that is down costs one refused connection.
 
 from __future__ import annotations
 
+from typing import Any
+
 import psycopg_pool.pool
+from eventsourcing import postgres
 from psycopg_pool.base import AttemptWithBackoff
 
 MAX_RECONNECT_DELAY_S = 2.0
@@ -28,3 +38,16 @@ def cap_reconnect_backoff() -> None:
     """Makes every psycopg_pool.ConnectionPool of this process use CappedBackoff (idempotent).
     The pool module names the class it instantiates; nothing else changes."""
     setattr(psycopg_pool.pool, "AttemptWithBackoff", CappedBackoff)  # noqa: B010 (a module attribute mypy sees as private)
+
+
+class PostgresFactory(postgres.PostgresFactory):
+    """eventsourcing's PostgreSQL factory whose pool connects with the URL's query options
+    (``POSTGRES_CONNINFO_OPTIONS``, a libpq conninfo string: StoreSettings.postgres_options)."""
+
+    CONNINFO_OPTIONS = "POSTGRES_CONNINFO_OPTIONS"
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        # The pool connects with connect(conninfo, **kwargs): host, port, user, password and
+        # dbname stay in kwargs (and win), every other option comes from the URL.
+        self.datastore.pool.conninfo = self.env.get(self.CONNINFO_OPTIONS) or ""

@@ -149,6 +149,7 @@ def lock_key(job_id: UUID) -> int:
 def _connect(settings: StoreSettings, dbname: str | None = None) -> psycopg.Connection[Any]:
     env = settings.eventsourcing_env()
     return psycopg.connect(
+        settings.postgres_options(),  # the URL's sslmode, application_name ... (pool.py)
         dbname=dbname or env["POSTGRES_DBNAME"],
         host=env["POSTGRES_HOST"],
         port=env["POSTGRES_PORT"],
