@@ -46,8 +46,17 @@ def verify(
     ] = None,
     log: Annotated[bool, typer.Option(help="check the hash chains and checkpoints")] = True,
     redis: Annotated[bool, typer.Option(help="check Redis against the fold of the events")] = True,
+    allow_no_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--allow-no-checkpoints",
+            help="exit 0 on a log without any checkpoint (a new system); by default that is a "
+            "failure: nothing anchors the chains",
+        ),
+    ] = False,
 ) -> None:
-    """Checks the log's integrity and the Redis view; exits 1 when anything is wrong."""
+    """Checks the log's integrity and the Redis view; exits 1 when anything is wrong, and when
+    the log has no checkpoint at all (unless --allow-no-checkpoints)."""
     from shared.eventstore.integrity import verify_log
     from shared.settings import AuditSettings
 
@@ -76,9 +85,12 @@ def verify(
             console.print(f"[red]TAMPERED[/red] {escape(str(problem))}")
         if report.ok and not report.checkpoints:
             console.print(
-                "[yellow]log chains OK[/yellow], but there is no checkpoint yet: a deleted last "
-                "event or a rewritten chain would go unseen (`jobtrail checkpoint` writes one)"
+                f"[{'yellow' if allow_no_checkpoints else 'red'}]NO CHECKPOINT[/]: the chains "
+                "are consistent, but no checkpoint anchors them: a deleted last event or a "
+                "rewritten chain would go unseen (`jobtrail checkpoint` writes one)"
+                + ("" if allow_no_checkpoints else "; --allow-no-checkpoints accepts this")
             )
+            failed |= not allow_no_checkpoints
         elif report.ok:
             console.print("[green]log OK[/green]: every chain and checkpoint matches")
         failed |= not report.ok

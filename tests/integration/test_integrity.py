@@ -521,3 +521,36 @@ def test_an_archived_history_is_still_audited(
 
     missing = CliRunner().invoke(app, ["audit", str(uuid.uuid4())])
     assert missing.exit_code == 1 and "nor in 1" in " ".join(missing.output.split())
+
+
+def test_verify_without_any_checkpoint_fails_unless_told_to_allow_it(
+    log: Log, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from services.cli.app import app
+
+    # Given a consistent log that no checkpoint anchors (none in the table, no file)
+    monkeypatch.setenv("JOBTRAIL_POSTGRES_URL", log.url)
+    monkeypatch.delenv("JOBTRAIL_CHECKPOINT_FILE", raising=False)
+    monkeypatch.setenv("JOBTRAIL_CHECKPOINT_KEY", KEY.decode())
+    cli = CliRunner()
+    assert integrity.verify_log(log.url, key=KEY).checkpoints == 0
+
+    # When it is verified, then with --allow-no-checkpoints
+    refused = cli.invoke(app, ["verify", "--no-redis"], env={"COLUMNS": "200"})
+    allowed = cli.invoke(
+        app, ["verify", "--no-redis", "--allow-no-checkpoints"], env={"COLUMNS": "200"}
+    )
+
+    # Then the first fails, saying that nothing anchors the chains; the second passes, warning
+    assert refused.exit_code == 1, refused.output
+    assert "no checkpoint anchors them" in refused.output
+    assert "--allow-no-checkpoints" in refused.output
+    assert allowed.exit_code == 0, allowed.output
+    assert "NO CHECKPOINT" in allowed.output
+
+    # And once a checkpoint exists, verify passes without the flag
+    assert log.checkpoint() is not None
+    anchored = cli.invoke(app, ["verify", "--no-redis"], env={"COLUMNS": "200"})
+    assert anchored.exit_code == 0 and "log OK" in anchored.output
