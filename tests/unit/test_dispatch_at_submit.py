@@ -38,9 +38,13 @@ def test_only_a_pending_job_is_dispatched() -> None:
     assert len(job.collect_events()) == 2
 
 
+class Empty(BaseModel):
+    pass
+
+
 def test_the_submit_command_dispatches_a_new_job_and_not_a_repeat() -> None:
     registry = Registry()
-    registry.add(JobType("t", lambda payload: None, payload=BaseModel, result=None))
+    registry.add(JobType("t", lambda payload: None, payload=Empty, result=None))
     request = SubmitJob(type="t", payload={}, idempotency_key="k-1")
     submission = prepare(request, registry, {"default"}, CAUSE)
     first = submission.command(None)
