@@ -11,13 +11,17 @@ from contracts.names import Topology
 from shared.domain.job import Job
 
 KINDS: dict[type[Job.Event], str] = {
-    Job.Submitted: "submitted",
     Job.Scheduled: "scheduled",
     Job.AttemptFailed: "attempt_failed",
     Job.LeaseExpired: "lease_expired",
     Job.Requeued: "requeued",
 }
-"""The events a service consumes; the rest stay in the log (and reach Redis via the projector)."""
+"""The events a service consumes; the rest stay in the log (and reach Redis via the projector).
+
+Submitted is not among them: the submitter dispatches a job due at once in the transaction that
+accepts it (``Job.dispatch_if_due``), and a job due later waits for its timer, which the
+scheduler leader sweeps on the database's clock. The scheduler still consumes ``job.submitted``
+messages (from a relay of an earlier release, or a replayed dead letter)."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,6 @@ from shared.outbox import KINDS, Outgoing, PoisonEventError, to_message
 log = logging.getLogger(__name__)
 
 DESCRIPTIONS = {
-    "submitted": "A job was accepted (PENDING); the scheduler dispatches it when due.",
     "scheduled": "A job was dispatched for an attempt; routed to the work queue of its queue "
     "name (job.scheduled.<queue>), with the job's priority as the message priority.",
     "attempt_failed": "An attempt failed and the job is PENDING again, due at due_at.",

@@ -92,7 +92,10 @@ def prepare(
         job_id = uuid4()
 
     def command(current: Job | None) -> Job:
-        return Job.submit_once(current, cause, job_id=job_id, **fields)
+        job = Job.submit_once(current, cause, job_id=job_id, **fields)
+        if current is None:  # a new job due at once is dispatched in the same transaction
+            job.dispatch_if_due(cause)
+        return job
 
     return Submission(job_id, command)
 

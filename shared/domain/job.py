@@ -336,6 +336,19 @@ class Job(Aggregate):
             **cause.meta(),
         )
 
+    def dispatch_if_due(self, cause: Cause) -> bool:
+        """Dispatches a PENDING job that was due when its last event was written: no ``due_at``,
+        or one not after that event's time (both on the writer's clock, the rule the scheduler's
+        bus subscriber applies). The submitter calls it in the transaction that accepts a job,
+        so a job due at once is Submitted and Scheduled in one commit, with no hop through the
+        scheduler; a job due later is left to its timer. Returns whether it dispatched."""
+        if self.status is not Status.PENDING or self.cancel_requested:
+            return False
+        if self.due_at is not None and self.due_at > self.last_event_at:
+            return False
+        self.schedule(cause)
+        return True
+
     def start(
         self, cause: Cause, *, worker_id: str, attempt: int, lease_s: float, now: datetime
     ) -> None:

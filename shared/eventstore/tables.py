@@ -199,10 +199,17 @@ def maintain(conn: psycopg.Connection[Any], events: Sequence[Job.Event]) -> None
     timers: dict[Any, Op] = {}
     leases: dict[Any, Op] = {}
     dispatches: dict[Any, Op] = {}
+    created: set[Any] = set()  # jobs submitted in this batch: no timer row before it
     for event in events:
         job_id = event.originator_id
+        if isinstance(event, Job.Submitted):
+            created.add(job_id)
         timer = _timer_op(event)
-        if timer is not None:
+        if timer is None:
+            pass
+        elif timer[0] == _DELETE_TIMER and job_id in created:
+            timers.pop(job_id, None)  # submitted and dispatched at once: no row to write
+        else:
             timers[job_id] = timer
         lease = _lease_op(event, leases.get(job_id))
         if lease is not None:

@@ -13,7 +13,7 @@ import pytest
 from shared.domain import Job, Status
 from shared.eventstore import JobStore
 from tests.e2e.helpers import assert_legal_history, settle, wait_for
-from tests.jobs import unchecked_cause
+from tests.jobs import CAUSE, unchecked_cause
 from tests.processes import System
 
 pytestmark = pytest.mark.e2e
@@ -85,17 +85,16 @@ def test_a_job_whose_outcome_cannot_be_stored_ends_failed_saying_why(
 def test_a_poison_event_in_the_log_is_quarantined_and_the_jobs_behind_it_run(
     system: System, log_store: JobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given a Submitted event whose causation id the envelope refuses, written around the checks
+    # Given a Scheduled event (a kind the relay publishes) whose causation id the envelope
+    # refuses, written around the checks
     poison = uuid.uuid4()
-    log_store.execute(
-        poison,
-        lambda _: Job.submit(
-            unchecked_cause(causation_id="r" * 129),
-            job_type="cpu.hash",
-            payload={"text": "p"},
-            job_id=poison,
-        ),
-    )
+
+    def submit_with_poison(_: Job | None) -> Job:
+        job = Job.submit(CAUSE, job_type="cpu.hash", payload={"text": "p"}, job_id=poison)
+        job.schedule(unchecked_cause(causation_id="r" * 129))
+        return job
+
+    log_store.execute(poison, submit_with_poison)
     # When normal jobs are submitted behind it
     with httpx.Client(base_url=system.base_url, timeout=30) as http:
         ids = [uuid.UUID(http.post("/v1/jobs", json=JOB).json()["id"]) for _ in range(30)]
@@ -113,7 +112,7 @@ def test_a_poison_event_in_the_log_is_quarantined_and_the_jobs_behind_it_run(
             "the quarantine record",
         )
         assert [(r["stage"], r["action"], r["version"]) for r in rows] == [
-            ("relay", "job_failed", 1)
+            ("relay", "job_failed", 2)
         ]
         assert "causation_id" in rows[0]["error"]
         assert datetime.fromisoformat(rows[0]["at"]) <= datetime.now(UTC)

@@ -223,5 +223,5 @@ async def test_empty_id_headers_count_as_absent(api: tuple[httpx.AsyncClient, De
     assert response.status_code == 202, response.text
     generated = response.headers["X-Request-Id"]
     assert generated
-    (submitted,) = await deps.store.history(uuid.UUID(response.json()["id"]))
+    submitted, *_ = await deps.store.history(uuid.UUID(response.json()["id"]))
     assert (submitted.causation_id, submitted.correlation_id) == (generated, generated)

@@ -213,7 +213,7 @@ async def test_commands_outlive_an_outage_longer_than_every_budget_and_dead_lett
     await eventually(submitted, 30, "the submits held through the outage")
     for job_id in ids:
         history = await asyncio.to_thread(s.direct.history, job_id)
-        assert [type(e).__name__ for e in history] == ["Submitted"]
+        assert [type(e).__name__ for e in history] == ["Submitted", "Scheduled"]
 
     async def cancelled() -> bool:
         return (await asyncio.to_thread(s.direct.get, waiting)).status is Status.CANCELLED

@@ -79,9 +79,12 @@ async def test_the_relay_quarantines_poison_events_fails_their_jobs_and_goes_on(
         await declare_topology(broker, routes, queues=["default"])
         await broker.start()
         first = await write(store, CAUSE)
-        pending = await write(store, unchecked_cause(causation_id="r" * 129), scheduled=None)
+        pending = await write(store, CAUSE)  # then a poison AttemptFailed: PENDING, see below
+        await store.execute(pending, existing(_started))
+        await store.execute(pending, existing(_attempt_failed))
         scheduled = await write(store, CAUSE, unchecked_cause(correlation_id="é" * 128))
-        moved_on = await write(store, unchecked_cause(causation_id="r" * 5000))
+        moved_on = await write(store, CAUSE, unchecked_cause(causation_id="r" * 5000))
+        await store.execute(moved_on, existing(_started))  # RUNNING: past its poison event
         last = await write(store, CAUSE)
         head = await store.run_sync(store.store.max_notification_id)
 
@@ -98,7 +101,7 @@ async def test_the_relay_quarantines_poison_events_fails_their_jobs_and_goes_on(
             assert job.error["type"] == "Quarantined"
             assert any(f in job.error["message"] for f in ("causation_id", "correlation id"))
         # ... a job that had moved past its poison event is left alone ...
-        assert (await store.get(moved_on)).status is Status.SCHEDULED
+        assert (await store.get(moved_on)).status is Status.RUNNING
         # ... each is recorded once and counted, and the normal jobs behind were relayed
         rows = await store.run_sync(quarantine.recorded, store.store, None, 10)
         assert {(r["job_id"], r["action"]) for r in rows} == {
@@ -108,7 +111,7 @@ async def test_the_relay_quarantines_poison_events_fails_their_jobs_and_goes_on(
         }
         assert quarantined("relay") - counted == 3
         work = await (await broker.declare_queue(routes.work("default"))).declare()
-        assert work.message_count == 3  # first, moved_on (its Scheduled is fine), last
+        assert work.message_count == 3  # first, pending's first Scheduled, last
 
         # And a relay that starts again from the beginning records and counts nothing twice
         task.cancel()
@@ -262,6 +265,20 @@ async def test_a_forgotten_job_is_counted_and_indexed_as_in_a_clean_projection_a
 
 def _started(job: Job) -> Job:
     job.start(CAUSE, worker_id="W", attempt=1, lease_s=30.0, now=datetime.now(UTC))
+    return job
+
+
+def _attempt_failed(job: Job) -> Job:
+    job.fail_attempt(
+        unchecked_cause(causation_id="r" * 129),
+        worker_id="W",
+        attempt=1,
+        error_type="E",
+        error_message="boom",
+        retryable=True,
+        now=datetime.now(UTC),
+        backoff=NO_JITTER,
+    )
     return job
 
 

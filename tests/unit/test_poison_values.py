@@ -21,9 +21,11 @@ from shared.redis_view import delta_view, full_view
 from tests.jobs import CAUSE, job_in, unchecked_cause
 
 
-def submitted(cause: Cause, **submit: Any) -> Job.Event:
+def scheduled(cause: Cause, **submit: Any) -> Job.Event:
+    """The Scheduled event of a job submitted and dispatched with ``cause`` (a relayed kind)."""
     job = Job.submit(cause, job_type="t", payload={}, **submit)
-    (event,) = job.collect_events()
+    assert job.dispatch_if_due(cause)
+    _, event = job.collect_events()
     return event  # type: ignore[no-any-return]
 
 
@@ -65,7 +67,7 @@ def test_every_cause_the_domain_accepts_can_be_relayed(
         cause = Cause("api:anyone", correlation, causation)
     except ValueError:
         return
-    message = to_message(1, submitted(cause))
+    message = to_message(1, scheduled(cause))
     assert message is not None and json.loads(message.body)["causation_id"] == causation
 
 
@@ -76,8 +78,8 @@ def test_every_cause_the_domain_accepts_can_be_relayed(
 def test_an_event_that_cannot_be_a_message_is_poison_not_a_transient_failure(
     fields: dict[str, Any],
 ) -> None:
-    # Given a Submitted event recorded around the checks (as a row from older code could be)
-    event = submitted(unchecked_cause(**fields))
+    # Given a Scheduled event recorded around the checks (as a row from older code could be)
+    event = scheduled(unchecked_cause(**fields))
     # When the relay builds its message, Then the failure says it can never succeed
     with pytest.raises(PoisonEventError):
         to_message(1, event)
