@@ -27,6 +27,7 @@ from eventsourcing.persistence import (
     IntegrityError,
     InterfaceError,
     InternalError,
+    Mapper,
     Notification,
     OperationalError,
     StoredEvent,
@@ -40,6 +41,7 @@ from shared.domain.job import Job
 from shared.eventstore import integrity, tables
 from shared.eventstore.chain import GENESIS, event_hash
 from shared.eventstore.recorder import JobRecorder
+from shared.eventstore.topics import JobEventsOnly
 from shared.settings import StoreSettings
 
 log = logging.getLogger(__name__)
@@ -101,6 +103,10 @@ class JobLog(Application[UUID]):
     """The eventsourcing application whose events table is the log (``jobtrail_events``)."""
 
     name = "jobtrail"
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        # only job events are ever imported from a row's topic (topics.py)
+        return self.factory.mapper(self.construct_transcoder(), mapper_class=JobEventsOnly)
 
 
 @dataclass

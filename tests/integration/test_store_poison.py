@@ -3,17 +3,21 @@ for by the re-read. Real PostgreSQL."""
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from shared.domain import Job, Status
 from shared.eventstore import JobStore, UndecodableHistoryError, UnstorableEventError, existing
+from shared.eventstore.store import Undecodable
 from shared.settings import StoreSettings
 from tests.jobs import CAUSE
 
@@ -134,3 +138,36 @@ def test_a_job_whose_history_does_not_decode_fails_alone_in_its_batch(store: Job
     assert "version 1" in str(error)
     assert outcomes[1].error is None
     assert store.get(good).status is Status.CANCELLED
+
+
+def test_a_row_naming_a_foreign_module_is_read_as_undecodable_and_imports_nothing(
+    store: JobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an installed module whose import has a side effect, and a row of the log written
+    # around jobtrail whose topic names it
+    name = f"planted_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    forged, good = uuid.uuid4(), uuid.uuid4()
+    store.execute(good, submit(good, n=1))
+    with store.recorder.datastore.get_connection() as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "VALUES (%s, 1, %s, %s)"
+            ).format(store.table),
+            [forged, f"{name}:Thing", b"{}"],
+        )
+
+    # When a command runs on that job, and a follower reads the log
+    outcomes = store.execute_batch([(forged, existing(lambda job: job.request_cancel(CAUSE)))])
+    skipped: list[Undecodable] = []
+    read = store.events_after(0, 100, skipped=skipped)
+
+    # Then the command fails naming the job, the follower skips that row alone (to quarantine
+    # it), and the module was never imported
+    assert isinstance(outcomes[0].error, UndecodableHistoryError)
+    refused = [u for u in skipped if u.job_id == forged]
+    assert len(refused) == 1 and "not a job event" in refused[0].error
+    assert good in {event.originator_id for _, event in read}
+    assert not (tmp_path / "ran").exists() and name not in sys.modules
