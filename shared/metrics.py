@@ -53,6 +53,11 @@ REDISPATCHED = Counter(
     "jobtrail_redispatched",
     "Work messages sent again for SCHEDULED jobs no worker claimed within the deadline",
 )
+CHECKPOINTS_REFUSED = Counter(
+    "jobtrail_checkpoints_refused",
+    "Checkpoints the projector refused to sign because the database lost or replaced one the "
+    "checkpoint file holds (tampering: run `jobtrail verify`)",
+)
 
 _STORE_COUNTERS = {
     "batches": "Transactions (group commits) of the event store",

@@ -14,7 +14,7 @@ from services.projector.projection import Projection
 from services.projector.relay import Relay
 from shared import metrics
 from shared.eventstore import AsyncJobStore, JobStore
-from shared.eventstore.integrity import write_checkpoint
+from shared.eventstore.integrity import CheckpointChainError, write_checkpoint
 from shared.jobtypes import registry
 from shared.leader import Leadership, Wakeup, conninfo
 from shared.messaging import Routes, declare_topology, make_broker
@@ -58,6 +58,9 @@ async def checkpoints(url: str, audit: AuditSettings) -> None:
             log.warning(
                 "checkpoint not written (%s); next try in %.0f s", exc, audit.checkpoint_interval_s
             )
+        except CheckpointChainError as exc:  # tampering: keep refusing, loudly, and keep running
+            metrics.CHECKPOINTS_REFUSED.inc()
+            log.error("checkpoint refused: %s", exc)
 
 
 async def main() -> None:

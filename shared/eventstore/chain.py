@@ -8,7 +8,9 @@ catch that too.
 
 A checkpoint holds the running *log head*: a hash over every event's ``chain_hash`` in
 notification (commit) order. Stored in PostgreSQL and, for independence, appended to a file the
-operator keeps elsewhere; optionally HMAC-signed with a key the database never sees.
+operator keeps elsewhere; optionally HMAC-signed with a key the database never sees. Checkpoints
+chain too: each names its number (``seq``) and the digest of its predecessor, and its signature
+covers both, so a checkpoint deleted or replaced among the others breaks the chain of the rest.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from uuid import UUID
 GENESIS = bytes(32)
 _EVENT = b"jobtrail.event.v1\x00"
 _HEAD = b"jobtrail.head.v1\x00"
+_CHECKPOINT = b"jobtrail.checkpoint.v1\x00"
 
 
 def event_hash(previous: bytes, job_id: UUID, version: int, topic: str, state: bytes) -> bytes:
@@ -47,3 +50,23 @@ def sign(key: bytes, notification_id: int, head: bytes) -> bytes:
     """HMAC-SHA256 of a checkpoint, so a database writer cannot forge one without the key."""
     message = notification_id.to_bytes(8, "big", signed=True) + head
     return hmac.new(key, message, hashlib.sha256).digest()
+
+
+def checkpoint_digest(
+    seq: int, notification_id: int, head: bytes, events: int, previous: bytes
+) -> bytes:
+    """The digest of a chained checkpoint: its number, what it covers, and its predecessor's
+    digest (GENESIS for the first)."""
+    return hashlib.sha256(
+        _CHECKPOINT
+        + seq.to_bytes(8, "big", signed=True)
+        + notification_id.to_bytes(8, "big", signed=True)
+        + head
+        + events.to_bytes(8, "big", signed=True)
+        + previous
+    ).digest()
+
+
+def sign_digest(key: bytes, digest: bytes) -> bytes:
+    """HMAC-SHA256 of a chained checkpoint's digest."""
+    return hmac.new(key, _CHECKPOINT + digest, hashlib.sha256).digest()

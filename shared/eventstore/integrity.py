@@ -6,7 +6,8 @@
   transaction (``SET LOCAL jobtrail.maintenance = 'on'``, used only by ``jobtrail archive``); any
   role may set the variable, so the trigger checks who set it.
 - ``grant``: what a service role needs, and no more (see docs/audit.md).
-- ``write_checkpoint``: extends the running log head over new events and stores it.
+- ``write_checkpoint``: extends the running log head over new events and stores it, chained to
+  the previous checkpoint; refuses to sign when the file copy knows checkpoints the database lost.
 - ``verify_log``: recomputes every job's chain and the log head, and compares the head with each
   checkpoint (from the database and, independently, from a checkpoint file).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import heapq
+import hmac
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -28,7 +30,14 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from shared.eventstore.chain import GENESIS, event_hash, head_hash, sign
+from shared.eventstore.chain import (
+    GENESIS,
+    checkpoint_digest,
+    event_hash,
+    head_hash,
+    sign,
+    sign_digest,
+)
 
 EVENTS = "jobtrail_events"
 CHECKPOINTS = "jobtrail_checkpoints"
@@ -60,6 +69,15 @@ def _ddl(events: str) -> list[sql.Composed]:
             "head bytea NOT NULL, events bigint NOT NULL, "
             "created_at timestamptz NOT NULL DEFAULT now(), signature bytea)"
         ).format(sql.Identifier(CHECKPOINTS)),
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS seq bigint").format(
+            sql.Identifier(CHECKPOINTS)
+        ),
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS previous bytea").format(
+            sql.Identifier(CHECKPOINTS)
+        ),
+        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (seq)").format(
+            sql.Identifier(f"{CHECKPOINTS}_seq"), sql.Identifier(CHECKPOINTS)
+        ),
         sql.SQL(_FUNCTION).format(),
     ]
     for name in (events, CHECKPOINTS):
@@ -82,7 +100,12 @@ def create(conn: psycopg.Connection[Any], events: str = EVENTS) -> None:
         "SELECT count(*) AS n FROM pg_trigger WHERE tgname = ANY(%s)",
         [[f"{events}_append_only", f"{events}_no_truncate", f"{CHECKPOINTS}_append_only"]],
     ).fetchone()
-    if present is not None and present["n"] == 3:
+    chained = conn.execute(
+        "SELECT count(*) AS n FROM information_schema.columns "
+        "WHERE table_name = %s AND column_name = 'previous'",
+        [CHECKPOINTS],
+    ).fetchone()
+    if present is not None and present["n"] == 3 and chained is not None and chained["n"]:
         return  # ALTER TABLE would wait for the table lock every insert holds: skip when done
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7261002)")
@@ -148,7 +171,12 @@ def grant(
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """The log head after every event up to ``notification_id``; ``events`` counts them."""
+    """The log head after every event up to ``notification_id``; ``events`` counts them.
+
+    ``seq`` numbers the checkpoints from 1 and ``previous`` is the digest of the one before
+    (GENESIS for the first); both are None on a checkpoint written before checkpoints chained
+    (read as number 0: it can only come before every chained one).
+    """
 
     notification_id: int
     head: bytes
@@ -156,6 +184,21 @@ class Checkpoint:
     created_at: str = ""
     signature: bytes | None = None
     source: str = "database"
+    seq: int | None = None
+    previous: bytes | None = None
+
+    @property
+    def digest(self) -> bytes:
+        return checkpoint_digest(
+            self.seq or 0, self.notification_id, self.head, self.events, self.previous or GENESIS
+        )
+
+    def signed_by(self, key: bytes) -> bool:
+        if self.signature is None:
+            return False
+        if self.seq is None:  # an unchained checkpoint signs (notification id, head) only
+            return hmac.compare_digest(sign(key, self.notification_id, self.head), self.signature)
+        return hmac.compare_digest(sign_digest(key, self.digest), self.signature)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -165,6 +208,8 @@ class Checkpoint:
                 "events": self.events,
                 "created_at": self.created_at,
                 "signature": self.signature.hex() if self.signature else None,
+                "seq": self.seq,
+                "previous": self.previous.hex() if self.previous is not None else None,
             }
         )
 
@@ -178,6 +223,8 @@ class Checkpoint:
             created_at=str(data.get("created_at") or ""),
             signature=bytes.fromhex(data["signature"]) if data.get("signature") else None,
             source=source,
+            seq=int(data["seq"]) if data.get("seq") is not None else None,
+            previous=bytes.fromhex(data["previous"]) if data.get("previous") else None,
         )
 
 
@@ -189,7 +236,31 @@ def _checkpoint(row: dict[str, Any]) -> Checkpoint:
         events=int(row["events"]),
         created_at=created.isoformat() if isinstance(created, datetime) else str(created),
         signature=bytes(row["signature"]) if row["signature"] is not None else None,
+        seq=int(row["seq"]) if row.get("seq") is not None else None,
+        previous=bytes(row["previous"]) if row.get("previous") is not None else None,
     )
+
+
+class CheckpointChainError(RuntimeError):
+    """The database's checkpoints do not continue the file copy's: some were deleted or
+    replaced. No new checkpoint is signed over them (it would bless whatever replaced them)."""
+
+
+def _last_file_mark(path: Path) -> Checkpoint | None:
+    """The last whole checkpoint line of the file copy (read from its end; the file only grows)."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 8192))
+        lines = f.read().decode("utf-8", "replace").splitlines()
+    for line in reversed(lines[1:] if size > 8192 else lines):
+        try:
+            return Checkpoint.from_json(line, f"file {path}")
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn last line (a crash while appending)
+    return None
 
 
 def checkpoints(conn: psycopg.Connection[Any]) -> list[Checkpoint]:
@@ -211,6 +282,9 @@ def write_checkpoint(
     The insert lock of the events table makes notification ids rise in commit order, so every
     event up to the newest committed one is already visible. The file copy is written after the
     commit (and fsynced): it is the copy an attacker with only database access cannot rewrite.
+    Each checkpoint chains to the previous one (``seq``, ``previous``, signed together). When the
+    file copy's last checkpoint is not in the database as written, raises CheckpointChainError
+    instead of signing: someone deleted or replaced checkpoints to re-anchor a rewritten log.
     """
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_CHECKPOINT_LOCK])
@@ -219,6 +293,19 @@ def write_checkpoint(
                 sql.Identifier(CHECKPOINTS)
             )
         ).fetchone()
+        known = _last_file_mark(file) if file is not None else None
+        if known is not None and known.seq is not None:
+            stored = conn.execute(
+                sql.SQL("SELECT * FROM {} WHERE seq = %s").format(sql.Identifier(CHECKPOINTS)),
+                [known.seq],
+            ).fetchone()
+            if stored is None or _checkpoint(stored).digest != known.digest:
+                raise CheckpointChainError(
+                    f"checkpoint {known.seq} of the file copy {file} is "
+                    + ("missing from" if stored is None else "not the one in")
+                    + " the database: checkpoints were deleted or replaced; not signing a new "
+                    "one over them (run `jobtrail verify`)"
+                )
         position, head, count = (
             (last["notification_id"], bytes(last["head"]), last["events"])
             if last
@@ -237,13 +324,17 @@ def write_checkpoint(
             position, seen = row["notification_id"], seen + 1
         if not seen:
             return None
-        signature = sign(key, position, head) if key else None
+        before = _checkpoint(last) if last else None
+        seq = (before.seq or 0) + 1 if before else 1
+        previous = before.digest if before else GENESIS
+        digest = checkpoint_digest(seq, position, head, count + seen, previous)
+        signature = sign_digest(key, digest) if key else None
         row = conn.execute(
             sql.SQL(
-                "INSERT INTO {} (notification_id, head, events, signature) "
-                "VALUES (%s, %s, %s, %s) RETURNING *"
+                "INSERT INTO {} (notification_id, head, events, signature, seq, previous) "
+                "VALUES (%s, %s, %s, %s, %s, %s) RETURNING *"
             ).format(sql.Identifier(CHECKPOINTS)),
-            [position, head, count + seen, signature],
+            [position, head, count + seen, signature, seq, previous],
         ).fetchone()
         assert row is not None
     checkpoint = _checkpoint(row)
@@ -418,9 +509,7 @@ def check_head(
             head, count, restart = restart.head, restart.events, None  # localise the next interval
             holes = []
         report.checkpoints += 1
-        if key is not None and (
-            mark.signature is None or sign(key, mark.notification_id, mark.head) != mark.signature
-        ):
+        if key is not None and not mark.signed_by(key):
             report.problems.append(
                 Problem(
                     "signature",
@@ -461,6 +550,65 @@ def check_head(
         if restart is None:
             holes = []
         start = mark.notification_id
+
+
+def check_checkpoint_chain(
+    stored: Iterable[Checkpoint], copied: Iterable[Checkpoint], report: Report
+) -> None:
+    """The database's checkpoints follow one another (numbers 1, 2, 3 ..., each naming its
+    predecessor's digest; unchained ones only before the first chained one), and every chained
+    checkpoint of the file copy is in the database as written. The file may skip numbers (a
+    checkpoint written where no file was configured), so only the database's chain must be
+    unbroken; the file's lines anchor it."""
+    by_seq: dict[int, Checkpoint] = {}
+    before: Checkpoint | None = None
+    for mark in sorted(stored, key=lambda c: c.notification_id):
+        if mark.seq is None:
+            if before is not None and before.seq is not None:
+                report.problems.append(
+                    Problem(
+                        "checkpoint-chain",
+                        f"checkpoint at notification {mark.notification_id} is unchained but "
+                        "comes after chained ones: inserted",
+                        notification_id=mark.notification_id,
+                    )
+                )
+            before = mark
+            continue
+        expected = (before.seq or 0) + 1 if before else 1
+        if mark.seq != expected or mark.previous != (before.digest if before else GENESIS):
+            missing = (
+                f"checkpoint {expected}"
+                if mark.seq == expected + 1
+                else f"checkpoints {expected}..{mark.seq - 1}"
+                if mark.seq > expected
+                else "the checkpoint before it"
+            )
+            report.problems.append(
+                Problem(
+                    "checkpoint-chain",
+                    f"checkpoint {mark.seq} at notification {mark.notification_id} (database) "
+                    f"does not follow the one before it: {missing} deleted or replaced",
+                    notification_id=mark.notification_id,
+                )
+            )
+        by_seq[mark.seq] = mark
+        before = mark
+    for mark in copied:
+        if mark.seq is None:
+            continue  # an unchained line is still compared with the log head
+        twin = by_seq.get(mark.seq)
+        if twin is None or twin.digest != mark.digest:
+            report.problems.append(
+                Problem(
+                    "checkpoint-chain",
+                    f"checkpoint {mark.seq} at notification {mark.notification_id} of the "
+                    f"{mark.source} is "
+                    + ("missing from" if twin is None else "not the one in")
+                    + " the database: deleted or replaced there",
+                    notification_id=mark.notification_id,
+                )
+            )
 
 
 def _stream(
@@ -512,7 +660,9 @@ def verify_log(
                 ),
                 report,
             )
-            marks = checkpoints(conn) + from_file
+            stored = checkpoints(conn)
+            check_checkpoint_chain(stored, from_file, report)
+            marks = stored + from_file
             live = (
                 (r["notification_id"], bytes(r["chain_hash"]) if r["chain_hash"] else None)
                 for r in _stream(

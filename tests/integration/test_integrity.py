@@ -554,3 +554,92 @@ def test_verify_without_any_checkpoint_fails_unless_told_to_allow_it(
     assert log.checkpoint() is not None
     anchored = cli.invoke(app, ["verify", "--no-redis"], env={"COLUMNS": "200"})
     assert anchored.exit_code == 0 and "log OK" in anchored.output
+
+
+def _more_events(log: Log) -> None:
+    """One more job submitted, so the next checkpoint has something to cover."""
+    job = uuid.uuid4()
+    log.store.execute(job, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=job))
+
+
+def _rewrite_job(log: Log, job: uuid.UUID) -> None:
+    """The attacker with the owner's rights edits a job's Started row and rehashes its chain."""
+    rows = log.sql(
+        "SELECT * FROM jobtrail_events WHERE originator_id = %s ORDER BY originator_version",
+        [job],
+    )
+    previous = GENESIS
+    for r in rows:
+        state = bytes(r["state"]).replace(b"w1", b"w9")
+        previous = event_hash(previous, job, r["originator_version"], r["topic"], state)
+        log.sql(
+            "UPDATE jobtrail_events SET state = %s, chain_hash = %s WHERE notification_id = %s",
+            [state, previous, r["notification_id"]],
+        )
+
+
+def test_checkpoints_chain_and_the_projector_refuses_to_re_anchor_a_rewritten_log(
+    log: Log,
+) -> None:
+    # Given two checkpoints, the second covering a job the first does not
+    first = log.checkpoint()
+    late = uuid.uuid4()
+    log.store.execute(late, lambda _: Job.submit(CAUSE, job_type="t", payload={}, job_id=late))
+    for step in _lifecycle():
+        log.store.execute(late, step)
+    second = log.checkpoint()
+    assert first is not None and second is not None
+    assert (first.seq, second.seq, second.previous) == (1, 2, first.digest)
+    assert log.verify().ok
+
+    # When the owner rewrites that job, deletes the checkpoint that covers it, and new events
+    # arrive for the projector to checkpoint
+    _rewrite_job(log, late)
+    log.sql("DELETE FROM jobtrail_checkpoints WHERE seq = 2")
+    _more_events(log)
+
+    # Then the projector, which keeps the file copy, refuses to sign over the gap
+    with pytest.raises(integrity.CheckpointChainError, match="checkpoint 2 of the file copy"):
+        log.checkpoint()
+
+    # And a checkpoint written anyway (by a process without the file) chains to the first one,
+    # but verify with the file copy names the checkpoint the database lost
+    with psycopg.connect(log.url, row_factory=dict_row, autocommit=True) as conn:
+        forged = integrity.write_checkpoint(conn, key=KEY)
+    assert forged is not None and forged.seq == 2 and forged.previous == first.digest
+    report = log.verify()
+    assert any(
+        p.kind == "checkpoint-chain" and "checkpoint 2" in p.detail and "not the one in" in p.detail
+        for p in report.problems
+    ), report.problems
+
+
+def test_a_checkpoint_deleted_or_replaced_among_others_breaks_their_chain(log: Log) -> None:
+    # Given three checkpoints in the database (no file copy consulted below, no key needed)
+    for _ in range(3):
+        assert log.checkpoint() is not None
+        _more_events(log)
+    assert integrity.verify_log(log.url).ok
+
+    # When the middle one is deleted
+    with psycopg.connect(log.url, row_factory=dict_row) as conn:
+        marks = integrity.checkpoints(conn)
+    middle = {"notification_id": marks[1].notification_id, "events": marks[1].events}
+    first = {"digest": marks[0].digest}
+    log.sql("DELETE FROM jobtrail_checkpoints WHERE seq = 2")
+
+    # Then the third no longer follows the first
+    report = integrity.verify_log(log.url)
+    assert kinds(report) == ["checkpoint-chain"]
+    assert "checkpoint 2 deleted or replaced" in report.problems[0].detail
+
+    # And when it is put back replaced (same number, same predecessor, another head: what an
+    # owner who rewrote the log it covers would store), the third still does not follow it
+    log.sql(
+        "INSERT INTO jobtrail_checkpoints (notification_id, head, events, seq, previous) "
+        "VALUES (%s, %s, %s, 2, %s)",
+        [middle["notification_id"], bytes(32), middle["events"], first["digest"]],
+    )
+    report = integrity.verify_log(log.url)
+    assert "checkpoint-chain" in kinds(report)
+    assert any("checkpoint 3" in p.detail for p in report.problems), report.problems
