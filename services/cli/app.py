@@ -23,6 +23,7 @@ from rich.table import Table
 
 from services.cli import audit
 from services.cli import integrity as integrity_cli
+from services.cli import keys as keys_cli
 from services.cli.client import ApiError, Client
 from services.cli.console import console
 from services.cli.console import fail as _fail
@@ -284,6 +285,7 @@ app.command()(integrity_cli.verify)
 app.command()(integrity_cli.checkpoint)
 app.command()(integrity_cli.archive)
 app.add_typer(integrity_cli.db_app, name="db")
+app.add_typer(keys_cli.keys_app, name="keys")
 
 dlq_app = typer.Typer(help="Dead letters: list, and replay the valid ones (idempotent).")
 app.add_typer(dlq_app, name="dlq")
