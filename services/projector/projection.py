@@ -74,14 +74,17 @@ class Projection:
                 pass
 
     async def step(self) -> bool:
-        """Applies the next batch; returns False when the projection is caught up.
+        """Applies the next batch; returns False when the projection is caught up (the batch
+        was not full: what was committed before the read is applied, and what commits after it
+        NOTIFYs the wait that follows).
 
         The generation is resolved at every step and every write is guarded by it: after a
         replay switches readers, the step that raced it writes nothing more to the old
         generation, and the next one continues from the new generation's own position.
+        Under load a step costs two Redis round trips: the generation and its position in one
+        (``locate``), the events and the new position in the other (``apply_events``).
         """
-        view = await self.view.current()
-        position = await view.position()
+        view, position = await self.view.locate()
         skipped: list[Undecodable] = []
         entries = await self.store.events_after(position, self.batch, (), skipped)
         if not entries and not skipped:
@@ -89,25 +92,32 @@ class Projection:
         try:
             for u in skipped:
                 await self._quarantine(view, quarantine.Poison.undecodable("projection", u))
+            last = max([n for n, _ in entries] + [u.notification_id for u in skipped])
             try:
-                await self._apply(view, entries)
+                saved = await self._apply(view, entries, last)
             except _NOT_POISON:
                 raise
             except Exception:  # some event of the batch is poison: find it, one at a time
+                saved = False
                 for entry in entries:
                     await self._apply_or_quarantine(view, entry)
-            last = max([n for n, _ in entries] + [u.notification_id for u in skipped])
-            await view.set_position(last)
+            if not saved:
+                await view.set_position(last)
         except GenerationMovedError:
             log.info("projection: readers moved to another generation; continuing there")
             return True
         self.applied += len(entries)
-        return True
+        return len(entries) + len(skipped) >= self.batch
 
-    async def _apply(self, view: RedisView, entries: list[tuple[int, Job.Event]]) -> None:
-        refold = await view.apply_events([event for _, event in entries])
+    async def _apply(
+        self, view: RedisView, entries: list[tuple[int, Job.Event]], position: int | None = None
+    ) -> bool:
+        """Applies the entries (and refolds what needs it); True when ``position`` was saved
+        with them (see RedisView.apply_events), else the caller saves it afterwards."""
+        refold, saved = await view.apply_events([e for _, e in entries], position=position)
         if refold:
             await view.put_jobs(await self.store.get_many(sorted(refold)), was=refold)
+        return saved
 
     async def _apply_or_quarantine(self, view: RedisView, entry: tuple[int, Job.Event]) -> None:
         notification_id, event = entry

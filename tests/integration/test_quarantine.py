@@ -20,7 +20,7 @@ from shared.domain import Cause, Job, Status
 from shared.drift import expected_view
 from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.messaging import Routes, declare_topology, make_broker
-from shared.redis_view import RedisView
+from shared.redis_view import Applied, RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.jobs import CAUSE, NO_JITTER, fail, unchecked_cause
 from tests.services import delete_topology, fresh_database
@@ -175,13 +175,16 @@ class BrokenFor(RedisView):
 
     broken: uuid.UUID | None = None
 
-    async def apply_events(self, events: Any) -> dict[uuid.UUID, str]:
+    async def apply_events(self, events: Any, *, position: int | None = None) -> Applied:
         if any(e.originator_id == self.broken for e in events):
             raise ValueError("cannot be applied")
-        return await super().apply_events(events)
+        return await super().apply_events(events, position=position)
 
     async def current(self) -> RedisView:
         return self
+
+    async def locate(self) -> tuple[RedisView, int]:
+        return self, await self.position()
 
 
 def _insert_undecodable(store: JobStore, job_id: uuid.UUID) -> None:
