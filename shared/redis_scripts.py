@@ -6,6 +6,7 @@ APPLY_CHUNK = 500
 APPLY = """
 local guard, ttl, root, position = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[5]
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return {-2} end
+if ARGV[6] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return {-3} end
 local counts = root .. ':counts'
 local now_ms = nil
 local function passed(deadline)
@@ -89,7 +90,9 @@ hash; 2: a whole job, also over the same version (repairs drift). A final job's 
 Returns ``{saved, result of each update}`` ({-2} when the guard fails). ARGV[5], when not
 empty, is the log position these updates bring the generation to: it is saved in the same call
 (KEYS[2]), so a step of the live projection costs one round trip, unless an update found its
-hash missing (saved is then 0: the position waits until the refold of that job is written)."""
+hash missing (saved is then 0: the position waits until the refold of that job is written).
+ARGV[6], when not empty, is the position the updates follow: when the generation's position is
+another one (Redis lost it, another projection moved it), nothing is written ({-3})."""
 
 LOCATE = """
 local g = redis.call('GET', KEYS[1]) or ''

@@ -109,6 +109,11 @@ class GenerationMovedError(Exception):
     """A guarded write found another generation active (a replay switched): resolve it again."""
 
 
+class PositionMovedError(Exception):
+    """The generation's position is not the one the updates follow (Redis lost its data, or
+    another projection moved it): nothing was written; read the position again."""
+
+
 class Applied(NamedTuple):
     """What ``apply_events`` did: the jobs to refold (each with the status it is counted under
     if its hash is gone, "" when unknown), and whether the position given was saved with it."""
@@ -206,28 +211,32 @@ class RedisView:
             raise GenerationMovedError(space.generation)
 
     async def _write(
-        self, updates: list[list[Any]], position: int | None = None
+        self, updates: list[list[Any]], position: int | None = None, after: int | None = None
     ) -> tuple[list[int], bool]:
         """Sends updates (see APPLY) in chunks on one pipeline; one result per update, and
         whether ``position`` was saved with them: only when they fit in one APPLY call (a
-        single call is atomic, so the position never runs ahead of updates not yet applied)."""
+        single call is atomic, so the position never runs ahead of updates not yet applied).
+        ``after``: the position they follow; PositionMovedError when it is not (see APPLY)."""
         if not updates:
             return [], False
         space, guard = await self._target()
         ttl = self.settings.final_ttl_s
         keys = [space.active_key, space.position_key]
         along = "" if position is None or len(updates) > APPLY_CHUNK else str(position)
+        check = "" if after is None else str(after)
         if along:  # the common case of the live projection: one call, no pipeline
             encoded = json.dumps(updates, separators=(",", ":"))
-            parts = [await self._apply(keys, [guard, ttl, space.root, encoded, along])]
+            parts = [await self._apply(keys, [guard, ttl, space.root, encoded, along, check])]
         else:
             pipe = self.redis.pipeline(transaction=False)
             for start in range(0, len(updates), APPLY_CHUNK):
                 encoded = json.dumps(updates[start : start + APPLY_CHUNK], separators=(",", ":"))
-                await self._apply(keys, [guard, ttl, space.root, encoded, ""], pipe)
+                await self._apply(keys, [guard, ttl, space.root, encoded, "", check], pipe)
             parts = await pipe.execute()
         if any(int(part[0]) == -2 for part in parts):
             raise GenerationMovedError(space.generation)
+        if any(int(part[0]) == -3 for part in parts):
+            raise PositionMovedError(space.generation)
         saved = bool(along) and int(parts[0][0]) == 1
         return [int(r) for part in parts for r in part[1:]], saved
 
@@ -241,12 +250,14 @@ class RedisView:
         return pruned
 
     async def apply_events(
-        self, events: Sequence[Job.Event], *, position: int | None = None
+        self, events: Sequence[Job.Event], *, position: int | None = None, after: int | None = None
     ) -> Applied:
         """Applies events in one pipeline; returns the jobs that need a full refold, each with
         the status it is counted under if its hash is gone ("" when unknown). ``position`` (the
         log position after these events) is saved in the same call when nothing needs a refold
-        and the events fit in one APPLY call; ``saved`` says whether it was."""
+        and the events fit in one APPLY call; ``saved`` says whether it was. ``after`` (the
+        position the events follow): nothing is written, PositionMovedError, when the
+        generation's position is another one."""
         refold: dict[UUID, str] = {}
         updates: list[list[Any]] = []
         sent: list[UUID] = []
@@ -265,7 +276,7 @@ class RedisView:
             version, mode, at = str(event.originator_version), "1" if full else "0", event.timestamp
             updates.append([str(job_id), version, mode, fields, _ms(at), ""])
             sent.append(job_id)
-        results, saved = await self._write(updates, None if refold else position)
+        results, saved = await self._write(updates, None if refold else position, after)
         for job_id, result in zip(sent, results, strict=True):
             if result == -1:
                 refold.setdefault(job_id, "")

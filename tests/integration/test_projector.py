@@ -226,6 +226,33 @@ async def test_the_position_waits_for_the_refold_of_a_job_whose_hash_is_gone(
         await view.aclose()
 
 
+async def test_a_busy_step_starts_over_when_redis_lost_the_position_it_follows(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a projection that has caught up (it keeps its position between steps)
+    prefix = f"jt-lost-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    projection = Projection(store, view, no_wait)
+    ids = await submit(store, 5)
+    try:
+        while await projection.step():
+            pass
+
+        # When Redis loses everything and, before the next step, a new job is written
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        ids += await submit(store, 1)
+        while await projection.step():
+            pass
+
+        # Then the projection started over from the log: every job is there, counted once
+        for job in await store.get_many(ids):
+            assert await view.get(job.id) == expected_view(job)
+        assert (await view.counts())["status:SCHEDULED"] == len(ids)
+    finally:
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        await view.aclose()
+
+
 async def _keys(view: RedisView, prefix: str) -> dict[str, object]:
     """Every key of a projection with its content."""
     found: dict[str, object] = {}

@@ -175,10 +175,10 @@ class BrokenFor(RedisView):
 
     broken: uuid.UUID | None = None
 
-    async def apply_events(self, events: Any, *, position: int | None = None) -> Applied:
+    async def apply_events(self, events: Any, **options: Any) -> Applied:
         if any(e.originator_id == self.broken for e in events):
             raise ValueError("cannot be applied")
-        return await super().apply_events(events, position=position)
+        return await super().apply_events(events, **options)
 
     async def current(self) -> RedisView:
         return self
