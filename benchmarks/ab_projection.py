@@ -108,7 +108,12 @@ async def main(url, redis_url, prefix):
     try:
         async with AsyncJobStore(JobStore(StoreSettings(postgres_url=url))) as store:
             wakeup = Wakeup(url, store.store.events_table)
-            projection = Projection(store, view, wakeup.subscribe(), prune_s=0)
+            try:  # as the projector runs it, in a checkout that has the reader
+                from services.projector.reader import LogReader
+                extra = {"reader": LogReader(store.store)}
+            except ImportError:
+                extra = {}
+            projection = Projection(store, view, wakeup.subscribe(), prune_s=0, **extra)
             tasks = [asyncio.create_task(wakeup.run()), asyncio.create_task(projection.run())]
             await asyncio.sleep(1.0)
             cpu = time.process_time()

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
+from services.projector.reader import LogReader
 from shared import quarantine
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, Undecodable
@@ -40,8 +41,11 @@ class Projection:
         batch: int = 1000,
         poll_s: float = 1.0,
         prune_s: float = 60.0,
+        reader: LogReader | None = None,
     ) -> None:
-        self.store, self.view, self.wait = store, view, wait
+        """``reader``: reads the log on a connection of its own (the live service's, see
+        services.projector.reader); without it, through the store's pool."""
+        self.store, self.view, self.wait, self.reader = store, view, wait, reader
         self.batch, self.poll_s, self.prune_s = batch, poll_s, prune_s
         self.applied = 0
         self._next_prune = 0.0
@@ -94,7 +98,10 @@ class Projection:
             self._at = await self.view.locate()
         view, position = self._at
         skipped: list[Undecodable] = []
-        entries = await self.store.events_after(position, self.batch, (), skipped)
+        if self.reader is not None:
+            entries = await self.reader.events_after(position, self.batch, skipped)
+        else:
+            entries = await self.store.events_after(position, self.batch, (), skipped)
         if not entries and not skipped:
             self._at = None
             found, moved = await self.view.locate()

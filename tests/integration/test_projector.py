@@ -7,10 +7,12 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from redis.asyncio import Redis
 
 from services.projector.projection import Projection
+from services.projector.reader import LogReader
 from services.projector.relay import POSITION, Relay
 from shared.domain import Job
 from shared.drift import expected_view
@@ -85,13 +87,15 @@ async def test_an_unroutable_event_stops_the_relay_until_it_can_be_routed(
         await broker.stop()
 
 
+@pytest.mark.parametrize("own_connection", [False, True], ids=["pool", "reader"])
 async def test_projection_equals_the_log_and_rebuilds_after_a_flush(
-    store: AsyncJobStore, redis_url: str
+    store: AsyncJobStore, redis_url: str, own_connection: bool
 ) -> None:
     # Given jobs in the log and an empty Redis key space
     prefix = f"jt-proj-{uuid.uuid4().hex[:6]}"
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
-    projection = Projection(store, view, no_wait)
+    reader = LogReader(store.store) if own_connection else None
+    projection = Projection(store, view, no_wait, reader=reader)
     ids = await submit(store, 20)
 
     async def catch_up() -> None:
@@ -134,6 +138,33 @@ async def test_projection_equals_the_log_and_rebuilds_after_a_flush(
     assert await view.get(victim) == expected_view(job)
     await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")])
     await view.aclose()
+    if reader is not None:
+        await reader.aclose()
+
+
+async def test_the_log_reader_reads_on_after_its_connection_was_cut(store: AsyncJobStore) -> None:
+    # Given the projection's reader, which has read the log on its connection
+    await submit(store, 3)
+    reader = LogReader(store.store)
+    try:
+        first = await reader.events_after(0, 100, [])
+        assert reader._conn is not None
+        backend = reader._conn.info.backend_pid
+
+        # When the server ends that connection (a restart, an idle timeout)
+        async with await psycopg.AsyncConnection.connect(
+            store.store.settings.postgres_url, autocommit=True
+        ) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+        # Then the next read opens a new one and reads the same events
+        again = await reader.events_after(0, 100, [])
+        assert [(n, e.originator_id, e.originator_version) for n, e in again] == [
+            (n, e.originator_id, e.originator_version) for n, e in first
+        ]
+        assert reader._conn is not None and reader._conn.info.backend_pid != backend
+    finally:
+        await reader.aclose()
 
 
 def whole_life(job_id: uuid.UUID) -> Job:

@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY
 from psycopg import sql
 
 from services.projector.projection import Projection
+from services.projector.reader import LogReader
 from services.projector.relay import POSITION, Relay
 from shared import quarantine
 from shared.domain import Cause, Job, Status
@@ -131,13 +132,15 @@ async def _at(store: AsyncJobStore, head: int) -> bool:
     return await store.position(POSITION) >= head
 
 
+@pytest.mark.parametrize("own_connection", [False, True], ids=["pool", "reader"])
 async def test_the_projection_quarantines_what_it_cannot_apply_and_goes_on(
-    store: AsyncJobStore, redis_url: str
+    store: AsyncJobStore, redis_url: str, own_connection: bool
 ) -> None:
     # Given a row that does not decode between normal jobs, and a job Redis cannot take
     prefix = f"jt-quar-{uuid.uuid4().hex[:6]}"
     view = BrokenFor(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
-    projection = Projection(store, view, no_wait)
+    reader = LogReader(store.store) if own_connection else None
+    projection = Projection(store, view, no_wait, reader=reader)
     counted = quarantined("projection")
     before = [await write(store, CAUSE) for _ in range(3)]
     damaged = uuid.uuid4()
@@ -168,6 +171,8 @@ async def test_the_projection_quarantines_what_it_cannot_apply_and_goes_on(
         if keys:
             await view.redis.delete(*keys)
         await view.aclose()
+        if reader is not None:
+            await reader.aclose()
 
 
 class BrokenFor(RedisView):
