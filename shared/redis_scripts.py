@@ -4,8 +4,9 @@ APPLY_CHUNK = 500
 """Updates per APPLY call: one call costs far less than 500 commands, and blocks Redis ~ms."""
 
 APPLY = """
-local guard, ttl, root = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local guard, ttl, root, position = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[5]
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return {-2} end
+if ARGV[6] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return {-3} end
 local counts = root .. ':counts'
 local now_ms = nil
 local function passed(deadline)
@@ -67,9 +68,16 @@ local function apply(jid, vtext, mode, fields, at, hint)
   end
   return 1
 end
-local results = {}
+local results = {0}
+local missing = false
 for i, u in ipairs(cjson.decode(ARGV[4])) do
-  results[i] = apply(u[1], u[2], u[3], u[4], u[5], u[6])
+  local r = apply(u[1], u[2], u[3], u[4], u[5], u[6])
+  if r == -1 then missing = true end
+  results[i + 1] = r
+end
+if position ~= '' and not missing then
+  redis.call('SET', KEYS[2], position)
+  results[1] = 1
 end
 return results
 """
@@ -77,7 +85,22 @@ return results
 generation (all guarded by ARGV[1]). Mode 0: an event's changes, only onto a hash of an older
 version (-1 when the hash is missing: refold the job); 1: a whole job, onto an older or missing
 hash; 2: a whole job, also over the same version (repairs drift). A final job's hash expires
-``ttl`` after its final event; one whose time has passed is not written back."""
+``ttl`` after its final event; one whose time has passed is not written back.
+
+Returns ``{saved, result of each update}`` ({-2} when the guard fails). ARGV[5], when not
+empty, is the log position these updates bring the generation to: it is saved in the same call
+(KEYS[2]), so a step of the live projection costs one round trip, unless an update found its
+hash missing (saved is then 0: the position waits until the refold of that job is written).
+ARGV[6], when not empty, is the position the updates follow: when the generation's position is
+another one (Redis lost it, another projection moved it), nothing is written ({-3})."""
+
+LOCATE = """
+local g = redis.call('GET', KEYS[1]) or ''
+local root = ARGV[1]
+if g ~= '' then root = root .. ':g' .. g end
+return {g, redis.call('GET', root .. ':projection:position') or '0'}
+"""
+"""The active generation and its position (see ``generations.KeySpace``) in one round trip."""
 
 READ = """
 local g = redis.call('GET', KEYS[1])

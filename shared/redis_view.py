@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from uuid import UUID
 
 from redis.asyncio import Redis
@@ -24,7 +24,7 @@ from shared import generations
 from shared.domain.job import Job
 from shared.domain.status import MOVE_TARGET, Status
 from shared.generations import KeySpace
-from shared.redis_scripts import APPLY, APPLY_CHUNK, FORGET, PRUNE, READ, SET_POSITION
+from shared.redis_scripts import APPLY, APPLY_CHUNK, FORGET, LOCATE, PRUNE, READ, SET_POSITION
 from shared.settings import RedisSettings
 
 MAX_RESULT_BYTES = 65_536
@@ -109,6 +109,19 @@ class GenerationMovedError(Exception):
     """A guarded write found another generation active (a replay switched): resolve it again."""
 
 
+class PositionMovedError(Exception):
+    """The generation's position is not the one the updates follow (Redis lost its data, or
+    another projection moved it): nothing was written; read the position again."""
+
+
+class Applied(NamedTuple):
+    """What ``apply_events`` did: the jobs to refold (each with the status it is counted under
+    if its hash is gone, "" when unknown), and whether the position given was saved with it."""
+
+    refold: dict[UUID, str]
+    saved: bool
+
+
 def _ms(value: datetime | None) -> int:
     return int(value.timestamp() * 1000) if value is not None else 0
 
@@ -142,6 +155,8 @@ class RedisView:
         self._set_position = self.redis.register_script(SET_POSITION)
         self._prune = self.redis.register_script(PRUNE)
         self._forget = self.redis.register_script(FORGET)
+        self._locate = self.redis.register_script(LOCATE)
+        self._followed: RedisView | None = None
 
     def pinned(self, space: KeySpace, *, guarded: bool = True) -> RedisView:
         """A view of one generation, sharing this view's connection."""
@@ -149,7 +164,23 @@ class RedisView:
 
     async def current(self) -> RedisView:
         """This view if pinned, else one pinned (guarded) to the generation active now."""
-        return self if self.space is not None else self.pinned(await self.active_space())
+        return self if self.space is not None else self._follow(await self.active_space())
+
+    async def locate(self) -> tuple[RedisView, int]:
+        """``current()`` and that generation's ``position()``, in one round trip."""
+        if self.space is not None:
+            return self, await self.position()
+        generation, position = await self._locate(
+            [generations.active_key(self.prefix)], [self.prefix]
+        )
+        return self._follow(KeySpace(self.prefix, generation)), int(position)
+
+    def _follow(self, space: KeySpace) -> RedisView:
+        """The guarded view of ``space``, kept while that generation stays the active one (a
+        view registers its scripts: a step of the projection need not build one each time)."""
+        if self._followed is None or self._followed.space != space:
+            self._followed = self.pinned(space)
+        return self._followed
 
     async def active_space(self) -> KeySpace:
         return await generations.active(self.redis, self.prefix)
@@ -179,20 +210,35 @@ class RedisView:
         if int(await self._set_position(keys, [guard, position])) == -2:
             raise GenerationMovedError(space.generation)
 
-    async def _write(self, updates: list[list[Any]]) -> list[int]:
-        """Sends updates (see APPLY) in chunks on one pipeline; one result per update."""
+    async def _write(
+        self, updates: list[list[Any]], position: int | None = None, after: int | None = None
+    ) -> tuple[list[int], bool]:
+        """Sends updates (see APPLY) in chunks on one pipeline; one result per update, and
+        whether ``position`` was saved with them: only when they fit in one APPLY call (a
+        single call is atomic, so the position never runs ahead of updates not yet applied).
+        ``after``: the position they follow; PositionMovedError when it is not (see APPLY)."""
         if not updates:
-            return []
+            return [], False
         space, guard = await self._target()
         ttl = self.settings.final_ttl_s
-        pipe = self.redis.pipeline(transaction=False)
-        for start in range(0, len(updates), APPLY_CHUNK):
-            encoded = json.dumps(updates[start : start + APPLY_CHUNK], separators=(",", ":"))
-            await self._apply([space.active_key], [guard, ttl, space.root, encoded], pipe)
-        results = [int(r) for part in await pipe.execute() for r in part]
-        if -2 in results:
+        keys = [space.active_key, space.position_key]
+        along = "" if position is None or len(updates) > APPLY_CHUNK else str(position)
+        check = "" if after is None else str(after)
+        if along:  # the common case of the live projection: one call, no pipeline
+            encoded = json.dumps(updates, separators=(",", ":"))
+            parts = [await self._apply(keys, [guard, ttl, space.root, encoded, along, check])]
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for start in range(0, len(updates), APPLY_CHUNK):
+                encoded = json.dumps(updates[start : start + APPLY_CHUNK], separators=(",", ":"))
+                await self._apply(keys, [guard, ttl, space.root, encoded, "", check], pipe)
+            parts = await pipe.execute()
+        if any(int(part[0]) == -2 for part in parts):
             raise GenerationMovedError(space.generation)
-        return results
+        if any(int(part[0]) == -3 for part in parts):
+            raise PositionMovedError(space.generation)
+        saved = bool(along) and int(parts[0][0]) == 1
+        return [int(r) for part in parts for r in part[1:]], saved
 
     async def prune(self, limit: int = 1000) -> int:
         """Removes up to ``limit`` expired final jobs from the list indexes; returns how many.
@@ -203,9 +249,15 @@ class RedisView:
             raise GenerationMovedError(space.generation)
         return pruned
 
-    async def apply_events(self, events: Sequence[Job.Event]) -> dict[UUID, str]:
+    async def apply_events(
+        self, events: Sequence[Job.Event], *, position: int | None = None, after: int | None = None
+    ) -> Applied:
         """Applies events in one pipeline; returns the jobs that need a full refold, each with
-        the status it is counted under if its hash is gone ("" when unknown)."""
+        the status it is counted under if its hash is gone ("" when unknown). ``position`` (the
+        log position after these events) is saved in the same call when nothing needs a refold
+        and the events fit in one APPLY call; ``saved`` says whether it was. ``after`` (the
+        position the events follow): nothing is written, PositionMovedError, when the
+        generation's position is another one."""
         refold: dict[UUID, str] = {}
         updates: list[list[Any]] = []
         sent: list[UUID] = []
@@ -224,10 +276,11 @@ class RedisView:
             version, mode, at = str(event.originator_version), "1" if full else "0", event.timestamp
             updates.append([str(job_id), version, mode, fields, _ms(at), ""])
             sent.append(job_id)
-        for job_id, result in zip(sent, await self._write(updates), strict=True):
+        results, saved = await self._write(updates, None if refold else position, after)
+        for job_id, result in zip(sent, results, strict=True):
             if result == -1:
                 refold.setdefault(job_id, "")
-        return refold
+        return Applied(refold, saved)
 
     async def put_jobs(
         self, jobs: Sequence[Job], *, force: bool = False, was: Mapping[UUID, str] | None = None

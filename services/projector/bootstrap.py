@@ -11,6 +11,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.projector.projection import Projection
+from services.projector.reader import LogReader
 from services.projector.relay import Relay
 from shared import metrics
 from shared.eventstore import AsyncJobStore, JobStore
@@ -76,6 +77,7 @@ async def main() -> None:
         metrics.serve()
         view = RedisView(redis_settings)
         wakeup = Wakeup(store_settings.postgres_url, store.store.events_table)
+        reader = LogReader(store.store)
         relay = Relay(
             store,
             broker,
@@ -93,6 +95,7 @@ async def main() -> None:
             batch=settings.projection_batch,
             poll_s=settings.poll_s,
             prune_s=settings.prune_s,
+            reader=reader,
         )
         await broker.connect()
         await declare_topology(broker, routes, queues)
@@ -117,6 +120,7 @@ async def main() -> None:
             )
         finally:
             await broker.stop()
+            await reader.aclose()
             await view.aclose()
     log.info("projector stopped")
 

@@ -17,10 +17,11 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
+from services.projector.reader import LogReader
 from shared import quarantine
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, Undecodable
-from shared.redis_view import GenerationMovedError, RedisView
+from shared.redis_view import GenerationMovedError, PositionMovedError, RedisView
 from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,18 @@ class Projection:
         batch: int = 1000,
         poll_s: float = 1.0,
         prune_s: float = 60.0,
+        reader: LogReader | None = None,
     ) -> None:
-        self.store, self.view, self.wait = store, view, wait
+        """``reader``: reads the log on a connection of its own (the live service's, see
+        services.projector.reader); without it, through the store's pool."""
+        self.store, self.view, self.wait, self.reader = store, view, wait, reader
         self.batch, self.poll_s, self.prune_s = batch, poll_s, prune_s
         self.applied = 0
         self._next_prune = 0.0
+        self._at: tuple[RedisView, int] | None = None
+        """The generation followed and its position, as this projection last saved or read
+        them: a busy step need not read them again (its write checks the position, see
+        RedisView.apply_events); None: read them at the next step."""
 
     async def run(self) -> None:
         try:
@@ -74,40 +82,76 @@ class Projection:
                 pass
 
     async def step(self) -> bool:
-        """Applies the next batch; returns False when the projection is caught up.
+        """Applies the next batch; returns False when the projection is caught up (the batch
+        was not full: what was committed before the read is applied, and what commits after it
+        NOTIFYs the wait that follows).
 
-        The generation is resolved at every step and every write is guarded by it: after a
-        replay switches readers, the step that raced it writes nothing more to the old
-        generation, and the next one continues from the new generation's own position.
+        Every write is guarded by the generation: after a replay switches readers, the step
+        that raced it writes nothing more to the old generation, and the next one continues
+        from the new generation's own position. A busy step costs one Redis round trip: the
+        events, checked against the position they follow and saved with the new one
+        (``apply_events``); the generation and its position are read again (``locate``) when
+        the log had nothing new (so a Redis that lost everything while idle is rebuilt as
+        before), and after any failure.
         """
-        view = await self.view.current()
-        position = await view.position()
+        if self._at is None:
+            self._at = await self.view.locate()
+        view, position = self._at
         skipped: list[Undecodable] = []
-        entries = await self.store.events_after(position, self.batch, (), skipped)
+        if self.reader is not None:
+            entries = await self.reader.events_after(position, self.batch, skipped)
+        else:
+            entries = await self.store.events_after(position, self.batch, (), skipped)
         if not entries and not skipped:
-            return False
+            self._at = None
+            found, moved = await self.view.locate()
+            if moved == position and found.space == view.space:
+                self._at = found, moved
+                return False
+            return True  # the position moved meanwhile (a flush, a replay): go on from there
+        self._at = None  # until this step has saved its position
         try:
             for u in skipped:
                 await self._quarantine(view, quarantine.Poison.undecodable("projection", u))
+            last = max([n for n, _ in entries] + [u.notification_id for u in skipped])
             try:
-                await self._apply(view, entries)
+                saved = await self._apply(view, entries, last, position)
             except _NOT_POISON:
                 raise
             except Exception:  # some event of the batch is poison: find it, one at a time
+                saved = False
                 for entry in entries:
                     await self._apply_or_quarantine(view, entry)
-            last = max([n for n, _ in entries] + [u.notification_id for u in skipped])
-            await view.set_position(last)
+            if not saved:
+                await view.set_position(last)
         except GenerationMovedError:
             log.info("projection: readers moved to another generation; continuing there")
             return True
+        except PositionMovedError:
+            log.warning(
+                "projection: the position in Redis is not %d as saved (Redis lost data, or "
+                "another projection ran); going on from the position Redis holds",
+                position,
+            )
+            return True
+        self._at = view, last
         self.applied += len(entries)
-        return True
+        return len(entries) + len(skipped) >= self.batch
 
-    async def _apply(self, view: RedisView, entries: list[tuple[int, Job.Event]]) -> None:
-        refold = await view.apply_events([event for _, event in entries])
+    async def _apply(
+        self,
+        view: RedisView,
+        entries: list[tuple[int, Job.Event]],
+        position: int | None = None,
+        after: int | None = None,
+    ) -> bool:
+        """Applies the entries (and refolds what needs it); True when ``position`` was saved
+        with them (see RedisView.apply_events), else the caller saves it afterwards."""
+        events = [e for _, e in entries]
+        refold, saved = await view.apply_events(events, position=position, after=after)
         if refold:
             await view.put_jobs(await self.store.get_many(sorted(refold)), was=refold)
+        return saved
 
     async def _apply_or_quarantine(self, view: RedisView, entry: tuple[int, Job.Event]) -> None:
         notification_id, event = entry
@@ -126,5 +170,10 @@ class Projection:
         await quarantine.record(self.store, poison, "hash_deleted")
 
 
-_NOT_POISON: tuple[type[Exception], ...] = (RedisError, GenerationMovedError, *TRANSIENT)
+_NOT_POISON: tuple[type[Exception], ...] = (
+    RedisError,
+    GenerationMovedError,
+    PositionMovedError,
+    *TRANSIENT,
+)
 """Failures that pass: retried as they are, never quarantined."""

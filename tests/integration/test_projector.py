@@ -7,16 +7,18 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from redis.asyncio import Redis
 
 from services.projector.projection import Projection
+from services.projector.reader import LogReader
 from services.projector.relay import POSITION, Relay
 from shared.domain import Job
 from shared.drift import expected_view
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.messaging import Routes, declare_topology, make_broker
-from shared.redis_view import RedisView
+from shared.redis_view import Applied, RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.jobs import CAUSE
 from tests.services import delete_topology, fresh_database
@@ -85,13 +87,15 @@ async def test_an_unroutable_event_stops_the_relay_until_it_can_be_routed(
         await broker.stop()
 
 
+@pytest.mark.parametrize("own_connection", [False, True], ids=["pool", "reader"])
 async def test_projection_equals_the_log_and_rebuilds_after_a_flush(
-    store: AsyncJobStore, redis_url: str
+    store: AsyncJobStore, redis_url: str, own_connection: bool
 ) -> None:
     # Given jobs in the log and an empty Redis key space
     prefix = f"jt-proj-{uuid.uuid4().hex[:6]}"
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
-    projection = Projection(store, view, no_wait)
+    reader = LogReader(store.store) if own_connection else None
+    projection = Projection(store, view, no_wait, reader=reader)
     ids = await submit(store, 20)
 
     async def catch_up() -> None:
@@ -134,6 +138,166 @@ async def test_projection_equals_the_log_and_rebuilds_after_a_flush(
     assert await view.get(victim) == expected_view(job)
     await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")])
     await view.aclose()
+    if reader is not None:
+        await reader.aclose()
+
+
+async def test_the_log_reader_reads_on_after_its_connection_was_cut(store: AsyncJobStore) -> None:
+    # Given the projection's reader, which has read the log on its connection
+    await submit(store, 3)
+    reader = LogReader(store.store)
+    try:
+        first = await reader.events_after(0, 100, [])
+        assert reader._conn is not None
+        backend = reader._conn.info.backend_pid
+
+        # When the server ends that connection (a restart, an idle timeout)
+        async with await psycopg.AsyncConnection.connect(
+            store.store.settings.postgres_url, autocommit=True
+        ) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+
+        # Then the next read opens a new one and reads the same events
+        again = await reader.events_after(0, 100, [])
+        assert [(n, e.originator_id, e.originator_version) for n, e in again] == [
+            (n, e.originator_id, e.originator_version) for n, e in first
+        ]
+        assert reader._conn is not None and reader._conn.info.backend_pid != backend
+    finally:
+        await reader.aclose()
+
+
+def whole_life(job_id: uuid.UUID) -> Job:
+    """Submitted, Scheduled, Started and Completed, in one transaction (so in one batch)."""
+    now = datetime.now(UTC)
+    job = Job.submit(CAUSE, job_type="t", payload={}, job_id=job_id)
+    job.schedule(CAUSE, now)
+    job.start(CAUSE, worker_id="w", attempt=1, lease_s=30, now=now)
+    job.complete(CAUSE, worker_id="w", attempt=1, result={"ok": True})
+    return job
+
+
+async def test_one_batch_applies_each_jobs_versions_in_order_and_ignores_repeats_and_stale_ones(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a job's whole life and another job's first two events, in the log
+    prefix = f"jt-batch-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    done, waiting = uuid.uuid4(), uuid.uuid4()
+    await store.execute(done, lambda _: whole_life(done))
+    (waiting,) = await submit(store, 1)
+    d1, d2, d3, d4 = await store.history(done)
+    w1, w2 = await store.history(waiting)
+    try:
+        # When one call applies them with repeats and with older versions after newer ones
+        batch = [d1, d2, d2, w1, d3, d1, w2, d4, d3, w1, d2, d4]
+        applied = await view.apply_events(batch, position=99)
+
+        # Then each hash is its job's last version, counted once, and the position is saved
+        # with the events (nothing needed a refold)
+        jobs = {job.id: job for job in await store.get_many([done, waiting])}
+        assert await view.get(done) == expected_view(jobs[done])
+        assert await view.get(waiting) == expected_view(jobs[waiting])
+        counts = {k: v for k, v in (await view.counts()).items() if v}
+        assert counts == {
+            "status:COMPLETED": 1,
+            "status:SCHEDULED": 1,
+            "type:t:COMPLETED": 1,
+            "type:t:SCHEDULED": 1,
+        }
+        assert applied == (Applied({}, True))
+        assert await view.position() == 99
+
+        # And a step that reads the same events again (its position moved back) changes nothing
+        before = await _keys(view, prefix)
+        await view.set_position(0)
+        projection = Projection(store, view, no_wait)
+        while await projection.step():
+            pass
+        assert await _keys(view, prefix) == before | {
+            f"{prefix}:projection:position": str(
+                await store.run_sync(store.store.max_notification_id)
+            )
+        }
+    finally:
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        await view.aclose()
+
+
+async def test_the_position_waits_for_the_refold_of_a_job_whose_hash_is_gone(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a projected job whose hash was evicted, then a new event of it
+    prefix = f"jt-pos-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    (job_id,) = await submit(store, 1)
+    first, second = await store.history(job_id)
+    try:
+        await view.apply_events([first, second], position=2)
+        await view.redis.delete(view.job_key(job_id))
+
+        def cancel(job: Job | None) -> Job:
+            assert job is not None
+            job.request_cancel(CAUSE)
+            return job
+
+        await store.execute(job_id, cancel)
+        *_, third = await store.history(job_id)
+
+        # When the event is applied with the position it brings the projection to
+        applied = await view.apply_events([third], position=3)
+
+        # Then the job must be refolded from the log, and the position is not saved before it
+        # is (a crash now must not leave the job out of Redis for good)
+        assert applied == Applied({job_id: ""}, False)
+        assert await view.position() == 2
+        assert await view.get(job_id) is None
+    finally:
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        await view.aclose()
+
+
+async def test_a_busy_step_starts_over_when_redis_lost_the_position_it_follows(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a projection that has caught up (it keeps its position between steps)
+    prefix = f"jt-lost-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    projection = Projection(store, view, no_wait)
+    ids = await submit(store, 5)
+    try:
+        while await projection.step():
+            pass
+
+        # When Redis loses everything and, before the next step, a new job is written
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        ids += await submit(store, 1)
+        while await projection.step():
+            pass
+
+        # Then the projection started over from the log: every job is there, counted once
+        for job in await store.get_many(ids):
+            assert await view.get(job.id) == expected_view(job)
+        assert (await view.counts())["status:SCHEDULED"] == len(ids)
+    finally:
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        await view.aclose()
+
+
+async def _keys(view: RedisView, prefix: str) -> dict[str, object]:
+    """Every key of a projection with its content."""
+    found: dict[str, object] = {}
+    async for key in view.redis.scan_iter(f"{prefix}:*"):
+        kind = await view.redis.type(key)
+        if kind == "hash":
+            found[key] = await view.redis.hgetall(key)
+        elif kind == "zset":
+            found[key] = await view.redis.zrange(key, 0, -1, withscores=True)
+        elif kind == "set":
+            found[key] = await view.redis.smembers(key)
+        else:
+            found[key] = await view.redis.get(key)
+    return found
 
 
 async def _delete(amqp_url: str, routes: Routes) -> None:

@@ -14,13 +14,14 @@ from prometheus_client import REGISTRY
 from psycopg import sql
 
 from services.projector.projection import Projection
+from services.projector.reader import LogReader
 from services.projector.relay import POSITION, Relay
 from shared import quarantine
 from shared.domain import Cause, Job, Status
 from shared.drift import expected_view
 from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.messaging import Routes, declare_topology, make_broker
-from shared.redis_view import RedisView
+from shared.redis_view import Applied, RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.jobs import CAUSE, NO_JITTER, fail, unchecked_cause
 from tests.services import delete_topology, fresh_database
@@ -131,13 +132,15 @@ async def _at(store: AsyncJobStore, head: int) -> bool:
     return await store.position(POSITION) >= head
 
 
+@pytest.mark.parametrize("own_connection", [False, True], ids=["pool", "reader"])
 async def test_the_projection_quarantines_what_it_cannot_apply_and_goes_on(
-    store: AsyncJobStore, redis_url: str
+    store: AsyncJobStore, redis_url: str, own_connection: bool
 ) -> None:
     # Given a row that does not decode between normal jobs, and a job Redis cannot take
     prefix = f"jt-quar-{uuid.uuid4().hex[:6]}"
     view = BrokenFor(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
-    projection = Projection(store, view, no_wait)
+    reader = LogReader(store.store) if own_connection else None
+    projection = Projection(store, view, no_wait, reader=reader)
     counted = quarantined("projection")
     before = [await write(store, CAUSE) for _ in range(3)]
     damaged = uuid.uuid4()
@@ -168,6 +171,8 @@ async def test_the_projection_quarantines_what_it_cannot_apply_and_goes_on(
         if keys:
             await view.redis.delete(*keys)
         await view.aclose()
+        if reader is not None:
+            await reader.aclose()
 
 
 class BrokenFor(RedisView):
@@ -175,13 +180,16 @@ class BrokenFor(RedisView):
 
     broken: uuid.UUID | None = None
 
-    async def apply_events(self, events: Any) -> dict[uuid.UUID, str]:
+    async def apply_events(self, events: Any, **options: Any) -> Applied:
         if any(e.originator_id == self.broken for e in events):
             raise ValueError("cannot be applied")
-        return await super().apply_events(events)
+        return await super().apply_events(events, **options)
 
     async def current(self) -> RedisView:
         return self
+
+    async def locate(self) -> tuple[RedisView, int]:
+        return self, await self.position()
 
 
 def _insert_undecodable(store: JobStore, job_id: uuid.UUID) -> None:
