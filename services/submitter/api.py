@@ -15,7 +15,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from contracts.messages import SubmitJob
 from services.submitter import handlers
 from services.submitter.deps import Deps
-from services.submitter.media import MediaRoute, SubmitRoute
+from services.submitter.media import MediaRoute, ReadRoute, SubmitRoute
 from shared import dead_letters
 from shared.domain import Cause
 from shared.domain.cause import storable
@@ -252,7 +252,6 @@ async def submit_batch(request: Request, batch: BatchRequest) -> Any:
     return sorted(items, key=lambda item: item.index)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
 async def get_job(
     request: Request,
     job_id: UUID,
@@ -287,6 +286,16 @@ async def get_job(
     except Exception:
         job["progress"] = None
     return job
+
+
+router.add_api_route(  # ReadRoute: the fast path of a plain status read (media.py)
+    "/v1/jobs/{job_id}",
+    get_job,
+    methods=["GET"],
+    response_model=JobView,
+    tags=["jobs"],
+    route_class_override=ReadRoute,
+)
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=list[EventView], tags=["jobs"])

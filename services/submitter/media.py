@@ -1,5 +1,5 @@
 """The routes of the submitter's API: the body's media type checked by the route itself, and a
-fast path for ``POST /v1/jobs``, the request every client makes most.
+fast path for ``POST /v1/jobs`` and ``GET /v1/jobs/{id}``, the requests clients make most.
 
 Both were a cost on every request before: the 415 check was a router dependency, which FastAPI
 solves through its dependency machinery for each request, and a plain submission went through
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from typing import Any
+from uuid import UUID
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute, serialize_response
@@ -67,56 +68,27 @@ class MediaRoute(APIRoute):
         return checked
 
 
-class SubmitRoute(MediaRoute):
-    """``POST /v1/jobs`` with a fast path for the plain request: a JSON body and no
-    Idempotency-Key header.
+class FastRoute(MediaRoute):
+    """A route with a fast path for its commonest request, FastAPI's generic path for the rest.
 
-    The body is parsed and validated in one step by the model's ``model_validate_json`` (no
-    Python objects in between), the endpoint is called with what FastAPI would have given it,
-    and its answer goes out through FastAPI's own serialisation of the response model. Anything
-    else (an Idempotency-Key header, a body the model refuses or cannot parse, another media
-    type) takes FastAPI's generic path, so every error answer is FastAPI's, byte for byte; the
-    fast path only ever answers what FastAPI would have answered (tests/integration/
+    The fast path gives the endpoint what FastAPI would have given it and builds the answer
+    with FastAPI's own serialisation of the response model; it skips FastAPI's generic request
+    handling (dependencies solved one by one, the body parsed to Python objects and validated
+    after). Anything unusual takes the generic path, so every error answer is FastAPI's own;
+    the fast path only ever answers what FastAPI would have answered (tests/integration/
     test_api_fast_path.py sends the same requests down both paths). ``fast`` turns it off."""
 
     fast = True
 
-    def get_route_handler(self) -> Handler:
-        generic = super().get_route_handler()
-        body_field = self.body_field
-        assert body_field is not None and body_field.name == "job"
-        model = body_field.field_info.annotation
-        assert isinstance(model, type) and issubclass(model, BaseModel)
-        endpoint = self.endpoint
-        route = self
-
-        async def handler(request: Request) -> Response:
-            headers = request.headers
-            content_type = headers.get("content-type", "")
-            if (
-                not route.fast
-                or content_type.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE
-                or "idempotency-key" in headers
-            ):
-                return await generic(request)
-            body = await request.body()
-            try:
-                job = model.model_validate_json(body) if body else None
-            except ValidationError:
-                job = None
-            if job is None:  # FastAPI's path names the problem its own way
-                return await generic(request)
-            return await route.answer(request, endpoint, job)
-
-        return handler
-
-    async def answer(self, request: Request, endpoint: Any, job: BaseModel) -> Response:
-        """Calls the endpoint as FastAPI would (a sub-response for the headers it sets) and
-        builds FastAPI's answer from what it returns."""
+    async def answer(self, request: Request, **values: Any) -> Response:
+        """Calls the endpoint with ``values`` (and, as FastAPI does, a sub-response for the
+        headers it sets when it takes one) and builds FastAPI's answer from what it returns."""
         sub_response = Response()
         del sub_response.headers["content-length"]
         sub_response.status_code = None  # type: ignore[assignment]
-        raw = await endpoint(request=request, response=sub_response, job=job, idempotency_key=None)
+        if self.dependant.response_param_name:
+            values[self.dependant.response_param_name] = sub_response
+        raw = await self.endpoint(request=request, **values)
         if isinstance(raw, Response):
             return raw
         content = await serialize_response(
@@ -138,3 +110,61 @@ class SubmitRoute(MediaRoute):
         )
         response.headers.raw.extend(sub_response.headers.raw)
         return response
+
+
+class SubmitRoute(FastRoute):
+    """``POST /v1/jobs``; its fast path serves a JSON body the model accepts, without an
+    Idempotency-Key header. The body is parsed and validated in one step by the model's
+    ``model_validate_json`` (no Python objects in between). A body the model refuses or cannot
+    parse takes FastAPI's path, which names the problem its own way."""
+
+    def get_route_handler(self) -> Handler:
+        generic = super().get_route_handler()
+        body_field = self.body_field
+        assert body_field is not None and body_field.name == "job"
+        model = body_field.field_info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        route = self
+
+        async def handler(request: Request) -> Response:
+            headers = request.headers
+            content_type = headers.get("content-type", "")
+            if (
+                not route.fast
+                or content_type.split(";", 1)[0].strip().lower() != JSON_MEDIA_TYPE
+                or "idempotency-key" in headers
+            ):
+                return await generic(request)
+            body = await request.body()
+            try:
+                job = model.model_validate_json(body) if body else None
+            except ValidationError:
+                job = None
+            if job is None:
+                return await generic(request)
+            return await route.answer(request, job=job, idempotency_key=None)
+
+        return handler
+
+
+class ReadRoute(FastRoute):
+    """``GET /v1/jobs/{job_id}``; its fast path serves a job id in its canonical form
+    (lower-case, with dashes) and no query (``at`` or ``version``)."""
+
+    def get_route_handler(self) -> Handler:
+        generic = super().get_route_handler()
+        route = self
+
+        async def handler(request: Request) -> Response:
+            raw = request.scope.get("path_params", {}).get("job_id", "")
+            if not route.fast or request.scope.get("query_string") or len(raw) != 36:
+                return await generic(request)
+            try:
+                job_id = UUID(raw)
+            except ValueError:
+                return await generic(request)
+            if str(job_id) != raw:
+                return await generic(request)
+            return await route.answer(request, job_id=job_id, at=None, version=None)
+
+        return handler
