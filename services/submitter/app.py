@@ -197,7 +197,7 @@ def create_app(
         lifespan=lifespan,
         # no OpenTelemetry hooks: the service exports Prometheus metrics, and the check for a
         # configured tracer or meter ran on every request
-        telemetry={"tracing": False, "metrics": False},
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     # The routes on the app's own router: an included router is one more layer of matching and
     # dispatch on every request
