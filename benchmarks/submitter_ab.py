@@ -9,8 +9,10 @@ scratch names (benchmarks.scratch). Every round measures each side in turn, the 
 each round so that neither side always runs first on a busy machine:
 
 - ``cpu POST``: the submitter's CPU (user + system, from /proc) per ``POST /v1/jobs`` with 16
-  requests in flight, a no-op job each;
+  requests in flight, a no-op job each; ``loop`` the event loop's thread alone (HTTP, the
+  application, the hand-off to the store), ``all`` every thread (the store's too);
 - ``cpu GET``: the same for ``GET /v1/jobs/{id}`` of known jobs, 16 in flight;
+- ``cpu healthz``: the same for ``GET /healthz`` (no I/O: the HTTP server and framework alone);
 - ``idle POST`` and ``idle GET``: one request at a time on one keep-alive connection (stdlib
   http.client, the lightest client at hand), a pause between requests so the server is idle when
   each arrives; the client's view of the latency, p50 and p99.
@@ -75,8 +77,10 @@ class Side(Scratch):
         return next(pid for pid, name in self.pids().items() if name == "submitter")
 
 
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat", "rb") as f:
+def cpu_seconds(pid: int, thread: int | None = None) -> float:
+    """CPU seconds of process ``pid``, or of its thread ``thread`` alone."""
+    path = f"/proc/{pid}/stat" if thread is None else f"/proc/{pid}/task/{thread}/stat"
+    with open(path, "rb") as f:
         stat = f.read().decode()
     fields = stat[stat.rfind(")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -103,14 +107,15 @@ async def _load(side: Side, requests: list[Call]) -> list[str]:
     return ids
 
 
-def cpu_per_request(side: Side, requests: list[Call]) -> float:
-    """The submitter's CPU milliseconds per request while serving ``requests``."""
+def cpu_per_request(side: Side, requests: list[Call]) -> tuple[float, float]:
+    """The submitter's CPU milliseconds per request while serving ``requests``: its event
+    loop's thread (the main thread), and all its threads."""
     pid = side.submitter_pid()
-    before = cpu_seconds(pid)
+    before = cpu_seconds(pid, pid), cpu_seconds(pid)
     ids = asyncio.run(_load(side, requests))
-    spent = cpu_seconds(pid) - before
+    loop, every = cpu_seconds(pid, pid) - before[0], cpu_seconds(pid) - before[1]
     side.ids.extend(ids)
-    return 1000 * spent / len(requests)
+    return 1000 * loop / len(requests), 1000 * every / len(requests)
 
 
 def idle(side: Side, method: str, paths: list[str], pause: float = 0.005) -> list[float]:
@@ -147,12 +152,15 @@ class Figures:
 
 
 def measure(side: Side, jobs: int, idle_requests: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
     posts: list[Call] = [("POST", "/v1/jobs", NOOP)] * jobs
-    figures = {"cpu POST ms/req": cpu_per_request(side, posts)}
+    figures["cpu POST loop"], figures["cpu POST all"] = cpu_per_request(side, posts)
     known = side.ids[-jobs:]
     time.sleep(2)  # the projector catches up: the reads are served from Redis
     gets: list[Call] = [("GET", f"/v1/jobs/{job_id}", None) for job_id in known]
-    figures["cpu GET ms/req"] = cpu_per_request(side, gets)
+    figures["cpu GET loop"], figures["cpu GET all"] = cpu_per_request(side, gets)
+    health: list[Call] = [("GET", "/healthz", None)] * jobs
+    figures["cpu healthz loop"], figures["cpu healthz all"] = cpu_per_request(side, health)
     post_ms = idle(side, "POST", ["/v1/jobs"] * idle_requests)
     figures["idle POST p50"] = percentile(post_ms, 50)
     figures["idle POST p99"] = percentile(post_ms, 99)
@@ -187,11 +195,11 @@ def main() -> None:
                     results[name].add(key, value)
                 shown = "  ".join(f"{k} {v:.2f}" for k, v in figures.items())
                 print(f"round {n + 1} {name}: {shown}", flush=True)
-        print("\nmedians (ms)          old      new   new/old")
+        print("\nmedians (ms)            old      new   new/old")
         for key in results["old"].rows:
             old = statistics.median(results["old"].rows[key])
             new = statistics.median(results["new"].rows[key])
-            print(f"{key:18s} {old:8.3f} {new:8.3f}   {new / old:6.2f}")
+            print(f"{key:20s} {old:8.3f} {new:8.3f}   {new / old:6.2f}")
 
 
 if __name__ == "__main__":
