@@ -76,6 +76,6 @@ def run() -> None:
         log_level="warning",
         timeout_graceful_shutdown=20,
         http=BoundedHttpToolsProtocol,  # llhttp; 414/431 for an oversized head, not a reset
-        loop="uvloop",
-        h11_max_incomplete_event_size=settings.max_head_bytes,
+        loop="auto",  # uvloop (a dependency where it exists), else asyncio
+        h11_max_incomplete_event_size=settings.max_head_bytes,  # the bound the protocol reads
     )
