@@ -97,7 +97,12 @@ async def _load(side: Side, requests: list[Call]) -> list[str]:
         async def sender() -> None:
             while pending:
                 method, path, body = pending.pop()
-                response = await http.request(method, path, content=body, headers=headers)
+                try:
+                    response = await http.request(method, path, content=body, headers=headers)
+                except httpx.TransportError as exc:  # a dropped connection: counted, sent again
+                    print(f"{side.checkout.name}: {method} {path}: {exc!r}; sent again", flush=True)
+                    pending.append((method, path, body))
+                    continue
                 if response.status_code >= 400:
                     raise RuntimeError(f"{method} {path}: {response.status_code} {response.text}")
                 if method == "POST":
