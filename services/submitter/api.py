@@ -15,13 +15,15 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from contracts.messages import SubmitJob
 from services.submitter import handlers
 from services.submitter.deps import Deps
+from services.submitter.media import MediaRoute, ReadRoute, SubmitRoute
 from shared import dead_letters
 from shared.domain import Cause
 from shared.domain.cause import storable
 from shared.eventstore.export import job_state
 
 log = logging.getLogger(__name__)
-router = APIRouter()
+router = APIRouter(route_class=MediaRoute)
+"""The API's routes; the app registers them on its own router (app.create_app)."""
 
 StatusName = Literal["PENDING", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
 
@@ -153,7 +155,6 @@ def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, media_type="application/problem+json")
 
 
-@router.post("/v1/jobs", status_code=202, response_model=Accepted, tags=["jobs"])
 async def submit_job(
     request: Request,
     response: Response,
@@ -185,6 +186,17 @@ async def submit_job(
         version=created.version,
         replayed=replayed,
     )
+
+
+router.add_api_route(  # SubmitRoute: the fast path of a plain submission (media.py)
+    "/v1/jobs",
+    submit_job,
+    methods=["POST"],
+    status_code=202,
+    response_model=Accepted,
+    tags=["jobs"],
+    route_class_override=SubmitRoute,
+)
 
 
 @router.post("/v1/jobs/batch", status_code=202, response_model=list[BatchItem], tags=["jobs"])
@@ -240,7 +252,6 @@ async def submit_batch(request: Request, batch: BatchRequest) -> Any:
     return sorted(items, key=lambda item: item.index)
 
 
-@router.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
 async def get_job(
     request: Request,
     job_id: UUID,
@@ -275,6 +286,16 @@ async def get_job(
     except Exception:
         job["progress"] = None
     return job
+
+
+router.add_api_route(  # ReadRoute: the fast path of a plain status read (media.py)
+    "/v1/jobs/{job_id}",
+    get_job,
+    methods=["GET"],
+    response_model=JobView,
+    tags=["jobs"],
+    route_class_override=ReadRoute,
+)
 
 
 @router.get("/v1/jobs/{job_id}/events", response_model=list[EventView], tags=["jobs"])

@@ -1,5 +1,5 @@
-"""The FastAPI application: error mapping, the body-size limit, the body's media type, request
-ids."""
+"""The FastAPI application: error mapping, the body-size limit, request ids (the body's media
+type is checked by the routes themselves, services/submitter/media.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.submitter.api import problem, router
 from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
+from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
 from services.submitter.quarantine_api import router as quarantine_router
 from services.submitter.server import MAX_HEAD_BYTES, HeadLimit
 from shared.domain import IdempotencyConflictError, JobError
@@ -133,45 +133,10 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
-class UnsupportedMediaTypeError(Exception):
-    """A body sent as something other than JSON to an endpoint that reads JSON."""
-
-    def __init__(self, content_type: str) -> None:
-        super().__init__(
-            f"Content-Type {content_type!r} is not accepted here: send the body as "
-            f"{JSON_MEDIA_TYPE}"
-        )
-
-
-JSON_MEDIA_TYPE = "application/json"
-
-
-def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
-    kind, _, subtype = media.partition("/")
-    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
-
-
-async def json_body(request: Request) -> None:
-    """Refuses a body that is not declared JSON, on a route that reads a JSON body, with 415
-    naming the type expected: without it FastAPI validates the raw text against the model and
-    answers 422 "Input should be a valid dictionary" naming no field (also when Content-Type is
-    missing: FastAPI reads only bodies declared JSON). An empty body is left to the route (the
-    cancel body is optional)."""
-    route = request.scope.get("route")
-    if not isinstance(route, APIRoute) or route.body_field is None:
-        return
-    content_type = request.headers.get("content-type", "")
-    has_body = request.headers.get("content-length", "0") != "0" or (
-        "transfer-encoding" in request.headers
-    )
-    if has_body and not _is_json(content_type):
-        raise UnsupportedMediaTypeError(content_type or "(none)")
-
-
 def _document_media_type(app: FastAPI) -> None:
-    """Adds the 415 answer of ``json_body`` to every operation with a request body in the
-    OpenAPI document, so clients (and schema-driven fuzzers) know it is part of the contract."""
+    """Adds the 415 answer of ``media.check_media_type`` to every operation with a request body
+    in the OpenAPI document, so clients (and schema-driven fuzzers) know it is part of the
+    contract."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -230,9 +195,13 @@ def create_app(
         version="0.1.0",
         description="Submit jobs, read their status and their whole audited history.",
         lifespan=lifespan,
+        # no OpenTelemetry hooks: the service exports Prometheus metrics, and the check for a
+        # configured tracer or meter ran on every request
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    app.include_router(router, dependencies=[Depends(json_body)])
-    app.include_router(quarantine_router)
+    # The routes on the app's own router: an included router is one more layer of matching and
+    # dispatch on every request
+    app.router.routes.extend([*router.routes, *quarantine_router.routes])
     _document_media_type(app)
 
     app.add_middleware(RequestId)

@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from services.submitter import subscribers
 from services.submitter.app import create_app, lifespan_for
 from services.submitter.deps import Deps
-from services.submitter.server import MAX_HEAD_BYTES, BoundedH11Protocol
+from services.submitter.server import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
 from shared import dead_letters
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
@@ -75,6 +75,7 @@ def run() -> None:
         port=settings.port,
         log_level="warning",
         timeout_graceful_shutdown=20,
-        http=BoundedH11Protocol,  # 414/431 for an oversized head, not a reset
-        h11_max_incomplete_event_size=settings.max_head_bytes,
+        http=BoundedHttpToolsProtocol,  # llhttp; 414/431 for an oversized head, not a reset
+        loop="auto",  # uvloop (a dependency where it exists), else asyncio
+        h11_max_incomplete_event_size=settings.max_head_bytes,  # the bound the protocol reads
     )

@@ -1,26 +1,32 @@
 """Bounds of the request head: an oversized one answers 414 or 431, not a reset.
 
-uvicorn (h11) bounds the request line and header fields together (``max_head_bytes``, given to
-h11 as its largest incomplete event). Past it, stock uvicorn writes a plain-text 400 and closes at
-once; the client is usually still sending its head, so the kernel answers the unread bytes with a
-reset and the client sees "connection reset" instead of any status. This protocol instead names
-the problem (414 URI Too Long when the request line alone does not fit, else 431 Request Header
-Fields Too Large, RFC 9110 15.5.15 and RFC 6585 5) in a problem document, then half-closes and
-reads and discards what the client still sends (a lingering close, bounded in time and bytes) so
-that the answer reaches the client before the connection goes.
+The submitter serves HTTP with uvicorn's httptools (llhttp) protocol, a C parser at a fraction
+of h11's CPU per request (docs/performance.md). llhttp bounds nothing: it would buffer a header of
+any size. ``BoundedHttpToolsProtocol`` bounds the request line and header fields together
+(``max_head_bytes``, h11's default of 16 KiB, handed to uvicorn as h11's largest incomplete
+event) while a head is incomplete. Past it, stock uvicorn (h11) wrote a plain-text 400 and closed
+at once; the client is usually still sending its head, so the kernel answers the unread bytes
+with a reset and the client sees "connection reset" instead of any status. This protocol instead
+names the problem (414 URI Too Long when the request line alone does not fit, else 431 Request
+Header Fields Too Large, RFC 9110 15.5.15 and RFC 6585 5) in a problem document, then
+half-closes and reads and discards what the client still sends (a lingering close, bounded in
+time and bytes) so that the answer reaches the client before the connection goes. A request
+llhttp cannot parse answers 400 the same way.
 
-h11 checks its bound only while a head is incomplete: a 40 KB head that arrives in one read is
-parsed whole. ``HeadLimit`` (an ASGI middleware) applies the same bound to every parsed head, so
-the limit holds however the bytes arrive.
+The check applies while a head is incomplete: a 40 KB head that arrives in one read is parsed
+whole. ``HeadLimit`` (an ASGI middleware) applies the same bound to every parsed head, so the
+limit holds however the bytes arrive.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 MAX_HEAD_BYTES = 16_384
 """The default bound of the request line and header fields together (h11's own default): far
@@ -64,39 +70,82 @@ def problem_response(status: int, title: str, detail: str) -> bytes:
     return head.encode("ascii") + body
 
 
-class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, answering a head it cannot parse with a problem document (414 or
-    431 when oversized, else 400) and a lingering close, instead of a plain-text 400 and often a
-    reset."""
+def refuse(
+    transport: asyncio.Transport,
+    loop: asyncio.AbstractEventLoop,
+    logger: logging.Logger,
+    status: int,
+    title: str,
+    detail: str,
+) -> None:
+    """Answers a refused head with a problem document, then half-closes and lets the client
+    finish sending (the caller discards what arrives) for at most LINGER_S before closing."""
+    logger.warning("answering %d: %s", status, detail)
+    transport.write(problem_response(status, title, detail))
+    if transport.can_write_eof():
+        transport.write_eof()  # the client reads the answer, then closes its side
+    loop.call_later(LINGER_S, transport.close)
+
+
+MALFORMED = (
+    400,
+    "Bad Request",
+    "the request is not valid HTTP/1.1 (a malformed request line or header)",
+)
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol answering 414 or 431 when a head is still incomplete past
+    the bound, 400 when llhttp cannot parse it, each a problem document with a lingering close.
+
+    The bytes received since a request began are counted while its head is incomplete; past the
+    bound the request is refused, so no more than the bound and one read are ever held."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._limit = self.config.h11_max_incomplete_event_size or MAX_HEAD_BYTES
+        self._in_head = True  # between the start of a request and the end of its head
+        self._head_bytes = 0  # bytes received since the request began, while in its head
+        self._url_bytes = 0
         self._draining = -1  # bytes discarded since refusing a head; -1 while not refusing
 
     def data_received(self, data: bytes) -> None:
-        if self._draining >= 0:  # the answer is sent: discard the rest of the oversized head
+        if self._draining >= 0:  # the answer is sent: discard the rest of the refused head
             self._draining += len(data)
             if self._draining > LINGER_BYTES:
                 self.transport.close()
             return
+        if self._in_head:
+            self._head_bytes += len(data)
         super().data_received(data)
+        if self._in_head and self._draining < 0 and self._head_bytes > self._limit:
+            line_fits = self._url_bytes + len("OPTIONS  HTTP/1.1\r\n") <= self._limit
+            self._refuse(*head_too_large(line_fits, self._limit))
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._url_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        super().on_url(url)
+        self._url_bytes += len(url)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._in_head, self._head_bytes = True, 0
 
     def send_400_response(self, msg: str) -> None:
-        """Called by uvicorn when h11 cannot parse the request: oversized (414/431) or not
-        HTTP/1.1 at all (400); each answered with a problem document and a lingering close."""
-        limit = self.config.h11_max_incomplete_event_size or MAX_HEAD_BYTES
-        buffered, _ = self.conn.trailing_data
-        if len(buffered) > limit:
-            status, title, detail = head_too_large(b"\n" in buffered, limit)
-        else:
-            status, title = 400, "Bad Request"
-            detail = "the request is not valid HTTP/1.1 (a malformed request line or header)"
-        self.logger.warning("answering %d: %s", status, detail)
-        self.transport.write(problem_response(status, title, detail))
-        self._draining = 0
-        if self.transport.can_write_eof():
-            self.transport.write_eof()  # the client reads the answer, then closes its side
-        self.loop.call_later(LINGER_S, self.transport.close)
+        """Called by uvicorn when llhttp cannot parse the request."""
+        if self._draining < 0:
+            self._refuse(*MALFORMED)
+
+    def _refuse(self, status: int, title: str, detail: str) -> None:
+        self._draining = 0  # nothing more is parsed: data_received discards it
+        refuse(self.transport, self.loop, self.logger, status, title, detail)
 
 
 class HeadLimit:

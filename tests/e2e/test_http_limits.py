@@ -81,6 +81,34 @@ def test_an_oversized_head_answers_its_status_not_a_reset(
     )
 
 
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        pytest.param(b"GET /v1/jobs?x=" + b"a" * 100_000, 414, id="a URL that never ends"),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + b"b" * 100_000,
+            431,
+            id="a header that never ends",
+        ),
+        pytest.param(
+            b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+            + b"".join(b"X-H%d: %s\r\n" % (i, b"c" * 1000) for i in range(40)),
+            431,
+            id="headers that never end",
+        ),
+    ],
+)
+def test_a_head_still_incomplete_past_the_limit_is_answered_at_once(
+    system: System, head: bytes, status: int
+) -> None:
+    # When a client sends an oversized head and no end to it (nothing is parsed whole)
+    # Then the server answers without waiting for the rest, instead of buffering all it gets
+    answered, headers, body = exchange(system.port, head)
+    assert answered == status, body
+    assert headers["content-type"] == "application/problem+json"
+    assert json.loads(body)["status"] == status
+
+
 def test_a_request_that_is_not_http_answers_400_as_a_problem_document(system: System) -> None:
     malformed = b"GET /healthz HTTP/1.1\r\nHost: t\r\nno colon in this header\r\n\r\n"
     status, headers, body = exchange(system.port, malformed)
