@@ -154,17 +154,20 @@ async def main() -> None:
     )
     routes = Routes.from_settings(bus)
     # the broker waits for the grace, then for handed-back jobs to record their outcome
-    broker = make_broker(bus, graceful_timeout=settings.shutdown_grace_s + settings.lease_s)
+    broker = make_broker(
+        bus, graceful_timeout=settings.shutdown_grace_s + settings.lease_s, apply_types=False
+    )
     stop = stop_on_signals()
     view = RedisView(RedisSettings())
     async with AsyncJobStore(JobStore(store_settings)) as store:
         dead_letters.watch(broker, store)
         metrics.serve()
-        subscribers.register(
+        channels = subscribers.register(
             broker, routes, queues, store, state, settings.concurrency, progress_reporter(view)
         )
         await broker.connect()
-        await declare_topology(broker, routes, registry.declared_queues(bus.queues))
+        declared = registry.declared_queues(bus.queues)
+        await declare_topology(broker, routes, declared, channels=channels)
         await broker.start()
         log.info(
             "worker %s consumes %s with concurrency %d", worker_id, queues, settings.concurrency
