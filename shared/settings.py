@@ -166,3 +166,15 @@ class AuditSettings(BaseSettings):
     @property
     def key(self) -> bytes | None:
         return self.checkpoint_key.get_secret_value().encode() if self.checkpoint_key else None
+
+
+class RuntimeSettings(BaseSettings):
+    """How a service process runs its interpreter (shared.runtime ``tune_runtime``)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    uvloop: bool = Field(default=True, description="run the event loop on uvloop (libuv)")
+    gc_tune: bool = Field(
+        default=True,
+        description="freeze the objects made at start-up out of the garbage collector's scans",
+    )
