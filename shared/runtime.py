@@ -1,10 +1,9 @@
-"""Process plumbing every service shares: logging, instance ids, SIGTERM handling, tuning."""
+"""Process plumbing every service shares: logging, instance ids, SIGTERM handling, the loop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -38,13 +37,11 @@ def setup_logging(service: str) -> None:
 
 
 def tune_runtime(settings: RuntimeSettings | None = None) -> None:
-    """Called by each service's ``__main__`` once its modules are imported, before it starts.
+    """Called by each service's ``__main__`` before it starts its event loop.
 
-    JOBTRAIL_UVLOOP: the event loop runs on uvloop, whose loop, transports and timers are C
-    (every consumed message, query and publish goes through them). JOBTRAIL_GC_TUNE: the objects
-    that exist now (modules, classes, pydantic schemas: they live as long as the process) are
-    frozen out of the collector's scans, so each full collection walks only what was made since.
-    Both only change how fast the same code runs; docs/performance.md has their A/B figures.
+    JOBTRAIL_UVLOOP: the loop runs on uvloop, whose loop, transports and timers are C (every
+    consumed message, query and publish goes through them). It only changes how fast the same
+    code runs; docs/performance.md has the A/B figures (and why ``gc.freeze`` is not here).
     """
     settings = settings or RuntimeSettings()
     if settings.uvloop:
@@ -54,9 +51,6 @@ def tune_runtime(settings: RuntimeSettings | None = None) -> None:
             logging.getLogger("jobtrail.runtime").info("uvloop is not installed: asyncio's loop")
         else:
             asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    if settings.gc_tune:
-        gc.collect()
-        gc.freeze()
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -174,7 +174,3 @@ class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
 
     uvloop: bool = Field(default=True, description="run the event loop on uvloop (libuv)")
-    gc_tune: bool = Field(
-        default=True,
-        description="freeze the objects made at start-up out of the garbage collector's scans",
-    )
