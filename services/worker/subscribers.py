@@ -35,9 +35,13 @@ def register(
     state: WorkerState,
     concurrency: int,
     reporter: Callable[..., Callable[[float, str], None]],
+    *,
+    prefetch: int | None = None,
 ) -> dict[str, Channel]:
-    """Subscribes to each work queue on a channel of its own whose prefetch is ``concurrency``;
-    returns those channels by queue, for ``declare_topology`` to declare the queues on them."""
+    """Subscribes to each work queue on a channel of its own whose prefetch is ``prefetch``
+    (default: ``concurrency``); at most ``concurrency`` jobs run at once, the other deliveries
+    wait for a slot unclaimed. Returns the channels by queue, for ``declare_topology`` to declare
+    the queues on them."""
     slots = asyncio.Semaphore(concurrency)
 
     async def on_scheduled(message: JobEventMessage) -> None:
@@ -100,7 +104,7 @@ def register(
             finally:
                 state.remove(running)
 
-    channels = {queue: Channel(prefetch_count=concurrency) for queue in queues}
+    channels = {queue: Channel(prefetch_count=prefetch or concurrency) for queue in queues}
     decode = decoder_of(JobEventMessage)
     for queue, channel in channels.items():
         broker.subscriber(

@@ -1,4 +1,4 @@
-"""A worker takes no more work messages than it runs jobs at once (prefetch = concurrency).
+"""A worker takes no more work messages than its prefetch (concurrency x prefetch multiplier).
 
 The work queues are declared before the worker's subscribers start; if the subscribers consumed
 on the channel that declared them (the default one, with no prefetch), RabbitMQ would push the
@@ -27,7 +27,8 @@ from tests.processes import Service, free_port, system_env
 from tests.services import delete_topology
 
 CONCURRENCY = 2
-BACKLOG = 8
+MULTIPLIER = 2
+BACKLOG = 10
 
 
 @pytest.fixture
@@ -44,6 +45,7 @@ def worker(
 ) -> Iterator[Service]:
     env = system_env(postgres_url, amqp_url, redis_url, prefix, free_port()) | {
         "JOBTRAIL_WORKER_CONCURRENCY": str(CONCURRENCY),
+        "JOBTRAIL_WORKER_PREFETCH_MULTIPLIER": str(MULTIPLIER),
         "JOBTRAIL_WORKER_QUEUES": "io",
         "JOBTRAIL_WORKER_LEASE_S": "60",
         "JOBTRAIL_WORKER_SHUTDOWN_GRACE_S": "0",
@@ -113,7 +115,7 @@ def _wait_for_queue(amqp_url: str, prefix: str, worker: Service, timeout: float 
         time.sleep(0.2)
 
 
-def test_worker_holds_at_most_concurrency_deliveries(
+def test_worker_holds_at_most_its_prefetch(
     store: JobStore, worker: Service, amqp_url: str, prefix: str
 ) -> None:
     _wait_for_queue(amqp_url, prefix, worker)  # the worker declared its topology
@@ -127,10 +129,10 @@ def test_worker_holds_at_most_concurrency_deliveries(
         assert time.monotonic() < deadline, f"the worker did not start its jobs\n{worker.tail()}"
         time.sleep(0.1)
 
-    # Both slots are busy for a minute: nothing is acknowledged, so every message the broker
-    # pushed to the worker is unacknowledged; the rest must still be ready in the queue.
-    assert asyncio.run(_ready(amqp_url, prefix)) == BACKLOG - CONCURRENCY
-    assert _running(store, job_ids) == CONCURRENCY
+    # Both slots are busy for a minute: nothing is acknowledged, so the worker holds what the
+    # broker pushed to it (two running, two waiting for a slot); the rest must still be ready.
+    assert asyncio.run(_ready(amqp_url, prefix)) == BACKLOG - CONCURRENCY * MULTIPLIER
+    assert _running(store, job_ids) == CONCURRENCY  # the waiting ones are not claimed
 
 
 def _job_of(body: bytes) -> str:
