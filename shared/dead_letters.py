@@ -37,12 +37,11 @@ from uuid import UUID
 from faststream import BaseMiddleware
 from faststream.exceptions import AckMessage, NackMessage, RejectMessage
 from faststream.rabbit import RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 from pydantic import ValidationError
 
 from shared.eventstore import AsyncJobStore, JobStore, tables
-from shared.messaging import Routes, park
-from shared.metrics import CONSUMED, DEAD_LETTERS, watch_store
+from shared.messaging import Routes, delivery, park
+from shared.metrics import CONSUMED, DEAD_LETTERS, child, watch_store
 from shared.retrying import hold
 
 log = logging.getLogger(__name__)
@@ -226,11 +225,11 @@ class _Watch(BaseMiddleware):
         handler = self.context.get_local("handler_")
         queue = str(getattr(getattr(handler, "queue", None), "name", "") or "unknown")
         if not isinstance(exc_val, Exception) or isinstance(exc_val, AckMessage):
-            CONSUMED.labels(queue, "handled").inc()
+            child(CONSUMED, queue, "handled").inc()
         elif isinstance(exc_val, NackMessage):
-            CONSUMED.labels(queue, "returned").inc()
+            child(CONSUMED, queue, "returned").inc()
         else:  # the ack policy rejects it: it goes to the dead-letter queue
-            CONSUMED.labels(queue, "dead_lettered").inc()
+            child(CONSUMED, queue, "dead_lettered").inc()
             error = f"{type(exc_val).__name__}: {exc_val}"
             await report(dead_letter(queue, self.msg, reason_of(exc_val), error), self.record)
         return False
@@ -273,11 +272,11 @@ def register_ledger(broker: RabbitBroker, routes: Routes, store: AsyncJobStore) 
     queue = routes.ledger.name
 
     @broker.subscriber(routes.ledger, routes.dlx, title="dead-letter-ledger", decoder=_raw_body)
-    async def on_dead_letter(message: RabbitMessage) -> None:
+    async def on_dead_letter(body: bytes) -> None:
         """A copy of a dead letter: recorded (a consumer's own record, when it wrote one first,
         is kept); counted when RabbitMQ killed it (a consumer's reject is counted by the
         consumer)."""
-        raw = message.raw_message
+        raw = delivery(broker).raw_message  # with or without FastDepends (apply_types)
         try:
             letter = ledger_entry(raw)
         except Exception:  # a bug here must not drop the copy: keep it for later

@@ -15,6 +15,7 @@ import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -68,11 +69,12 @@ class JobType:
     max_attempts: int = 3
     timeout_s: float = 300.0
 
-    @property
+    # Read on every run of the job: computed once (inspect.signature is costly).
+    @cached_property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
 
-    @property
+    @cached_property
     def wants_context(self) -> bool:
         return len(inspect.signature(self.fn).parameters) >= 2
 

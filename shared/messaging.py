@@ -13,14 +13,20 @@ once, and the attempt count that bounds retries lives in the log, not in the bro
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+from faststream.message import StreamMessage
 from faststream.rabbit import Channel, ExchangeType, QueueType, RabbitBroker, RabbitExchange
 from faststream.rabbit import RabbitQueue as Queue
+from faststream.rabbit.message import RabbitMessage
+from pydantic import BaseModel
 
 from contracts.names import Topology
 from shared.settings import BusSettings
+
+M = TypeVar("M", bound=BaseModel)
 
 SCHEDULER_KEYS = tuple(
     Topology.event_key(kind)
@@ -108,20 +114,48 @@ class Routes:
 
 
 def make_broker(
-    settings: BusSettings, *, prefetch: int | None = None, graceful_timeout: float = 30.0
+    settings: BusSettings,
+    *,
+    prefetch: int | None = None,
+    graceful_timeout: float = 30.0,
+    apply_types: bool = True,
 ) -> RabbitBroker:
     """A broker whose channels confirm publishes and raise on unroutable (returned) messages;
-    ``stop()`` waits up to ``graceful_timeout`` for the messages being handled."""
+    ``stop()`` waits up to ``graceful_timeout`` for the messages being handled.
+
+    ``apply_types=False`` turns FastDepends off for every subscriber of the broker: a handler
+    then receives what its ``decoder`` returns (see ``decoder_of``) and nothing else, and reads
+    the delivery itself with ``delivery``. That spares each message FastDepends' resolution of
+    the handler's signature, whose context lookups run in a thread of their own."""
     return RabbitBroker(
         settings.amqp_url,
         default_channel=Channel(
             prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True
         ),
         graceful_timeout=graceful_timeout,
+        apply_types=apply_types,
         fail_fast=True,
         log_level=logging.DEBUG,  # a line per message costs more Python than the message itself
         description="jobtrail: event-sourced, auditable job processing",
     )
+
+
+def decoder_of(model: type[M]) -> Callable[[StreamMessage[Any]], Awaitable[M]]:
+    """A subscriber's decoder that validates the body as ``model`` in one pass, with pydantic's
+    JSON parser straight from the bytes (instead of ``json.loads`` and then a validation of the
+    dict). A body that does not fit raises pydantic's ValidationError, as before: the delivery
+    is rejected to the dead letters."""
+    validate = model.model_validate_json
+
+    async def decode(message: StreamMessage[Any]) -> M:
+        return validate(message.body)
+
+    return decode
+
+
+def delivery(broker: RabbitBroker) -> RabbitMessage:
+    """The delivery being handled (FastStream's context), for a handler without FastDepends."""
+    return cast(RabbitMessage, broker.context.get_local("message"))
 
 
 PARKED_HEADER = "x-jobtrail-parked"
@@ -155,9 +189,20 @@ async def park(broker: RabbitBroker, message: Any, queue: str, *, timeout_s: flo
     )
 
 
-async def declare_topology(broker: RabbitBroker, routes: Routes, queues: list[str]) -> None:
+async def declare_topology(
+    broker: RabbitBroker,
+    routes: Routes,
+    queues: list[str],
+    *,
+    channels: Mapping[str, Channel] | None = None,
+) -> None:
     """Declares every exchange, queue and binding (idempotent), so no committed event is unroutable
-    just because its consumer has not started yet."""
+    just because its consumer has not started yet.
+
+    ``channels`` gives the channel each work queue is consumed on (the worker's, whose prefetch
+    is its concurrency). FastStream keeps a declared queue with the channel that declared it, and
+    a subscriber of that queue then consumes on that channel: declared here on the default one
+    (no prefetch), a work queue would push its whole backlog to the first worker."""
     events = await broker.declare_exchange(routes.events)
     commands = await broker.declare_exchange(routes.commands)
     dlx = await broker.declare_exchange(routes.dlx)
@@ -173,5 +218,6 @@ async def declare_topology(broker: RabbitBroker, routes: Routes, queues: list[st
         await declared.bind(commands, routing_key=queue.routing_key)
     for name in queues:
         work = routes.work(name)
-        declared = await broker.declare_queue(work)
+        channel = (channels or {}).get(name)
+        declared = await broker.config.declarer.declare_queue(work, channel=channel)
         await declared.bind(events, routing_key=work.routing_key)

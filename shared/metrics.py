@@ -8,8 +8,10 @@ Prometheus.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -58,6 +60,15 @@ CHECKPOINTS_REFUSED = Counter(
     "Checkpoints the projector refused to sign because the database lost or replaced one the "
     "checkpoint file holds (tampering: run `jobtrail verify`)",
 )
+
+
+@functools.lru_cache(maxsize=1024)
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, remembered: a hot path (a consumed message, a finished job)
+    skips prometheus_client's lock and label checks. Label values here come from a small set
+    (queues, job types, outcomes); the bound only keeps a surprise from growing without end."""
+    return metric.labels(*labels)
+
 
 _STORE_COUNTERS = {
     "batches": "Transactions (group commits) of the event store",

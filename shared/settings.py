@@ -166,3 +166,11 @@ class AuditSettings(BaseSettings):
     @property
     def key(self) -> bytes | None:
         return self.checkpoint_key.get_secret_value().encode() if self.checkpoint_key else None
+
+
+class RuntimeSettings(BaseSettings):
+    """How a service process runs its interpreter (shared.runtime ``tune_runtime``)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    uvloop: bool = Field(default=True, description="run the event loop on uvloop (libuv)")

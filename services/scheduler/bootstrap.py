@@ -45,7 +45,8 @@ class SchedulerSettings(BaseSettings):
 
 
 def build_broker(bus: BusSettings, settings: SchedulerSettings) -> tuple[RabbitBroker, Routes]:
-    return make_broker(bus, prefetch=settings.prefetch), Routes.from_settings(bus)
+    broker = make_broker(bus, prefetch=settings.prefetch, apply_types=False)
+    return broker, Routes.from_settings(bus)
 
 
 def publisher(

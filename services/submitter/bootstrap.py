@@ -42,7 +42,7 @@ async def dependencies() -> AsyncIterator[Deps]:
     registry.load(JobSettings().job_modules)
     queues = set(registry.declared_queues(bus.queues))
     routes = Routes.from_settings(bus)
-    broker = make_broker(bus, prefetch=64)
+    broker = make_broker(bus, prefetch=64, apply_types=False)
     view = RedisView(RedisSettings())
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, queues, broker, instance_id("submitter"))

@@ -5,6 +5,9 @@ delivery while the store is away and parks the message at the back of its queue 
 ``JOBTRAIL_HOLD_S`` (shared/retrying.py ``hold``), so neither a retry budget, nor the quorum
 queue's delivery limit, nor RabbitMQ's consumer_timeout can send a valid command to the
 dead-letter queue. Only a command that cannot be valid is rejected there, at once.
+
+Without FastDepends (the broker is made with ``apply_types=False``): each command comes from
+``decoder_of``, validated once from the bytes, and the delivery from FastStream's context.
 """
 
 from __future__ import annotations
@@ -13,13 +16,12 @@ import logging
 
 from faststream.exceptions import RejectMessage
 from faststream.rabbit import RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
 
 from contracts.messages import CancelJobMessage, SubmitJobMessage
 from services.submitter import handlers
 from services.submitter.deps import Deps
 from shared.domain import Cause, JobError
-from shared.messaging import Routes, park
+from shared.messaging import Routes, decoder_of, delivery, park
 from shared.retrying import hold
 
 log = logging.getLogger(__name__)
@@ -28,12 +30,18 @@ log = logging.getLogger(__name__)
 def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
     submit_queue, cancel_queue = routes.submit.name, routes.cancel.name
 
-    @broker.subscriber(routes.submit, routes.commands, title="submitter/submit-job")
-    async def on_submit_job(message: SubmitJobMessage, msg: RabbitMessage) -> None:
+    @broker.subscriber(
+        routes.submit,
+        routes.commands,
+        decoder=decoder_of(SubmitJobMessage),
+        title="submitter/submit-job",
+    )
+    async def on_submit_job(message: SubmitJobMessage) -> None:
         """Submits a job, with the same validation and idempotency as POST /v1/jobs. A request
         that cannot be valid (ids the bus could not carry on included) is rejected to the
         dead-letter queue at once; one that meets the store away is held, then parked, until the
         store is back."""
+        raw = delivery(broker).raw_message
         try:
             cause = Cause(f"bus:{deps.instance}", message.correlation_id, str(message.message_id))
             submission = handlers.prepare(
@@ -42,7 +50,7 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
             done = await hold(
                 lambda: handlers.submit(deps.store, submission),
                 hold_s=routes.hold_s,
-                park=lambda: park(broker, msg.raw_message, submit_queue),
+                park=lambda: park(broker, raw, submit_queue),
             )
         except (handlers.InvalidRequestError, JobError, ValueError) as exc:
             log.warning("rejecting SubmitJob %s: %s", message.message_id, exc)
@@ -51,11 +59,17 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
             job, replayed = done
             log.info("submitted %s from a message (replayed: %s)", job.id, replayed)
 
-    @broker.subscriber(routes.cancel, routes.commands, title="submitter/cancel-job")
-    async def on_cancel_job(message: CancelJobMessage, msg: RabbitMessage) -> None:
+    @broker.subscriber(
+        routes.cancel,
+        routes.commands,
+        decoder=decoder_of(CancelJobMessage),
+        title="submitter/cancel-job",
+    )
+    async def on_cancel_job(message: CancelJobMessage) -> None:
         """Cancels a job (or asks its worker to stop); a final or unknown job is logged and
         dropped; one whose ids the bus could not carry on is rejected to the dead letters; the
         store away: held, then parked, until it is back."""
+        raw = delivery(broker).raw_message
         try:
             cause = Cause(
                 f"bus:{deps.instance}",
@@ -70,7 +84,7 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
             await hold(
                 lambda: handlers.cancel(deps.store, message.data.job_id, cause),
                 hold_s=routes.hold_s,
-                park=lambda: park(broker, msg.raw_message, cancel_queue),
+                park=lambda: park(broker, raw, cancel_queue),
             )
         except JobError as exc:
             log.info("cancel of %s refused: %s", message.data.job_id, exc)

@@ -1,4 +1,9 @@
-"""The worker's inbound adapter: one subscriber per work queue, prefetch bounded by concurrency."""
+"""The worker's inbound adapter: one subscriber per work queue, prefetch bounded by concurrency.
+
+The broker runs without FastDepends (``make_broker(apply_types=False)``): the handler receives
+the envelope from ``decoder_of`` (validated once, from the bytes) and reads the delivery from
+FastStream's context, which spares every message a resolution of its signature.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,14 @@ import logging
 from collections.abc import Callable
 
 from faststream.rabbit import Channel, RabbitBroker
-from faststream.rabbit.annotations import RabbitMessage
+from faststream.rabbit.message import RabbitMessage
 
 from contracts.messages import JobEventMessage
 from services.worker.handlers import Running, WorkerState, claim, execute, record
 from shared.domain import Cause
 from shared.eventstore import AsyncJobStore
 from shared.jobtypes import JobContext
-from shared.messaging import Routes
+from shared.messaging import Routes, decoder_of, delivery
 from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
@@ -30,13 +35,20 @@ def register(
     state: WorkerState,
     concurrency: int,
     reporter: Callable[..., Callable[[float, str], None]],
-) -> None:
+    *,
+    prefetch: int | None = None,
+) -> dict[str, Channel]:
+    """Subscribes to each work queue on a channel of its own whose prefetch is ``prefetch``
+    (default: ``concurrency``); at most ``concurrency`` jobs run at once, the other deliveries
+    wait for a slot unclaimed. Returns the channels by queue, for ``declare_topology`` to declare
+    the queues on them."""
     slots = asyncio.Semaphore(concurrency)
 
-    async def on_scheduled(message: JobEventMessage, msg: RabbitMessage) -> None:
+    async def on_scheduled(message: JobEventMessage) -> None:
         """A job was scheduled on this queue: claim it (a stale or duplicate delivery is
         dropped), run its handler under its timeout, record the outcome fenced by attempt, and
         only then acknowledge the message."""
+        msg = delivery(broker)
         try:
             await handle(message, msg)
         except asyncio.CancelledError:
@@ -92,11 +104,15 @@ def register(
             finally:
                 state.remove(running)
 
-    for queue in queues:
+    channels = {queue: Channel(prefetch_count=prefetch or concurrency) for queue in queues}
+    decode = decoder_of(JobEventMessage)
+    for queue, channel in channels.items():
         broker.subscriber(
             routes.work(queue),
             routes.events,
-            channel=Channel(prefetch_count=concurrency),
+            channel=channel,
+            decoder=decode,
             title=f"worker/{queue}",
             description=inspect.cleandoc(on_scheduled.__doc__ or ""),
         )(on_scheduled)
+    return channels

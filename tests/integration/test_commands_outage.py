@@ -72,7 +72,7 @@ async def submitter(
         hold_s=HOLD_S,
     )
     routes = Routes.from_settings(bus)
-    broker = make_broker(bus, prefetch=16)
+    broker = make_broker(bus, prefetch=16, apply_types=False)  # as the services make it
     registry.load(["shared.example_jobs"])
     settings = StoreSettings(
         postgres_url=proxied,

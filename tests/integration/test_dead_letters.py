@@ -34,7 +34,7 @@ async def scheduler(postgres_url: str, amqp_url: str) -> AsyncIterator[Consumer]
         amqp_url=amqp_url, topology_prefix=f"jt-dl-{uuid.uuid4().hex[:6]}", delivery_limit=2
     )
     routes = Routes.from_settings(bus)
-    broker = make_broker(bus)
+    broker = make_broker(bus, apply_types=False)  # as the scheduler makes it
     settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
     try:
         async with AsyncJobStore(JobStore(settings)) as store:

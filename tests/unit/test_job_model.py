@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from shared.domain import Cause, Job, JobError, Status
+from shared.eventstore.store import fold
 from tests.jobs import CAUSE, NO_JITTER, NOW
 
 WORKERS = st.sampled_from(["w1", "w2"])
@@ -181,6 +182,8 @@ class JobMachine(RuleBasedStateMachine):
         assert [e.originator_version for e in self.events] == list(range(1, len(self.events) + 1))
         replayed = project_aggregate(None, self.events)
         assert replayed == self.job
+        assert fold(self.events) == self.job  # the store's fold: the same job
+        assert fold(self.events[-1:], fold(self.events[:-1])) == self.job
 
 
 TestJobMachine = JobMachine.TestCase
