@@ -17,6 +17,7 @@ from shared import dead_letters, metrics
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
+from shared.publishing import publish_on_commit
 from shared.redis_view import RedisView
 from shared.runtime import instance_id, stop_on_signals, supervise
 from shared.settings import (
@@ -156,16 +157,20 @@ async def main() -> None:
     # the broker waits for the grace, then for handed-back jobs to record their outcome
     broker = make_broker(bus, graceful_timeout=settings.shutdown_grace_s + settings.lease_s)
     stop = stop_on_signals()
-    view = RedisView(RedisSettings())
+    redis_settings = RedisSettings()
+    view = RedisView(redis_settings)
     async with AsyncJobStore(JobStore(store_settings)) as store:
         dead_letters.watch(broker, store)
         metrics.serve()
         subscribers.register(
             broker, routes, queues, store, state, settings.concurrency, progress_reporter(view)
         )
+        publisher = publish_on_commit(store, broker, routes, bus, view.redis, redis_settings)
         await broker.connect()
         await declare_topology(broker, routes, registry.declared_queues(bus.queues))
         await broker.start()
+        if publisher is not None:
+            publisher.start()
         log.info(
             "worker %s consumes %s with concurrency %d", worker_id, queues, settings.concurrency
         )
@@ -179,6 +184,8 @@ async def main() -> None:
             )
         finally:
             await shutdown(broker, store, state, settings)
+            if publisher is not None:  # what it could not send now, the relay sends
+                await publisher.aclose(timeout_s=0)
             await view.aclose()
     log.info("worker stopped after %d executions", state.executions)
 
