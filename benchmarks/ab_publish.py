@@ -21,11 +21,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from benchmarks import load
 from benchmarks.procstat import CpuMeter
@@ -79,7 +81,13 @@ def measure(side: Side, rate: float, seconds: float) -> dict[str, float]:
     return figures
 
 
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)  # stop cleanly: the scratch names are deleted
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started with it ignored
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("old", type=Path)
     parser.add_argument("new", type=Path)
