@@ -120,12 +120,17 @@ class RelayMarks:
 
 _Row = tuple[int, Job.Event]
 
+MARK_EVERY_S = 0.05
+"""Confirmed messages are marked together, at most this long after their confirm: one Redis
+round trip for all that were confirmed meanwhile (the relay waits seconds for a mark)."""
+
 
 class Publisher:
     """Publishes the relayed kinds of what this process commits, in the background, confirmed,
     then marks them; register ``on_commit`` with the store and ``start()`` once the broker is
     connected. ``max_pending`` bounds the messages waiting or in flight; ``batch`` how many one
-    round publishes together (up to ``rounds`` rounds in flight)."""
+    round publishes together (up to ``rounds`` rounds in flight). Confirmed messages are marked
+    in one write every ``MARK_EVERY_S`` at most."""
 
     def __init__(
         self,
@@ -147,11 +152,20 @@ class Publisher:
         self._drained = asyncio.Event()  # set whenever nothing is waiting or in flight
         self._drained.set()
         self._runner: asyncio.Task[None] | None = None
+        self._marker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._unmarked: list[tuple[int, str]] = []  # confirmed, mark not written yet
+        self._marking = 0  # marks being written
+        self._mark_due = asyncio.Event()
 
     @property
     def pending(self) -> int:
+        """Messages waiting or in flight (what ``max_pending`` bounds)."""
         return len(self._waiting) + self._in_flight
+
+    def _settle(self) -> None:
+        if not self.pending and not self._unmarked and not self._marking:
+            self._drained.set()
 
     def on_commit(self, outcomes: Sequence[Outcome]) -> None:
         """The store's commit hook: queues the committed events a service consumes (no I/O)."""
@@ -172,6 +186,7 @@ class Publisher:
     def start(self) -> None:
         if self._runner is None:
             self._runner = asyncio.create_task(self._run(), name="jobtrail-publisher")
+            self._marker = asyncio.create_task(self._mark_loop(), name="jobtrail-marker")
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Lets what is queued go out for up to ``timeout_s``, then stops (the relay publishes
@@ -179,11 +194,11 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._drained.wait()
-        tasks = [t for t in (self._runner, *self._tasks) if t is not None]
+        tasks = [t for t in (self._runner, self._marker, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._runner = None
+        self._runner = self._marker = None
 
     async def _run(self) -> None:
         while True:
@@ -205,8 +220,7 @@ class Publisher:
         finally:
             self._in_flight -= len(rows)
             self._rounds.release()
-            if not self.pending:
-                self._drained.set()
+            self._settle()
 
     async def _publish(self, rows: list[_Row]) -> None:
         built: list[tuple[int, str, Outgoing]] = []
@@ -217,9 +231,18 @@ class Publisher:
                 continue  # the relay quarantines it
             if message is not None:
                 built.append((notification_id, mark_of(notification_id, event), message))
-        results = await asyncio.gather(
-            *(send(self.publishers, message) for _, _, message in built), return_exceptions=True
-        )
+        results: list[BaseException | None]
+        if len(built) == 1:  # the common case when idle: no gather, no extra task
+            try:
+                await send(self.publishers, built[0][2])
+                results = [None]
+            except Exception as exc:
+                results = [exc]
+        else:
+            results = await asyncio.gather(
+                *(send(self.publishers, message) for _, _, message in built),
+                return_exceptions=True,
+            )
         confirmed = [
             (notification_id, mark)
             for (notification_id, mark, _), result in zip(built, results, strict=True)
@@ -240,13 +263,31 @@ class Publisher:
         PUBLISHED_ON_COMMIT.labels("confirmed").inc(len(confirmed))
         if self.marks is None:
             return
-        try:
-            await self.marks.mark(confirmed)
-        except (RedisError, OSError) as exc:
-            PUBLISH_MARKS_FAILED.inc(len(confirmed))
-            log.warning(
-                "%d marks not written (%r); the relay sends them again", len(confirmed), exc
-            )
+        self._unmarked += confirmed
+        if len(self._unmarked) > self.max_pending:  # Redis is slower than the broker: drop
+            dropped = len(self._unmarked) - self.max_pending
+            del self._unmarked[:dropped]
+            PUBLISH_MARKS_FAILED.inc(dropped)
+        self._mark_due.set()
+
+    async def _mark_loop(self) -> None:
+        while True:
+            await self._mark_due.wait()
+            await asyncio.sleep(MARK_EVERY_S)  # the confirms of this moment go in one write
+            self._mark_due.clear()
+            rows, self._unmarked = self._unmarked, []
+            if not rows or self.marks is None:
+                self._settle()
+                continue
+            self._marking = len(rows)
+            try:
+                await self.marks.mark(rows)
+            except (RedisError, OSError) as exc:
+                PUBLISH_MARKS_FAILED.inc(len(rows))
+                log.warning("%d marks not written (%r); the relay sends them again", len(rows), exc)
+            finally:
+                self._marking = 0
+                self._settle()
 
 
 def relay_marks(
