@@ -8,9 +8,11 @@ Each checkout (a git worktree with its own ``make setup``) runs all four service
 workers, default settings) with its own interpreter, on scratch names (benchmarks.scratch). Every
 round offers each side ``--rate`` no-op jobs a second for ``--seconds`` (benchmarks.load
 ``latency``: open loop, client send time -> the Completed event's time), the order swapped each
-round so that neither side always runs first on a busy machine, and reads the CPU each service
-spent (from /proc) per job. ``--new-env`` sets variables on the new side only (say
-``JOBTRAIL_PUBLISH_ON_COMMIT=false`` to compare a checkout with itself).
+round so that neither side always runs first on a busy machine; it also reads the CPU each
+service spent (from /proc) per job, and the dispatch hop of each job (Scheduled -> Started event
+times: the work message's way from the commit that scheduled the job to the worker's claim).
+``--new-env`` sets variables on the new side only (say ``JOBTRAIL_PUBLISH_ON_COMMIT=false`` to
+compare a checkout with itself).
 
 Prints each round's figures, then the medians per side and the new/old ratios. It asserts
 nothing.
@@ -28,11 +30,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from uuid import UUID
 
 from benchmarks import load
-from benchmarks.procstat import CpuMeter
+from benchmarks.procstat import CpuMeter, percentile
 from benchmarks.scratch import Scratch
 from services.cli.supervisor import Child, Supervisor
+from shared.domain import Job
 
 
 @dataclass
@@ -61,17 +65,38 @@ class Side(Scratch):
         )
 
 
+def dispatch_ms(side: Side, after: int) -> list[float]:
+    """Per job, Scheduled -> Started (the hop this change shortens: the work message's way from
+    the commit that scheduled the job to the worker's claim), both on this machine's clock."""
+    assert side.store is not None
+    scheduled: dict[UUID, float] = {}
+    out: list[float] = []
+    while page := side.store.events_after(after, 2000, kinds=[Job.Scheduled, Job.Started]):
+        for _, event in page:
+            at = event.timestamp.timestamp()
+            if isinstance(event, Job.Scheduled):
+                scheduled[event.originator_id] = at
+            elif event.originator_id in scheduled:
+                out.append(1000 * (at - scheduled.pop(event.originator_id)))
+        after = page[-1][0]
+    return out
+
+
 def measure(side: Side, rate: float, seconds: float) -> dict[str, float]:
     meter = CpuMeter(side.groups).start()
+    after = side.head()
     result = load.latency(side, rate, seconds)
     cpu = meter.stop()
     side.check_alive()
+    hop = dispatch_ms(side, after)
     figures = {
         "p50 ms": result.p(50),
         "p90 ms": result.p(90),
         "p99 ms": result.p(99),
         "max ms": max(result.ms, default=0.0),
         "completed %": 100 * result.completed / max(result.sent, 1),
+        "dispatch p50 ms": percentile(hop, 50),
+        "dispatch p99 ms": percentile(hop, 99),
     }
     for group in ("submitter", "scheduler", "worker", "projector", "postgres", "rabbitmq", "redis"):
         figures[f"cpu {group} ms/job"] = 1000 * cpu.get(group, 0.0) / max(result.completed, 1)
