@@ -2,7 +2,7 @@
 side, alternating rounds.
 
 Usage: python -m benchmarks.ab_publish OLD_CHECKOUT NEW_CHECKOUT [--rounds 6] [--rate 50]
-       [--seconds 15] [--workers 2] [--new-env KEY=VALUE ...]
+       [--seconds 15] [--workers 2] [--new-env KEY=VALUE ...] [--old-env KEY=VALUE ...]
 
 Each checkout (a git worktree with its own ``make setup``) runs all four services (``--workers``
 workers, default settings) with its own interpreter, on scratch names (benchmarks.scratch). Every
@@ -11,8 +11,8 @@ round offers each side ``--rate`` no-op jobs a second for ``--seconds`` (benchma
 round so that neither side always runs first on a busy machine; it also reads the CPU each
 service spent (from /proc) per job, and the dispatch hop of each job (Scheduled -> Started event
 times: the work message's way from the commit that scheduled the job to the worker's claim).
-``--new-env`` sets variables on the new side only (say ``JOBTRAIL_PUBLISH_ON_COMMIT=false`` to
-compare a checkout with itself).
+``--new-env`` / ``--old-env`` set variables on one side only (say
+``--old-env JOBTRAIL_PUBLISH_ON_COMMIT=false`` to compare a checkout with itself).
 
 Prints each round's figures, then the medians per side and the new/old ratios. It asserts
 nothing.
@@ -121,11 +121,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--new-env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--old-env", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     new_env = dict(item.split("=", 1) for item in args.new_env)
+    old_env = dict(item.split("=", 1) for item in args.old_env)
     with contextlib.ExitStack() as stack:
         sides = {
-            "old": Side(args.old.resolve(), args.workers, {}),
+            "old": Side(args.old.resolve(), args.workers, old_env),
             "new": Side(args.new.resolve(), args.workers, new_env),
         }
         for side in sides.values():

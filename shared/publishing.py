@@ -141,7 +141,7 @@ class Publisher:
         timeout_s: float,
         max_pending: int = 10_000,
         batch: int = 256,
-        rounds: int = 4,
+        rounds: int = 64,
     ) -> None:
         self.publishers = declare_publishers(broker, routes, timeout_s)
         self.marks, self.max_pending, self.batch = marks, max_pending, batch
