@@ -147,11 +147,10 @@ class Publisher:
         self.marks, self.max_pending, self.batch = marks, max_pending, batch
         self._waiting: deque[_Row] = deque()
         self._in_flight = 0
-        self._rounds = asyncio.Semaphore(rounds)
-        self._wakeup = asyncio.Event()
+        self.rounds, self._active = rounds, 0  # rounds in flight
+        self._started = False
         self._drained = asyncio.Event()  # set whenever nothing is waiting or in flight
         self._drained.set()
-        self._runner: asyncio.Task[None] | None = None
         self._marker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._unmarked: list[tuple[int, str]] = []  # confirmed, mark not written yet
@@ -181,12 +180,13 @@ class Publisher:
                 self._waiting.append((notification_id, event))
         if self._waiting:
             self._drained.clear()
-            self._wakeup.set()
+            self._dispatch()
 
     def start(self) -> None:
-        if self._runner is None:
-            self._runner = asyncio.create_task(self._run(), name="jobtrail-publisher")
+        if not self._started:
+            self._started = True
             self._marker = asyncio.create_task(self._mark_loop(), name="jobtrail-marker")
+            self._dispatch()
 
     async def aclose(self, timeout_s: float = 5.0) -> None:
         """Lets what is queued go out for up to ``timeout_s``, then stops (the relay publishes
@@ -194,23 +194,23 @@ class Publisher:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._drained.wait()
-        tasks = [t for t in (self._runner, self._marker, *self._tasks) if t is not None]
+        self._started = False
+        tasks = [t for t in (self._marker, *self._tasks) if t is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._runner = self._marker = None
+        self._marker = None
 
-    async def _run(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._waiting:
-                await self._rounds.acquire()
-                rows = [self._waiting.popleft() for _ in range(min(self.batch, len(self._waiting)))]
-                self._in_flight += len(rows)
-                task = asyncio.create_task(self._round(rows))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+    def _dispatch(self) -> None:
+        """Starts rounds for what waits, right away (no hop through another task), while fewer
+        than ``rounds`` are in flight; a round that ends calls it again."""
+        while self._started and self._waiting and self._active < self.rounds:
+            rows = [self._waiting.popleft() for _ in range(min(self.batch, len(self._waiting)))]
+            self._in_flight += len(rows)
+            self._active += 1
+            task = asyncio.create_task(self._round(rows))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _round(self, rows: list[_Row]) -> None:
         try:
@@ -219,7 +219,8 @@ class Publisher:
             log.exception("publishing %d committed events failed", len(rows))
         finally:
             self._in_flight -= len(rows)
-            self._rounds.release()
+            self._active -= 1
+            self._dispatch()
             self._settle()
 
     async def _publish(self, rows: list[_Row]) -> None:
