@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from faststream.specification import AsyncAPI
 
-from services.projector.relay import declare_publishers
 from services.scheduler import subscribers as scheduler_subscribers
 from services.submitter import subscribers as submitter_subscribers
 from services.submitter.app import create_app
@@ -24,6 +23,7 @@ from services.worker import subscribers as worker_subscribers
 from shared import dead_letters
 from shared.jobtypes import registry
 from shared.messaging import Routes, make_broker
+from shared.publishing import declare_publishers
 from shared.settings import BusSettings, JobSettings
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -51,6 +51,23 @@ QUARANTINED = Counter(
     "jobtrail_quarantine",
     ["stage"],
 )
+PUBLISHED_ON_COMMIT = Counter(
+    "jobtrail_published_on_commit",
+    "Messages of committed events a writer published itself, by outcome (confirmed; failed: "
+    "not confirmed; skipped: its queue was full); the relay publishes what was not confirmed",
+    ["outcome"],
+)
+PUBLISH_MARKS_FAILED = Counter(
+    "jobtrail_publish_marks_failed",
+    "Confirmed messages whose mark could not be written to Redis (the relay publishes them "
+    "again: a duplicate, dropped by its consumer)",
+)
+RELAY_MESSAGES = Counter(
+    "jobtrail_relay_messages",
+    "Events the relay handled, by action (published by the relay; skipped: a writer had "
+    "published it and marked it)",
+    ["action"],
+)
 REDISPATCHED = Counter(
     "jobtrail_redispatched",
     "Work messages sent again for SCHEDULED jobs no worker claimed within the deadline",

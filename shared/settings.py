@@ -114,6 +114,38 @@ class BusSettings(BaseSettings):
     )
 
 
+class PublishSettings(BaseSettings):
+    """Who publishes committed events: the writer at once, the relay as the backstop
+    (shared/publishing.py). Set them alike on every service."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    publish_on_commit: bool = Field(
+        default=True,
+        description="each writer publishes the events it has just committed; the relay then "
+        "publishes only what no writer had confirmed within relay_grace_s (false: the relay "
+        "publishes everything at once, one hop more)",
+    )
+    publish_max_pending: int = Field(
+        default=10_000,
+        ge=1,
+        description="a writer's messages waiting or in flight; past it, the relay publishes them",
+    )
+    relay_grace_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="how long the relay leaves an event no writer has marked as published",
+    )
+    relay_check_s: float = Field(
+        default=0.25, gt=0, description="how often the relay looks again at unmarked events"
+    )
+    relay_marks_max: int = Field(
+        default=100_000,
+        ge=1,
+        description="marks of published events kept in Redis (<prefix>:relayed) for the relay",
+    )
+
+
 class RedisSettings(BaseSettings):
     """Redis, the status cache; it can always be rebuilt from the log."""
 

@@ -19,9 +19,17 @@ from shared.eventstore.integrity import CheckpointChainError, write_checkpoint
 from shared.jobtypes import registry
 from shared.leader import Leadership, Wakeup, conninfo
 from shared.messaging import Routes, declare_topology, make_broker
+from shared.publishing import relay_marks
 from shared.redis_view import RedisView
 from shared.runtime import instance_id, stop_on_signals, supervise
-from shared.settings import AuditSettings, BusSettings, JobSettings, RedisSettings, StoreSettings
+from shared.settings import (
+    AuditSettings,
+    BusSettings,
+    JobSettings,
+    PublishSettings,
+    RedisSettings,
+    StoreSettings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +86,7 @@ async def main() -> None:
         view = RedisView(redis_settings)
         wakeup = Wakeup(store_settings.postgres_url, store.store.events_table)
         reader = LogReader(store.store)
+        publish = PublishSettings()
         relay = Relay(
             store,
             broker,
@@ -87,6 +96,10 @@ async def main() -> None:
             poll_s=settings.poll_s,
             publish_timeout_s=bus.publish_timeout_s,
             actor=instance_id("projector"),
+            # writers publish on commit: the relay is their backstop (shared/publishing.py)
+            marks=relay_marks(view.redis, redis_settings, publish),
+            grace_s=publish.relay_grace_s,
+            check_s=publish.relay_check_s,
         )
         projection = Projection(
             store,

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from faststream.rabbit import RabbitBroker
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.asyncio import Redis
 
 from services.scheduler import handlers, subscribers
 from shared import dead_letters, metrics
@@ -18,8 +19,9 @@ from shared.jobtypes import registry
 from shared.leader import Leadership
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.outbox import Outgoing
+from shared.publishing import publish_on_commit
 from shared.runtime import instance_id, stop_on_signals, supervise
-from shared.settings import BusSettings, JobSettings, RetrySettings, StoreSettings
+from shared.settings import BusSettings, JobSettings, RedisSettings, RetrySettings, StoreSettings
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +103,24 @@ async def main() -> None:
     backoff = RetrySettings().backoff()
     broker, routes = build_broker(bus, settings)
     stop = stop_on_signals()
+    redis_settings = RedisSettings()
+    redis = Redis.from_url(
+        redis_settings.redis_url,
+        decode_responses=True,
+        socket_timeout=redis_settings.redis_timeout_s,
+        socket_connect_timeout=redis_settings.redis_timeout_s,
+    )
     async with AsyncJobStore(JobStore(store_settings)) as store:
         dead_letters.watch(broker, store)
         metrics.serve()
         subscribers.register(broker, routes, store, actor)
         dead_letters.register_ledger(broker, routes, store)
+        on_commit = publish_on_commit(store, broker, routes, bus, redis, redis_settings)
         await broker.connect()
         await declare_topology(broker, routes, registry.declared_queues(bus.queues))
         await broker.start()
+        if on_commit is not None:
+            on_commit.start()
         lead = Leadership(store_settings.postgres_url, "scheduler", check_s=settings.leader_check_s)
         try:
             await supervise(
@@ -122,7 +134,10 @@ async def main() -> None:
                 stop,
             )
         finally:
+            if on_commit is not None:
+                await on_commit.aclose()
             await broker.stop()
+            await redis.aclose()
     log.info("scheduler stopped")
 
 

@@ -18,6 +18,7 @@ from shared import dead_letters
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
+from shared.publishing import publish_on_commit
 from shared.redis_view import RedisView
 from shared.runtime import instance_id
 from shared.settings import BusSettings, JobSettings, RedisSettings, StoreSettings
@@ -43,17 +44,23 @@ async def dependencies() -> AsyncIterator[Deps]:
     queues = set(registry.declared_queues(bus.queues))
     routes = Routes.from_settings(bus)
     broker = make_broker(bus, prefetch=64, apply_types=False)
-    view = RedisView(RedisSettings())
+    redis_settings = RedisSettings()
+    view = RedisView(redis_settings)
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, queues, broker, instance_id("submitter"))
         dead_letters.watch(broker, store)
         subscribers.register(broker, routes, deps)
+        publisher = publish_on_commit(store, broker, routes, bus, view.redis, redis_settings)
         await broker.connect()
         await declare_topology(broker, routes, sorted(queues))
         await broker.start()
+        if publisher is not None:
+            publisher.start()
         try:
             yield deps
         finally:
+            if publisher is not None:
+                await publisher.aclose()
             await broker.stop()
             await view.aclose()
 

@@ -17,6 +17,7 @@ from shared import dead_letters, metrics
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
+from shared.publishing import publish_on_commit
 from shared.redis_view import RedisView
 from shared.runtime import instance_id, stop_on_signals, supervise
 from shared.settings import (
@@ -165,7 +166,8 @@ async def main() -> None:
         bus, graceful_timeout=settings.shutdown_grace_s + settings.lease_s, apply_types=False
     )
     stop = stop_on_signals()
-    view = RedisView(RedisSettings())
+    redis_settings = RedisSettings()
+    view = RedisView(redis_settings)
     async with AsyncJobStore(JobStore(store_settings)) as store:
         dead_letters.watch(broker, store)
         metrics.serve()
@@ -179,10 +181,13 @@ async def main() -> None:
             progress_reporter(view),
             prefetch=settings.concurrency * settings.prefetch_multiplier,
         )
+        publisher = publish_on_commit(store, broker, routes, bus, view.redis, redis_settings)
         await broker.connect()
         declared = registry.declared_queues(bus.queues)
         await declare_topology(broker, routes, declared, channels=channels)
         await broker.start()
+        if publisher is not None:
+            publisher.start()
         log.info(
             "worker %s consumes %s with concurrency %d", worker_id, queues, settings.concurrency
         )
@@ -196,6 +201,8 @@ async def main() -> None:
             )
         finally:
             await shutdown(broker, store, state, settings)
+            if publisher is not None:  # what it could not send now, the relay sends
+                await publisher.aclose(timeout_s=0)
             await view.aclose()
     log.info("worker stopped after %d executions", state.executions)
 

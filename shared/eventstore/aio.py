@@ -4,11 +4,16 @@ eventsourcing is synchronous. Commands that arrive while a batch is being writte
 queue and go together in the next transaction, so N concurrent callers cost far fewer than N
 transactions. At most ``store_max_inflight_batches`` batches run at once, and the thread pool
 is no larger than the connection pool, so no thread ever waits for a connection it cannot get.
+
+On-commit hooks (``on_commit``) see every batch's outcomes once its transaction has committed,
+before any caller is answered: the events with their notification ids, which a writer publishes
+at once (``shared.publishing``) instead of leaving every message to the relay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -19,7 +24,12 @@ from uuid import UUID
 from shared.domain.job import Job
 from shared.eventstore.store import Command, JobStore, Outcome, Undecodable
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
+
+CommitHook = Callable[[Sequence[Outcome]], None]
+"""Called on the event loop with a committed batch's outcomes; must not block (it may queue)."""
 
 _Item = tuple[UUID, Command, "asyncio.Future[Outcome]"]
 
@@ -41,6 +51,7 @@ class AsyncJobStore:
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
+        self._hooks: list[CommitHook] = []
 
     async def __aenter__(self) -> AsyncJobStore:
         self.start()
@@ -65,6 +76,19 @@ class AsyncJobStore:
         self._executor.shutdown(wait=True)
         self.store.close()
 
+    def on_commit(self, hook: CommitHook) -> None:
+        """Calls ``hook`` with the outcomes of every batch this store commits (group commits and
+        ``execute_many``), after COMMIT and before the callers get their answers. A hook that
+        raises is logged; the commit stands and the callers are answered all the same."""
+        self._hooks.append(hook)
+
+    def _committed(self, outcomes: Sequence[Outcome]) -> None:
+        for hook in self._hooks:
+            try:
+                hook(outcomes)
+            except Exception:
+                log.exception("on-commit hook %r failed", hook)
+
     async def execute(self, job_id: UUID, command: Command) -> Job:
         """Runs a command in the next group commit; returns the job or raises its error."""
         return (await self.submit(job_id, command)).unwrap()
@@ -80,7 +104,9 @@ class AsyncJobStore:
 
     async def execute_many(self, commands: Sequence[tuple[UUID, Command]]) -> list[Outcome]:
         """Runs the commands together in one transaction (a batch submission, say)."""
-        return await self._call(self.store.execute_batch, list(commands))
+        outcomes = await self._call(self.store.execute_batch, list(commands))
+        self._committed(outcomes)
+        return outcomes
 
     async def _run(self) -> None:
         while True:
@@ -103,6 +129,7 @@ class AsyncJobStore:
             if not isinstance(exc, Exception):
                 raise
         else:
+            self._committed(outcomes)
             for (_, _, future), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)

@@ -25,7 +25,7 @@ class JobRecorder(PostgresApplicationRecorder):
             "INSERT INTO {schema}.{table} "
             "(originator_id, originator_version, topic, state, chain_hash) "
             "SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s::bytea[]) "
-            "RETURNING notification_id"
+            "RETURNING originator_id, originator_version, notification_id"
         ).format(
             schema=sql.Identifier(self.datastore.schema),
             table=sql.Identifier(self.events_table_name),
@@ -34,6 +34,8 @@ class JobRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """With ``conn``: the rows' notification ids, in the order of ``stored_events`` (matched
+        by job and version, not by the order RETURNING happens to give them)."""
         conn = kwargs.pop("conn", None)
         if conn is None:
             return cast(Sequence[int] | None, super().insert_events(stored_events, **kwargs))
@@ -53,5 +55,8 @@ class JobRecorder(PostgresApplicationRecorder):
                     list(hashes),
                 ],
             )
-            ids: Sequence[int] | None = self._fetch_ids_after_insert_events(curs, stored_events)
-            return ids
+            returned = {
+                (row["originator_id"], row["originator_version"]): int(row["notification_id"])
+                for row in curs.fetchall()
+            }
+        return [returned[(s.originator_id, s.originator_version)] for s in stored_events]

@@ -128,11 +128,15 @@ class JobLog(Application[UUID]):
 
 @dataclass
 class Outcome:
-    """The result of one command in a batch: the job and its new events, or the error raised."""
+    """The result of one command in a batch: the job and its new events, or the error raised.
+
+    ``notification_ids``: the committed rows' notification ids, one per event, in the same order
+    (set only once the transaction that wrote them is known to have committed)."""
 
     job: Job | None = None
     events: list[Job.Event] = field(default_factory=list)
     error: BaseException | None = None
+    notification_ids: list[int] = field(default_factory=list)
 
     def unwrap(self) -> Job:
         if self.error is not None:
@@ -294,6 +298,7 @@ class JobStore:
                 outcomes = [outcome for outcome, _ in decided]
                 new_events = [event for outcome in outcomes for event in outcome.events]
                 stored = [s for _, encoded in decided for s in encoded]
+                notification_ids: Sequence[int] | None = []
                 if stored:
                     hashes = []
                     for s in stored:
@@ -306,10 +311,19 @@ class JobStore:
                             s.state,
                         )
                         hashes.append(heads[job_id])
-                    self.recorder.insert_events(stored, conn=conn, chain_hashes=hashes)
+                    notification_ids = self.recorder.insert_events(
+                        stored, conn=conn, chain_hashes=hashes
+                    )
                     tables.maintain(conn, new_events)
             if not committed.ok and not self._committed(stored, keys):
                 raise OperationalError("commit outcome unknown and the events are not there")
+        # committed: these are the rows' ids (a retried batch never gets here with old ones)
+        assert notification_ids is not None and len(notification_ids) == len(stored)
+        position = 0
+        for outcome in outcomes:
+            end = position + len(outcome.events)
+            outcome.notification_ids = list(notification_ids[position:end])
+            position = end
         self._count(batches=1, commands=len(commands), events=len(stored))
         return outcomes
 
