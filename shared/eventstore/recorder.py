@@ -30,6 +30,14 @@ class JobRecorder(PostgresApplicationRecorder):
             schema=sql.Identifier(self.datastore.schema),
             table=sql.Identifier(self.events_table_name),
         )
+        # eventsourcing sends these three one at a time (three round trips a transaction); they
+        # take no parameters, so one simple query carries them all, in the same order
+        self.prelude_statement = sql.SQL("; ").join(
+            [
+                *self.lock_table_statements,
+                sql.SQL("NOTIFY {}").format(sql.Identifier(self.channel_name)),
+            ]
+        )
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -43,8 +51,7 @@ class JobRecorder(PostgresApplicationRecorder):
             return []
         hashes: Sequence[bytes] = kwargs["chain_hashes"]
         with conn.cursor() as curs:
-            self._lock_table(curs)
-            self._notify_channel(curs)
+            curs.execute(self.prelude_statement)  # SET LOCAL lock_timeout; LOCK TABLE; NOTIFY
             curs.execute(
                 self.insert_chained_statement,
                 [
