@@ -5,10 +5,11 @@ A key reads ``jt_<id>_<secret>``: ``id`` (12 hex digits) names the row and is sa
 the id, the tenant, the scopes, a name, and SHA-256 of the whole key (a slow password hash buys
 nothing for 256 random bits, and a fast one keeps the check off the request's profile).
 
-``KeyRing`` is what a submitter checks keys against: every key in memory, refreshed from the
-table every ``refresh_s`` (0.5 s by default) by reading only the rows changed since the last
-refresh, so a revoked key stops working on every submitter within a second without a query per
-request. ``KeyRing.check`` never touches the network.
+``KeyRing`` is what a submitter will check keys against: every key in memory; its owner calls
+``refresh`` often (every half second is the plan), which reads only the rows changed since the
+last refresh (and every ``FULL_EVERY_S`` the whole table, so a row deleted by hand is dropped
+too), so a revoked key stops working within a second without a query per request.
+``KeyRing.check`` never touches the network.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -183,6 +185,7 @@ def _info(row: dict[str, Any]) -> KeyInfo:
 
 
 OVERLAP = timedelta(seconds=10)
+FULL_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -197,14 +200,18 @@ class KeyRing:
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
         self._since: datetime | None = None
+        self._full_at = 0.0
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def refresh(self, conn: psycopg.Connection[Any]) -> int:
+    def refresh(self, conn: psycopg.Connection[Any], *, full: bool = False) -> int:
         """Applies the rows changed since the last refresh; returns how many it read. The window
         reaches ``OVERLAP`` (10 s) back: a change stamped before the newest row seen but committed
-        after it (two writers at once) is still read; reading a row again changes nothing."""
+        after it (two writers at once) is still read; reading a row again changes nothing. A
+        ``full`` refresh (forced, or due every ``FULL_EVERY_S``) reloads the whole table."""
+        if full or time.monotonic() - self._full_at >= FULL_EVERY_S:
+            full, self._since, self._full_at = True, None, time.monotonic()
         rows = _rows(
             conn,
             sql.SQL(
@@ -214,6 +221,8 @@ class KeyRing:
             ).format(sql.Identifier(TABLE)),
             {"since": self._since, "overlap": OVERLAP},
         )
+        if full:
+            self._entries = {}
         for values in rows:
             if values["revoked_at"] is not None:
                 self._entries.pop(values["id"], None)

@@ -86,8 +86,11 @@ async def send(publishers: dict[str, RabbitPublisher], message: Outgoing) -> Non
 
 
 def mark_of(notification_id: int, event: Job.Event) -> str:
-    """The mark of one row of the log: its notification id, job and version."""
-    return f"{notification_id}:{event.originator_id}:{event.originator_version}"
+    """The mark of one row of the log: its notification id, job, version and the event's time
+    in microseconds (a log reset restarts notification ids, and a job id can come back from the
+    same idempotency key: the time tells such rows apart)."""
+    stamp = round(event.timestamp.timestamp() * 1_000_000)
+    return f"{notification_id}:{event.originator_id}:{event.originator_version}:{stamp}"
 
 
 class RelayMarks:
@@ -96,8 +99,11 @@ class RelayMarks:
     and removes those at or below its position; the set is trimmed to its ``max_marks`` newest
     (a trimmed mark costs a duplicate, never a loss)."""
 
-    def __init__(self, redis: Redis, prefix: str, max_marks: int) -> None:
-        self.redis, self.key, self.max_marks = redis, f"{prefix}:relayed", max_marks
+    def __init__(self, redis: Redis, prefix: str, max_marks: int, scope: str = "") -> None:
+        # ``scope``: the events exchange the messages went to; a writer on another topology
+        # (same Redis prefix) confirms to its own queues, and its marks must not count here
+        key = f"{prefix}:relayed" + (f":{scope}" if scope else "")
+        self.redis, self.key, self.max_marks = redis, key, max_marks
 
     async def mark(self, rows: Sequence[tuple[int, str]]) -> None:
         """Marks (notification id, mark) pairs as published."""
@@ -286,18 +292,27 @@ class Publisher:
             except (RedisError, OSError) as exc:
                 PUBLISH_MARKS_FAILED.inc(len(rows))
                 log.warning("%d marks not written (%r); the relay sends them again", len(rows), exc)
+            except Exception:  # the loop must outlive any failure: unmarked = sent twice, not lost
+                PUBLISH_MARKS_FAILED.inc(len(rows))
+                log.exception("%d marks not written; the relay sends them again", len(rows))
             finally:
                 self._marking = 0
                 self._settle()
 
 
 def relay_marks(
-    redis: Redis, redis_settings: RedisSettings, settings: PublishSettings
+    redis: Redis, redis_settings: RedisSettings, settings: PublishSettings, routes: Routes
 ) -> RelayMarks | None:
-    """The marks writers and the relay share, or None when publishing on commit is off."""
+    """The marks writers and the relay of one topology share (scoped by its events exchange),
+    or None when publishing on commit is off."""
     if not settings.publish_on_commit:
         return None
-    return RelayMarks(redis, redis_settings.redis_prefix, settings.relay_marks_max)
+    return RelayMarks(
+        redis,
+        redis_settings.redis_prefix,
+        settings.relay_marks_max,
+        scope=routes.topology.events_exchange,
+    )
 
 
 def publish_on_commit(
@@ -312,7 +327,7 @@ def publish_on_commit(
     """A writer's Publisher, registered with its store (call before the broker starts, then
     ``start()`` it once the broker has); None when JOBTRAIL_PUBLISH_ON_COMMIT is off."""
     settings = settings or PublishSettings()
-    marks = relay_marks(redis, redis_settings, settings)
+    marks = relay_marks(redis, redis_settings, settings, routes)
     if marks is None:
         return None
     publisher = Publisher(

@@ -159,7 +159,10 @@ must not uncount it a second time under the status a Requeued event assumes (APP
 
 SET_POSITION = """
 if ARGV[1] ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return -2 end
+if (ARGV[3] or '') ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[3] then return -3 end
 redis.call('SET', KEYS[2], ARGV[2])
 return 1
 """
-"""Saves a generation's position, unless (guarded) that generation is no longer active (-2)."""
+"""Saves a generation's position, unless (guarded) that generation is no longer active (-2), or
+(ARGV[3] given) the position is no longer the one the caller followed (-3: Redis lost it or
+another projection moved it; as APPLY's ARGV[6])."""

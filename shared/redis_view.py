@@ -204,11 +204,18 @@ class RedisView:
         guard = space.generation if self.guarded or self.space is None else "*"
         return space, guard
 
-    async def set_position(self, position: int) -> None:
+    async def set_position(self, position: int, after: int | None = None) -> None:
+        """Saves the position; ``after``: the position the caller's updates followed, and when
+        it is no longer the stored one nothing is saved (PositionMovedError)."""
         space, guard = await self._target()
         keys = [space.active_key, space.position_key]
-        if int(await self._set_position(keys, [guard, position])) == -2:
+        answer = int(
+            await self._set_position(keys, [guard, position, "" if after is None else after])
+        )
+        if answer == -2:
             raise GenerationMovedError(space.generation)
+        if answer == -3:
+            raise PositionMovedError(space.generation)
 
     async def _write(
         self, updates: list[list[Any]], position: int | None = None, after: int | None = None

@@ -97,7 +97,7 @@ async def main() -> None:
             publish_timeout_s=bus.publish_timeout_s,
             actor=instance_id("projector"),
             # writers publish on commit: the relay is their backstop (shared/publishing.py)
-            marks=relay_marks(view.redis, redis_settings, publish),
+            marks=relay_marks(view.redis, redis_settings, publish, routes),
             grace_s=publish.relay_grace_s,
             check_s=publish.relay_check_s,
         )

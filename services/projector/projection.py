@@ -122,8 +122,8 @@ class Projection:
                 saved = False
                 for entry in entries:
                     await self._apply_or_quarantine(view, entry)
-            if not saved:
-                await view.set_position(last)
+            if not saved:  # unless Redis lost or moved the position meanwhile (a flush)
+                await view.set_position(last, after=position)
         except GenerationMovedError:
             log.info("projection: readers moved to another generation; continuing there")
             return True

@@ -45,6 +45,13 @@ class WorkerSettings(BaseSettings):
         description="each work queue's prefetch is concurrency x this: deliveries waiting for a "
         "slot hide the broker's round trip after each ack (Celery's default is 4 too)",
     )
+    slot_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="a delivery that waited this long for a free slot goes back to the queue "
+        "(keep it well under RabbitMQ's consumer_timeout and the dispatch deadline)",
+    )
     queues: CommaList = Field(default_factory=list, description="empty: every job type's queue")
     lease_s: float = Field(default=30.0, gt=0, description="a silent worker loses a job after")
     heartbeat_s: float = Field(default=0.0, ge=0, description="0: a third of lease_s")
@@ -180,6 +187,7 @@ async def main() -> None:
             settings.concurrency,
             progress_reporter(view),
             prefetch=settings.concurrency * settings.prefetch_multiplier,
+            slot_wait_s=settings.slot_wait_s,
         )
         publisher = publish_on_commit(store, broker, routes, bus, view.redis, redis_settings)
         await broker.connect()

@@ -1,4 +1,5 @@
-"""The worker's inbound adapter: one subscriber per work queue, prefetch bounded by concurrency.
+"""The worker's inbound adapter: one subscriber per work queue, prefetch a small multiple of
+concurrency, a delivery waiting for a slot handed back after ``slot_wait_s``.
 
 The broker runs without FastDepends (``make_broker(apply_types=False)``): the handler receives
 the envelope from ``decoder_of`` (validated once, from the bytes) and reads the delivery from
@@ -37,11 +38,14 @@ def register(
     reporter: Callable[..., Callable[[float, str], None]],
     *,
     prefetch: int | None = None,
+    slot_wait_s: float = 60.0,
 ) -> dict[str, Channel]:
     """Subscribes to each work queue on a channel of its own whose prefetch is ``prefetch``
     (default: ``concurrency``); at most ``concurrency`` jobs run at once, the other deliveries
-    wait for a slot unclaimed. Returns the channels by queue, for ``declare_topology`` to declare
-    the queues on them."""
+    wait for a slot unclaimed, for ``slot_wait_s`` at most: then the delivery goes back to the
+    queue (any worker with a free slot may take it), so a delivery never sits unacknowledged
+    behind long jobs until the broker's consumer timeout closes the channel, nor past the
+    scheduler's dispatch deadline. Returns the channels by queue, for ``declare_topology``."""
     slots = asyncio.Semaphore(concurrency)
 
     async def on_scheduled(message: JobEventMessage) -> None:
@@ -65,7 +69,13 @@ def register(
         event = message.data
         if event.event_type != "Scheduled" or event.attempt is None:
             return
-        async with slots:
+        try:  # wait for a slot, not forever: see ``slot_wait_s``
+            async with asyncio.timeout(slot_wait_s):
+                await slots.acquire()
+        except TimeoutError:
+            await msg.nack(requeue=True)
+            return
+        try:
             if state.stopping:  # shutting down: hand the un-started delivery back
                 await msg.nack(requeue=True)
                 return
@@ -103,6 +113,8 @@ def register(
                     await msg.nack(requeue=True)
             finally:
                 state.remove(running)
+        finally:
+            slots.release()
 
     channels = {queue: Channel(prefetch_count=prefetch or concurrency) for queue in queues}
     decode = decoder_of(JobEventMessage)

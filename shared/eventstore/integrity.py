@@ -102,7 +102,7 @@ def create(conn: psycopg.Connection[Any], events: str = EVENTS) -> None:
     ).fetchone()
     chained = conn.execute(
         "SELECT count(*) AS n FROM information_schema.columns "
-        "WHERE table_name = %s AND column_name = 'previous'",
+        "WHERE table_schema = current_schema() AND table_name = %s AND column_name = 'previous'",
         [CHECKPOINTS],
     ).fetchone()
     if present is not None and present["n"] == 3 and chained is not None and chained["n"]:
@@ -325,6 +325,18 @@ def write_checkpoint(
         if not seen:
             return None
         before = _checkpoint(last) if last else None
+        if before is not None and before.seq is None:
+            chained = conn.execute(
+                sql.SQL("SELECT 1 FROM {} WHERE seq IS NOT NULL LIMIT 1").format(
+                    sql.Identifier(CHECKPOINTS)
+                )
+            ).fetchone()
+            if chained is not None:  # written by an older jobtrail, or inserted: not followed
+                raise CheckpointChainError(
+                    f"the newest checkpoint (notification {before.notification_id}) is unchained "
+                    "but chained ones exist: written by an older jobtrail or inserted; not "
+                    "signing a new one after it (run `jobtrail verify`)"
+                )
         seq = (before.seq or 0) + 1 if before else 1
         previous = before.digest if before else GENESIS
         digest = checkpoint_digest(seq, position, head, count + seen, previous)

@@ -124,3 +124,14 @@ def test_a_key_that_cannot_exist_is_refused_naming_what_to_fix(
 def test_revoking_an_unknown_key_says_so(url: str) -> None:
     code, output = run("revoke", "0123456789ab")
     assert code == 2 and "no key with id" in output
+
+
+def test_a_key_deleted_by_hand_is_dropped_at_the_next_full_refresh(url: str) -> None:
+    key = run("create", "--tenant", "acme")[1].strip().splitlines()[-1]
+    ring = ring_of(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DELETE FROM jobtrail_api_keys")
+        ring.refresh(conn)
+        assert ring.check(key) is not None  # an incremental refresh cannot see a deletion
+        ring.refresh(conn, full=True)
+    assert ring.check(key) is None

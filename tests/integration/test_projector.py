@@ -18,7 +18,7 @@ from shared.domain import Job
 from shared.drift import expected_view
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.messaging import Routes, declare_topology, make_broker
-from shared.redis_view import Applied, RedisView
+from shared.redis_view import Applied, PositionMovedError, RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.jobs import CAUSE
 from tests.services import delete_topology, fresh_database
@@ -302,3 +302,28 @@ async def _keys(view: RedisView, prefix: str) -> dict[str, object]:
 
 async def _delete(amqp_url: str, routes: Routes) -> None:
     await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)
+
+
+async def test_a_position_saved_after_a_refold_is_not_written_over_a_flushed_redis(
+    redis_url: str,
+) -> None:
+    # Given a projection's position at 7 (a step that read from 7 is about to save 12)
+    prefix = f"jt-setpos-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    try:
+        await view.set_position(7)
+
+        # When Redis is flushed before the save (or another projection moved the position)
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+
+        # Then the save refuses (the rebuild from 0 must not be skipped), and writes nothing
+        with pytest.raises(PositionMovedError):
+            await view.set_position(12, after=7)
+        assert await view.position() == 0
+
+        # And a save that follows the stored position goes through
+        await view.set_position(12, after=0)
+        assert await view.position() == 12
+    finally:
+        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        await view.aclose()

@@ -17,7 +17,7 @@ from services.projector.relay import POSITION, Relay
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, JobStore, Outcome
 from shared.messaging import Routes, declare_topology, make_broker
-from shared.publishing import RelayMarks, publish_on_commit
+from shared.publishing import RelayMarks, mark_of, publish_on_commit
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.integration.test_store_history import CommitThenDrop
 from tests.jobs import CAUSE
@@ -48,7 +48,12 @@ class Bus:
         self.broker = make_broker(self.settings)
         self.redis_settings = RedisSettings(redis_url=redis_url, redis_prefix=f"jt-pub-{tag}")
         self.redis = Redis.from_url(redis_url, decode_responses=True)
-        self.marks = RelayMarks(self.redis, self.redis_settings.redis_prefix, 1000)
+        self.marks = RelayMarks(
+            self.redis,
+            self.redis_settings.redis_prefix,
+            1000,
+            scope=self.routes.topology.events_exchange,
+        )
 
     async def start(self) -> None:
         await self.broker.connect()
@@ -98,7 +103,11 @@ def dispatched(job_id: uuid.UUID) -> Callable[[Job | None], Job]:
 async def scheduled_rows(store: AsyncJobStore) -> dict[tuple[uuid.UUID, int], int]:
     """(job, version) -> notification id of every Scheduled event, read from the log."""
     rows = await store.events_after(0, 1000, [Job.Scheduled])
+    MARKS.update({e.originator_id: mark_of(n, e) for n, e in rows})
     return {(e.originator_id, e.originator_version): n for n, e in rows}
+
+
+MARKS: dict[uuid.UUID, str] = {}  # job -> the mark of its Scheduled row, as scheduled_rows read
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, seconds: float = 15.0) -> None:
@@ -133,7 +142,7 @@ async def test_a_writer_publishes_what_it_commits_and_marks_it_without_the_relay
         # Then each Scheduled event is marked as published, by its own row of the log ...
         rows = await scheduled_rows(store)
         assert {job for job, _ in rows} == {alone, *together}
-        marks = {f"{n}:{job}:{version}" for (job, version), n in rows.items()}
+        marks = {MARKS[job] for job, _ in rows}
 
         async def all_marked() -> bool:
             return await bus.marks.marked(list(marks)) == marks
@@ -283,4 +292,5 @@ async def test_with_redis_away_the_relay_publishes_everything(
 
 def mark_of_row(rows: dict[tuple[uuid.UUID, int], int], job_id: uuid.UUID) -> str:
     """The mark of a job's Scheduled event (version 2)."""
-    return f"{rows[(job_id, 2)]}:{job_id}:2"
+    assert (job_id, 2) in rows
+    return MARKS[job_id]

@@ -10,6 +10,7 @@ OS process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,12 +41,23 @@ def prefix(amqp_url: str, topology_prefix: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def slot_wait_s() -> float:
+    return 600.0
+
+
+@pytest.fixture
 def worker(
-    postgres_url: str, amqp_url: str, redis_url: str, prefix: str, tmp_path: Path
+    postgres_url: str,
+    amqp_url: str,
+    redis_url: str,
+    prefix: str,
+    tmp_path: Path,
+    slot_wait_s: float,
 ) -> Iterator[Service]:
     env = system_env(postgres_url, amqp_url, redis_url, prefix, free_port()) | {
         "JOBTRAIL_WORKER_CONCURRENCY": str(CONCURRENCY),
         "JOBTRAIL_WORKER_PREFETCH_MULTIPLIER": str(MULTIPLIER),
+        "JOBTRAIL_WORKER_SLOT_WAIT_S": str(slot_wait_s),
         "JOBTRAIL_WORKER_QUEUES": "io",
         "JOBTRAIL_WORKER_LEASE_S": "60",
         "JOBTRAIL_WORKER_SHUTDOWN_GRACE_S": "0",
@@ -115,24 +127,69 @@ def _wait_for_queue(amqp_url: str, prefix: str, worker: Service, timeout: float 
         time.sleep(0.2)
 
 
-def test_worker_holds_at_most_its_prefetch(
-    store: JobStore, worker: Service, amqp_url: str, prefix: str
-) -> None:
+def _fill(store: JobStore, worker: Service, amqp_url: str, prefix: str) -> set[uuid.UUID]:
+    """BACKLOG minute-long jobs sent; returns once the worker runs CONCURRENCY of them."""
     _wait_for_queue(amqp_url, prefix, worker)  # the worker declared its topology
     messages = _scheduled_sleepers(store, BACKLOG)
     job_ids = {uuid.UUID(str(_job_of(body))) for _, body, _ in messages}
     asyncio.run(_send(amqp_url, prefix, messages))
-
     deadline = time.monotonic() + 60
     while _running(store, job_ids) < CONCURRENCY:
         assert worker.process is not None and worker.process.poll() is None, worker.tail()
         assert time.monotonic() < deadline, f"the worker did not start its jobs\n{worker.tail()}"
         time.sleep(0.1)
+    return job_ids
+
+
+def test_worker_holds_at_most_its_prefetch(
+    store: JobStore, worker: Service, amqp_url: str, prefix: str
+) -> None:
+    job_ids = _fill(store, worker, amqp_url, prefix)
 
     # Both slots are busy for a minute: nothing is acknowledged, so the worker holds what the
     # broker pushed to it (two running, two waiting for a slot); the rest must still be ready.
     assert asyncio.run(_ready(amqp_url, prefix)) == BACKLOG - CONCURRENCY * MULTIPLIER
     assert _running(store, job_ids) == CONCURRENCY  # the waiting ones are not claimed
+
+
+@pytest.mark.parametrize("slot_wait_s", [1.0])
+def test_a_delivery_waiting_too_long_for_a_slot_goes_back_to_the_queue(
+    store: JobStore, worker: Service, amqp_url: str, prefix: str
+) -> None:
+    # Given a worker whose slots are busy for a minute, holding deliveries it cannot run yet
+    job_ids = _fill(store, worker, amqp_url, prefix)
+
+    # When another consumer (one with free slots) takes what the queue offers for a while
+    taken = asyncio.run(_take_all(amqp_url, prefix, seconds=15.0))
+
+    # Then it also gets the deliveries the busy worker held past its slot wait, not only the
+    # ready ones; the busy worker claimed none of them
+    assert len(taken) == BACKLOG - CONCURRENCY, worker.tail()
+    assert _running(store, job_ids) == CONCURRENCY
+
+
+async def _take_all(amqp_url: str, prefix: str, seconds: float) -> set[str]:
+    """Message ids delivered to a consumer that holds every delivery (no ack) for ``seconds``,
+    or until it holds every message not running."""
+    seen: set[str] = set()
+    connection = await aio_pika.connect(amqp_url)
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=BACKLOG)
+        queue = await channel.declare_queue(Topology(prefix).work_queue("io"), passive=True)
+
+        enough = asyncio.Event()
+
+        async def hold(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            seen.add(str(message.message_id))
+            if len(seen) >= BACKLOG - CONCURRENCY:
+                enough.set()
+
+        await queue.consume(hold)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await enough.wait()
+    return seen
 
 
 def _job_of(body: bytes) -> str:
