@@ -22,38 +22,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import signal
 import statistics
-import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from uuid import UUID
 
 from benchmarks import load
 from benchmarks.procstat import CpuMeter, percentile
-from benchmarks.scratch import Scratch
-from services.cli.supervisor import Child, Supervisor
+from benchmarks.scratch import CheckoutSupervisor, Scratch
 from shared.domain import Job
-
-
-@dataclass
-class CheckoutSupervisor(Supervisor):
-    """The four services of another checkout, with that checkout's interpreter."""
-
-    checkout: Path = Path()
-
-    def _start(self, child: Child) -> None:
-        out = self._output(child)
-        child.process = subprocess.Popen(  # noqa: S603 (a checkout's own interpreter and module)
-            [str(self.checkout / ".venv" / "bin" / "python"), "-m", child.module],
-            cwd=self.checkout,
-            env=self.env | {"JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}"},
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-        )
 
 
 class Side(Scratch):

@@ -10,10 +10,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,7 +27,7 @@ import redis
 from eventsourcing.utils import get_topic
 from psycopg import sql
 
-from services.cli.supervisor import Supervisor
+from services.cli.supervisor import Child, Supervisor
 from shared.domain import Job
 from shared.eventstore import JobStore, ensure_database
 from shared.settings import StoreSettings
@@ -36,6 +38,24 @@ POSTGRES = os.environ.get("JOBTRAIL_BENCH_POSTGRES", "postgresql://postgres@127.
 AMQP = os.environ.get("JOBTRAIL_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS = os.environ.get("JOBTRAIL_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 COMPLETED = get_topic(Job.Completed)
+
+
+@dataclass
+class CheckoutSupervisor(Supervisor):
+    """Services of another checkout (a git worktree with its own .venv), each started with that
+    checkout's interpreter and code: the old side of an A/B benchmark."""
+
+    checkout: Path = Path()
+
+    def _start(self, child: Child) -> None:
+        out = self._output(child)
+        child.process = subprocess.Popen(  # noqa: S603 (a checkout's own interpreter and module)
+            [str(self.checkout / ".venv" / "bin" / "python"), "-m", child.module],
+            cwd=self.checkout,
+            env=self.env | {"JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}"},
+            stdout=out,
+            stderr=subprocess.STDOUT if out else None,
+        )
 
 
 class ServiceDiedError(RuntimeError):

@@ -30,16 +30,16 @@ import http.client
 import json
 import os
 import statistics
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
+from benchmarks import scratch
 from benchmarks.procstat import percentile
 from benchmarks.scratch import Scratch
-from services.cli.supervisor import Child, Supervisor
+from services.cli.supervisor import Child
 
 NOOP = json.dumps({"type": "noop", "payload": {}}).encode()
 IN_FLIGHT = 16
@@ -47,23 +47,11 @@ Call = tuple[str, str, bytes | None]
 
 
 @dataclass
-class CheckoutSupervisor(Supervisor):
+class CheckoutSupervisor(scratch.CheckoutSupervisor):
     """The submitter and the projector of another checkout, with that checkout's interpreter."""
-
-    checkout: Path = Path()
 
     def __post_init__(self) -> None:
         self.children = [Child(n, f"services.{n}") for n in ("projector", "submitter")]
-
-    def _start(self, child: Child) -> None:
-        out = self._output(child)
-        child.process = subprocess.Popen(  # noqa: S603 (a checkout's own interpreter and module)
-            [str(self.checkout / ".venv" / "bin" / "python"), "-m", child.module],
-            cwd=self.checkout,
-            env=self.env | {"JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}"},
-            stdout=out,
-            stderr=subprocess.STDOUT if out else None,
-        )
 
 
 class Side(Scratch):
