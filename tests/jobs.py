@@ -145,3 +145,17 @@ def prefix_at(events: list[Job.Event], at: datetime) -> list[Job.Event]:
     while n < len(events) and all(e.timestamp <= at for e in events[: n + 1]):
         n += 1
     return events[:n]
+
+
+def insert_row(store: JobStore, job_id: UUID, topic: str, state: bytes) -> None:
+    """Version 1 of a job written around the store (no chain hash): a damaged or planted row."""
+    from psycopg import sql
+
+    with store.recorder.datastore.get_connection() as conn:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (originator_id, originator_version, topic, state) "
+                "VALUES (%s, 1, %s, %s)"
+            ).format(store.table),
+            [job_id, topic, state],
+        )

@@ -7,7 +7,9 @@ second (each refreshes its keys from the table: shared/keys.py).
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any
 
 import psycopg
 import typer
@@ -19,6 +21,18 @@ from services.cli.integrity import connect
 from shared import keys
 
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
+
+
+@contextmanager
+def _keys_table(doing: str) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to the log's database with the key table there; a database error ends the
+    command saying what could not be done."""
+    try:
+        with connect() as conn:
+            keys.create_table(conn)
+            yield conn
+    except psycopg.Error as exc:
+        raise fail(f"cannot {doing}: {first_line(exc)}") from None
 
 
 def _when(value: object) -> str:
@@ -35,13 +49,10 @@ def create(
 ) -> None:
     """Creates a key; prints it once, alone on the last line."""
     try:
-        with connect() as conn:
-            keys.create_table(conn)
+        with _keys_table("store the key") as conn:
             info, key = keys.create_key(conn, tenant, scopes.split(","), name)
     except keys.KeySpecError as exc:
         raise fail(str(exc), 2) from None
-    except psycopg.Error as exc:
-        raise fail(f"cannot store the key: {first_line(exc)}") from None
     console.print(
         f"key {info.id} for tenant {escape(info.tenant)}, scopes {','.join(info.scopes)}: "
         "shown once, only its hash is stored"
@@ -54,12 +65,8 @@ def list_keys(
     tenant: Annotated[str | None, typer.Option(help="only this tenant's keys")] = None,
 ) -> None:
     """Every key (never the key itself): id, tenant, name, scopes, created, revoked."""
-    try:
-        with connect() as conn:
-            keys.create_table(conn)
-            rows = keys.list_keys(conn, tenant)
-    except psycopg.Error as exc:
-        raise fail(f"cannot read the keys: {first_line(exc)}") from None
+    with _keys_table("read the keys") as conn:
+        rows = keys.list_keys(conn, tenant)
     table = Table("id", "tenant", "name", "scopes", "created", "revoked", title="API keys")
     for info in rows:
         table.add_row(
@@ -76,12 +83,8 @@ def list_keys(
 @keys_app.command("revoke")
 def revoke(key_id: Annotated[str, typer.Argument(help="the id keys list shows")]) -> None:
     """Revokes a key: refused by every submitter within a second."""
-    try:
-        with connect() as conn:
-            keys.create_table(conn)
-            info = keys.revoke_key(conn, key_id)
-    except psycopg.Error as exc:
-        raise fail(f"cannot revoke the key: {first_line(exc)}") from None
+    with _keys_table("revoke the key") as conn:
+        info = keys.revoke_key(conn, key_id)
     if info is None:
         raise fail(f"no key with id {key_id!r} (jobtrail keys list shows them)", 2)
     console.print(f"key {info.id} of tenant {escape(info.tenant)} revoked at {info.revoked_at}")

@@ -52,10 +52,10 @@ class _Held:
     event: Job.Event
     message: Outgoing
     seen: float  # time.monotonic() when the relay first read it
+    mark: str = ""  # its writer's mark (computed once: it is looked up every check)
 
-    @property
-    def mark(self) -> str:
-        return mark_of(self.notification_id, self.event)
+    def __post_init__(self) -> None:
+        self.mark = mark_of(self.notification_id, self.event)
 
 
 class Relay:

@@ -136,8 +136,7 @@ async def test_projection_equals_the_log_and_rebuilds_after_a_flush(
     await catch_up()
     (job,) = await store.get_many([victim])
     assert await view.get(victim) == expected_view(job)
-    await client.delete(*[k async for k in client.scan_iter(f"{prefix}:*")])
-    await view.aclose()
+    await _drop(view, prefix)
     if reader is not None:
         await reader.aclose()
 
@@ -220,8 +219,7 @@ async def test_one_batch_applies_each_jobs_versions_in_order_and_ignores_repeats
             )
         }
     finally:
-        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
-        await view.aclose()
+        await _drop(view, prefix)
 
 
 async def test_the_position_waits_for_the_refold_of_a_job_whose_hash_is_gone(
@@ -253,8 +251,7 @@ async def test_the_position_waits_for_the_refold_of_a_job_whose_hash_is_gone(
         assert await view.position() == 2
         assert await view.get(job_id) is None
     finally:
-        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
-        await view.aclose()
+        await _drop(view, prefix)
 
 
 async def test_a_busy_step_starts_over_when_redis_lost_the_position_it_follows(
@@ -270,7 +267,7 @@ async def test_a_busy_step_starts_over_when_redis_lost_the_position_it_follows(
             pass
 
         # When Redis loses everything and, before the next step, a new job is written
-        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        await _flush(view, prefix)
         ids += await submit(store, 1)
         while await projection.step():
             pass
@@ -280,8 +277,18 @@ async def test_a_busy_step_starts_over_when_redis_lost_the_position_it_follows(
             assert await view.get(job.id) == expected_view(job)
         assert (await view.counts())["status:SCHEDULED"] == len(ids)
     finally:
-        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
-        await view.aclose()
+        await _drop(view, prefix)
+
+
+async def _flush(view: RedisView, prefix: str) -> None:
+    """Deletes every key of the test's projection (what a FLUSHDB does to it)."""
+    await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+
+
+async def _drop(view: RedisView, prefix: str) -> None:
+    """Deletes every key of the test's projection, then closes the view."""
+    await _flush(view, prefix)
+    await view.aclose()
 
 
 async def _keys(view: RedisView, prefix: str) -> dict[str, object]:
@@ -314,7 +321,7 @@ async def test_a_position_saved_after_a_refold_is_not_written_over_a_flushed_red
         await view.set_position(7)
 
         # When Redis is flushed before the save (or another projection moved the position)
-        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
+        await _flush(view, prefix)
 
         # Then the save refuses (the rebuild from 0 must not be skipped), and writes nothing
         with pytest.raises(PositionMovedError):
@@ -325,5 +332,4 @@ async def test_a_position_saved_after_a_refold_is_not_written_over_a_flushed_red
         await view.set_position(12, after=0)
         assert await view.position() == 12
     finally:
-        await view.redis.delete(*[k async for k in view.redis.scan_iter(f"{prefix}:*")])
-        await view.aclose()
+        await _drop(view, prefix)

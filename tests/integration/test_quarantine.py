@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from psycopg import sql
 
 from services.projector.projection import Projection
 from services.projector.reader import LogReader
@@ -23,7 +22,7 @@ from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import Applied, RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
-from tests.jobs import CAUSE, NO_JITTER, fail, unchecked_cause
+from tests.jobs import CAUSE, NO_JITTER, fail, insert_row, unchecked_cause
 from tests.services import delete_topology, fresh_database
 
 
@@ -194,14 +193,7 @@ class BrokenFor(RedisView):
 
 def _insert_undecodable(store: JobStore, job_id: uuid.UUID) -> None:
     """A Submitted row whose state is not JSON, written around the store."""
-    with store.recorder.datastore.get_connection() as conn:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (originator_id, originator_version, topic, state) "
-                "VALUES (%s, 1, %s, %s)"
-            ).format(store.table),
-            [job_id, "shared.domain.job:Job.Submitted", b"{not json"],
-        )
+    insert_row(store, job_id, "shared.domain.job:Job.Submitted", b"{not json")
 
 
 async def _dump(view: RedisView, prefix: str, ignore: tuple[str, ...] = ()) -> dict[str, Any]:

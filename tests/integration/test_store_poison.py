@@ -13,13 +13,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from shared.domain import Job, Status
 from shared.eventstore import JobStore, UndecodableHistoryError, UnstorableEventError, existing
 from shared.eventstore.store import Undecodable
 from shared.settings import StoreSettings
-from tests.jobs import CAUSE
+from tests.jobs import CAUSE, insert_row
 
 
 def submit(job_id: uuid.UUID, **payload: Any) -> Any:
@@ -118,14 +117,7 @@ def test_the_re_read_after_a_lost_commit_waits_for_the_commit_in_flight(
 def test_a_job_whose_history_does_not_decode_fails_alone_in_its_batch(store: JobStore) -> None:
     # Given a job whose Submitted row was written around jobtrail and does not decode
     damaged, good = uuid.uuid4(), uuid.uuid4()
-    with store.recorder.datastore.get_connection() as conn:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (originator_id, originator_version, topic, state) "
-                "VALUES (%s, 1, %s, %s)"
-            ).format(store.table),
-            [damaged, "shared.domain.job:Job.Submitted", b"{not json"],
-        )
+    insert_row(store, damaged, "shared.domain.job:Job.Submitted", b"{not json")
     store.execute(good, submit(good, n=1))
 
     # When one batch holds a command on each
@@ -151,14 +143,7 @@ def test_a_row_naming_a_foreign_module_is_read_as_undecodable_and_imports_nothin
     forged, good = uuid.uuid4(), uuid.uuid4()
     after = store.max_notification_id()  # the session's log holds other tests' rows
     store.execute(good, submit(good, n=1))
-    with store.recorder.datastore.get_connection() as conn:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (originator_id, originator_version, topic, state) "
-                "VALUES (%s, 1, %s, %s)"
-            ).format(store.table),
-            [forged, f"{name}:Thing", b"{}"],
-        )
+    insert_row(store, forged, f"{name}:Thing", b"{}")
 
     # When a command runs on that job, and a follower reads the log
     outcomes = store.execute_batch([(forged, existing(lambda job: job.request_cancel(CAUSE)))])
