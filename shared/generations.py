@@ -16,6 +16,8 @@ from uuid import UUID
 
 from redis.asyncio import Redis
 
+from shared.domain.job import DEFAULT_TENANT
+
 SWITCH = """
 if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return -1 end
 local new_at = tonumber(redis.call('GET', KEYS[3]) or '0')
@@ -56,8 +58,11 @@ class KeySpace:
     def job_key(self, job_id: UUID | str) -> str:
         return f"{self.root}:job:{job_id}"
 
-    def index_key(self, kind: str = "", value: str = "") -> str:
-        return f"{self.root}:index:{kind}:{value}" if kind else f"{self.root}:index"
+    def index_key(self, kind: str = "", value: str = "", tenant: str = DEFAULT_TENANT) -> str:
+        """A list index of ``tenant``: all its jobs, or those of one status or type (the default
+        tenant's under the root, as before tenants; see redis_scripts.TENANT_KEYS)."""
+        root = self.root if tenant == DEFAULT_TENANT else f"{self.root}:t:{tenant}"
+        return f"{root}:index:{kind}:{value}" if kind else f"{root}:index"
 
     def patterns(self) -> list[str]:
         """SCAN patterns (or exact keys) that cover every key of this generation."""
@@ -66,6 +71,7 @@ class KeySpace:
         return [
             f"{self.root}:job:*",
             f"{self.root}:index*",
+            f"{self.root}:t:*",
             self.counts_key,
             self.position_key,
             self.expiring_key,

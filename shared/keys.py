@@ -28,12 +28,13 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from shared.domain.job import TENANT_NAME
+
 TABLE = "jobtrail_api_keys"
 SCOPES = ("submit", "read", "cancel", "audit", "admin")
 """submit: POST jobs; read: jobs, events, lists; cancel: cancel and requeue; audit: the log's
 history and exports; admin: metrics, dead letters, quarantine, and every other tenant's keys."""
 
-_TENANT = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 _KEY = re.compile(r"jt_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _NAME_MAX = 100
 
@@ -91,7 +92,7 @@ def digest(key: str) -> bytes:
 
 
 def check_tenant(tenant: str) -> str:
-    if not _TENANT.fullmatch(tenant):
+    if not TENANT_NAME.fullmatch(tenant):
         raise KeySpecError(
             f"tenant {tenant[:80]!r}: 1-63 characters, lower-case letters, digits, '_', '.', '-', "
             "starting with a letter or digit"

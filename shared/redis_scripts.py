@@ -3,7 +3,22 @@
 APPLY_CHUNK = 500
 """Updates per APPLY call: one call costs far less than 500 commands, and blocks Redis ~ms."""
 
-APPLY = """
+TENANT_KEYS = """
+local function tenant_root(root, tenant)
+  if tenant == 'default' then return root end
+  return root .. ':t:' .. tenant
+end
+local function expiring_member(tenant, status, jtype, jid)
+  local member = status .. '|' .. jtype .. '|' .. jid
+  if tenant == 'default' then return member end
+  return '@' .. tenant .. '|' .. member
+end
+"""
+"""Where a tenant's list indexes live: the default tenant's under the generation's root (where
+every job's were before tenants existed), another tenant's under ``<root>:t:<tenant>``; the
+``expiring`` member of a final job names its tenant the same way (``@<tenant>|`` first)."""
+
+APPLY = TENANT_KEYS + """
 local guard, ttl, root, position = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[5]
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return {-2} end
 if ARGV[6] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return {-3} end
@@ -19,7 +34,7 @@ end
 local function apply(jid, vtext, mode, fields, at, hint)
   local key = root .. ':job:' .. jid
   local version = tonumber(vtext)
-  local cur = redis.call('HMGET', key, 'version', 'status', 'type', 'created_ms')
+  local cur = redis.call('HMGET', key, 'version', 'status', 'type', 'created_ms', 'tenant')
   if cur[1] then
     local have = tonumber(cur[1])
     if have > version or (have == version and mode ~= '2') then return 0 end
@@ -32,6 +47,8 @@ local function apply(jid, vtext, mode, fields, at, hint)
   if final and ttl > 0 and not cur[1] and passed(expire_ms) then return 0 end
   local jtype = fields['type'] or cur[3]
   local created = fields['created_ms'] or cur[4]
+  local tenant = fields['tenant'] or cur[5] or 'default'
+  local troot = tenant_root(root, tenant)
   local flat = {}
   for f, v in pairs(fields) do
     flat[#flat + 1] = f
@@ -40,8 +57,8 @@ local function apply(jid, vtext, mode, fields, at, hint)
   if mode == '2' then redis.call('DEL', key) end
   redis.call('HSET', key, 'version', vtext, unpack(flat))
   if not cur[1] or mode == '2' then
-    redis.call('ZADD', root .. ':index', created, jid)
-    redis.call('ZADD', root .. ':index:type:' .. jtype, created, jid)
+    redis.call('ZADD', troot .. ':index', created, jid)
+    redis.call('ZADD', troot .. ':index:type:' .. jtype, created, jid)
   end
   local was = cur[2]
   if not cur[1] and redis.call('SREM', root .. ':forgotten', jid) == 1 then
@@ -52,16 +69,19 @@ local function apply(jid, vtext, mode, fields, at, hint)
     if was then
       redis.call('HINCRBY', counts, 'status:' .. was, -1)
       redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. was, -1)
-      redis.call('ZREM', root .. ':index:status:' .. was, jid)
+      redis.call('HINCRBY', counts, 'tenant:' .. tenant .. ':' .. was, -1)
+      redis.call('ZREM', troot .. ':index:status:' .. was, jid)
     end
     redis.call('HINCRBY', counts, 'status:' .. status, 1)
     redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. status, 1)
-    redis.call('ZADD', root .. ':index:status:' .. status, created, jid)
+    redis.call('HINCRBY', counts, 'tenant:' .. tenant .. ':' .. status, 1)
+    redis.call('ZADD', troot .. ':index:status:' .. status, created, jid)
   end
   if status and (status ~= cur[2] or mode == '2') then
     if final and ttl > 0 then
       redis.call('PEXPIREAT', key, string.format('%.0f', expire_ms))
-      redis.call('ZADD', root .. ':expiring', expire_ms, status .. '|' .. jtype .. '|' .. jid)
+      local member = expiring_member(tenant, status, jtype, jid)
+      redis.call('ZADD', root .. ':expiring', expire_ms, member)
     else
       redis.call('PERSIST', key)
     end
@@ -110,7 +130,7 @@ return redis.call('HGETALL', root .. ':job:' .. ARGV[2])
 """
 """A job's hash in the active generation: resolving the generation and reading in one call."""
 
-PRUNE = """
+PRUNE = TENANT_KEYS + """
 local guard, root, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return -2 end
 local t = redis.call('TIME')
@@ -118,12 +138,17 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local due = redis.call('ZRANGEBYSCORE', root .. ':expiring', '-inf', now_ms, 'LIMIT', 0, limit)
 local pruned = 0
 for _, member in ipairs(due) do
-  local status, rest = string.match(member, '^([^|]+)|(.*)$')
+  local tenant, job = 'default', member
+  if string.sub(member, 1, 1) == '@' then
+    tenant, job = string.match(member, '^@([^|]+)|(.*)$')
+  end
+  local troot = tenant_root(root, tenant)
+  local status, rest = string.match(job, '^([^|]+)|(.*)$')
   local jtype, jid = string.match(rest, '^(.*)|([^|]+)$')
   if redis.call('EXISTS', root .. ':job:' .. jid) == 0 then
-    redis.call('ZREM', root .. ':index', jid)
-    redis.call('ZREM', root .. ':index:type:' .. jtype, jid)
-    redis.call('ZREM', root .. ':index:status:' .. status, jid)
+    redis.call('ZREM', troot .. ':index', jid)
+    redis.call('ZREM', troot .. ':index:type:' .. jtype, jid)
+    redis.call('ZREM', troot .. ':index:status:' .. status, jid)
     pruned = pruned + 1
   end
   redis.call('ZREM', root .. ':expiring', member)
@@ -131,24 +156,27 @@ end
 return pruned
 """
 """Takes final jobs whose hash expired out of the list indexes (``<root>:expiring`` holds
-``status|type|id`` by expiry time); a job whose hash is back (requeued) keeps its entries. The
-counters are left alone: they count every job of the generation, expired or not."""
+``status|type|id`` by expiry time, ``@<tenant>|`` first for a tenant other than the default); a
+job whose hash is back (requeued) keeps its entries. The counters are left alone: they count
+every job of the generation, expired or not."""
 
-FORGET = """
+FORGET = TENANT_KEYS + """
 local guard, root, jid = ARGV[1], ARGV[2], ARGV[3]
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return -2 end
 local key = root .. ':job:' .. jid
-local cur = redis.call('HMGET', key, 'status', 'type')
-local status, jtype = cur[1], cur[2]
+local cur = redis.call('HMGET', key, 'status', 'type', 'tenant')
+local status, jtype, tenant = cur[1], cur[2], cur[3] or 'default'
+local troot = tenant_root(root, tenant)
 if status and jtype then
   local counts = root .. ':counts'
   redis.call('HINCRBY', counts, 'status:' .. status, -1)
   redis.call('HINCRBY', counts, 'type:' .. jtype .. ':' .. status, -1)
-  redis.call('ZREM', root .. ':index:status:' .. status, jid)
-  redis.call('ZREM', root .. ':expiring', status .. '|' .. jtype .. '|' .. jid)
+  redis.call('HINCRBY', counts, 'tenant:' .. tenant .. ':' .. status, -1)
+  redis.call('ZREM', troot .. ':index:status:' .. status, jid)
+  redis.call('ZREM', root .. ':expiring', expiring_member(tenant, status, jtype, jid))
 end
-if jtype then redis.call('ZREM', root .. ':index:type:' .. jtype, jid) end
-redis.call('ZREM', root .. ':index', jid)
+if jtype then redis.call('ZREM', troot .. ':index:type:' .. jtype, jid) end
+redis.call('ZREM', troot .. ':index', jid)
 if status then redis.call('SADD', root .. ':forgotten', jid) end
 return redis.call('DEL', key)
 """

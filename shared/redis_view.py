@@ -1,8 +1,9 @@
 """The status projection in Redis: one hash per job, counters, and indexes for listing.
 
 Keys under the active generation's root (``<prefix>:`` or ``<prefix>:g<N>:``, see
-``shared.generations``): ``job:<id>`` (hash), ``counts`` (hash: ``status:<S>``, ``type:<T>:<S>``),
-``index`` and ``index:status:<S>`` / ``index:type:<T>`` (sorted sets by creation time),
+``shared.generations``): ``job:<id>`` (hash), ``counts`` (hash: ``status:<S>``, ``type:<T>:<S>``,
+``tenant:<tenant>:<S>``), ``index`` and ``index:status:<S>`` / ``index:type:<T>`` (sorted sets by
+creation time; a tenant other than the default has its own under ``t:<tenant>:``),
 ``projection:position`` (the last notification id applied), ``forgotten`` (jobs whose hash the
 projection deleted and uncounted, see ``redis_scripts.FORGET``). An update applies only when its
 version is newer than the hash's (an atomic compare in Lua), so re-applying is harmless. A final
@@ -21,7 +22,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 
 from shared import generations
-from shared.domain.job import Job
+from shared.domain.job import DEFAULT_TENANT, Job
 from shared.domain.status import MOVE_TARGET, Status
 from shared.generations import KeySpace
 from shared.redis_scripts import APPLY, APPLY_CHUNK, FORGET, LOCATE, PRUNE, READ, SET_POSITION
@@ -49,6 +50,7 @@ def full_view(job: Job) -> dict[str, str]:
     """Every field of a job's hash, from the job folded from its events."""
     return {
         "id": str(job.id),
+        "tenant": job.tenant,
         "type": job.job_type,
         "status": str(job.status),
         "attempt": str(job.attempt),
@@ -340,12 +342,14 @@ class RedisView:
     async def page(
         self,
         *,
+        tenant: str = DEFAULT_TENANT,
         status: str | None = None,
         job_type: str | None = None,
         limit: int = 50,
         before: float | None = None,
     ) -> list[dict[str, str]]:
-        """Jobs newest first, created before ``before`` (ms), filtered by status and type.
+        """``tenant``'s jobs newest first, created before ``before`` (ms), filtered by status and
+        type; only the tenant's own indexes are read.
 
         With both filters it walks the smaller of the two indexes and keeps the ids that are
         also in the other one (ZMSCORE, in Redis), so only matching jobs are read: a rare type
@@ -353,15 +357,13 @@ class RedisView:
         The work is bounded by the smaller index, never by the larger."""
         space = await self._space()
         top = f"({before}" if before is not None else "+inf"
-        index, other = space.index_key(), None
-        if status and job_type:
-            index, other = await self._smaller(
-                space.index_key("status", status), space.index_key("type", job_type)
-            )
-        elif status:
-            index = space.index_key("status", status)
-        elif job_type:
-            index = space.index_key("type", job_type)
+        index, other = space.index_key(tenant=tenant), None
+        by_status = space.index_key("status", status, tenant) if status else ""
+        by_type = space.index_key("type", job_type, tenant) if job_type else ""
+        if by_status and by_type:
+            index, other = await self._smaller(by_status, by_type)
+        else:
+            index = by_status or by_type or index
         chunk = limit * 2 if other is None else max(limit * 2, INTERSECT_CHUNK)
         found: list[dict[str, str]] = []
         offset = 0
@@ -388,7 +390,8 @@ class RedisView:
                 pipe.hgetall(space.job_key(job_id))
             for view in await pipe.execute():
                 type_ok = not job_type or view.get("type") == job_type
-                if view and type_ok and (not status or view.get("status") == status):
+                tenant_ok = view.get("tenant", DEFAULT_TENANT) == tenant
+                if view and type_ok and tenant_ok and (not status or view.get("status") == status):
                     found.append(view)
             if last:
                 break

@@ -9,11 +9,13 @@ from shared.domain.errors import (
     NotDueError,
     StaleAttemptError,
 )
-from shared.domain.job import Job, job_id_for_key
+from shared.domain.job import DEFAULT_TENANT, TENANT_NAME, Job, job_id_for_key
 from shared.domain.status import FINAL, TRANSITIONS, Move, Status, target
 
 __all__ = [
+    "DEFAULT_TENANT",
     "FINAL",
+    "TENANT_NAME",
     "TRANSITIONS",
     "Backoff",
     "Cause",

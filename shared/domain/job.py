@@ -27,11 +27,18 @@ MAX_ERROR_TYPE = 200
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 """The bus contract's queue name (contracts.messages.QueueName)."""
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "urn:jobtrail:idempotency-key")
+DEFAULT_TENANT = "default"
+"""The tenant of jobs submitted before tenants existed, and of bus submissions naming none."""
+TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 
 
-def job_id_for_key(key: str) -> UUID:
-    """Derives the job id from an idempotency key, so a repeated submission meets its first job."""
-    return uuid5(_IDEMPOTENCY_NAMESPACE, key)
+def job_id_for_key(key: str, tenant: str = DEFAULT_TENANT) -> UUID:
+    """Derives the job id from an idempotency key within a tenant, so a repeated submission meets
+    its first job and two tenants' equal keys name two jobs. The default tenant keeps the
+    derivation of the time before tenants (its stored jobs keep their ids)."""
+    if tenant == DEFAULT_TENANT:
+        return uuid5(_IDEMPOTENCY_NAMESPACE, key)
+    return uuid5(uuid5(_IDEMPOTENCY_NAMESPACE, f"tenant:{tenant}"), key)
 
 
 def fingerprint(**request: Any) -> str:
@@ -83,10 +90,14 @@ class Job(Aggregate):
         queue: str
         run_at: datetime | None
         idempotency_key: str | None
+        tenant: str = DEFAULT_TENANT
+        """Whose job it is (the submitting key's tenant). Events stored before tenants existed
+        have no such field: they read the default (a class attribute), no upcast needed."""
 
         def apply(self, aggregate: Any) -> None:
             job: Job = aggregate
             job.status = INITIAL
+            job.tenant = self.tenant
             job.job_type, job.payload = self.job_type, self.payload
             job.priority, job.max_attempts = self.priority, self.max_attempts
             job.timeout_s, job.queue = self.timeout_s, self.queue
@@ -258,6 +269,7 @@ class Job(Aggregate):
     error: dict[str, str] | None
     cancel_requested: bool
     submitted_by: str
+    tenant: str
     last_event_at: datetime
 
     def __init__(self) -> None:
@@ -279,8 +291,10 @@ class Job(Aggregate):
         run_at: datetime | None = None,
         idempotency_key: str | None = None,
         job_id: UUID | None = None,
+        tenant: str = DEFAULT_TENANT,
     ) -> Job:
-        """Creates a PENDING job; its id comes from the idempotency key when there is one."""
+        """Creates a PENDING job of ``tenant``; its id comes from the idempotency key (within the
+        tenant) when there is one."""
         if not 0 <= priority <= 9:
             raise ValueError("priority must be within 0..9")
         if max_attempts < 1:
@@ -291,8 +305,10 @@ class Job(Aggregate):
             raise ValueError(f"queue must match {QUEUE_NAME.pattern}")
         if run_at is not None and run_at.tzinfo is None:
             raise ValueError("run_at must carry a time zone")
+        if not TENANT_NAME.fullmatch(tenant):
+            raise ValueError(f"tenant must match {TENANT_NAME.pattern}")
         if job_id is None:
-            job_id = job_id_for_key(idempotency_key) if idempotency_key else uuid4()
+            job_id = job_id_for_key(idempotency_key, tenant) if idempotency_key else uuid4()
         return cls._create(
             cls.Submitted,
             id=job_id,
@@ -304,6 +320,7 @@ class Job(Aggregate):
             queue=queue,
             run_at=run_at,
             idempotency_key=idempotency_key,
+            tenant=tenant,
             **cause.meta(),
         )
 
@@ -509,7 +526,10 @@ class Job(Aggregate):
         candidate = cls.submit(cause, **request)  # never saved: its defaults and validation
         if current is None:
             return candidate
-        if candidate.request_fingerprint() != current.request_fingerprint():
+        if (
+            candidate.request_fingerprint() != current.request_fingerprint()
+            or candidate.tenant != current.tenant  # ids are per tenant: never met in practice
+        ):
             raise IdempotencyConflictError(str(request.get("idempotency_key")), current.id)
         return current
 

@@ -203,6 +203,8 @@ async def test_one_batch_applies_each_jobs_versions_in_order_and_ignores_repeats
             "status:SCHEDULED": 1,
             "type:t:COMPLETED": 1,
             "type:t:SCHEDULED": 1,
+            "tenant:default:COMPLETED": 1,
+            "tenant:default:SCHEDULED": 1,
         }
         assert applied == (Applied({}, True))
         assert await view.position() == 99
