@@ -18,7 +18,9 @@ end
 every job's were before tenants existed), another tenant's under ``<root>:t:<tenant>``; the
 ``expiring`` member of a final job names its tenant the same way (``@<tenant>|`` first)."""
 
-APPLY = TENANT_KEYS + """
+APPLY = (
+    TENANT_KEYS
+    + """
 local guard, ttl, root, position = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[5]
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return {-2} end
 if ARGV[6] ~= '' and (redis.call('GET', KEYS[2]) or '0') ~= ARGV[6] then return {-3} end
@@ -101,6 +103,7 @@ if position ~= '' and not missing then
 end
 return results
 """
+)
 """Applies updates ``[job id, version, mode, fields, event time ms, counted status]`` to one
 generation (all guarded by ARGV[1]). Mode 0: an event's changes, only onto a hash of an older
 version (-1 when the hash is missing: refold the job); 1: a whole job, onto an older or missing
@@ -130,7 +133,9 @@ return redis.call('HGETALL', root .. ':job:' .. ARGV[2])
 """
 """A job's hash in the active generation: resolving the generation and reading in one call."""
 
-PRUNE = TENANT_KEYS + """
+PRUNE = (
+    TENANT_KEYS
+    + """
 local guard, root, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return -2 end
 local t = redis.call('TIME')
@@ -155,12 +160,15 @@ for _, member in ipairs(due) do
 end
 return pruned
 """
+)
 """Takes final jobs whose hash expired out of the list indexes (``<root>:expiring`` holds
 ``status|type|id`` by expiry time, ``@<tenant>|`` first for a tenant other than the default); a
 job whose hash is back (requeued) keeps its entries. The counters are left alone: they count
 every job of the generation, expired or not."""
 
-FORGET = TENANT_KEYS + """
+FORGET = (
+    TENANT_KEYS
+    + """
 local guard, root, jid = ARGV[1], ARGV[2], ARGV[3]
 if guard ~= '*' and (redis.call('GET', KEYS[1]) or '') ~= guard then return -2 end
 local key = root .. ':job:' .. jid
@@ -180,6 +188,7 @@ redis.call('ZREM', troot .. ':index', jid)
 if status then redis.call('SADD', root .. ':forgotten', jid) end
 return redis.call('DEL', key)
 """
+)
 """Deletes a job's hash (its events cannot be applied) and takes it out of the counters and
 indexes it was in, so the refold of its next event counts it as a new hash, as a clean
 projection would. ``<root>:forgotten`` notes the job until its hash is written again: that write

@@ -10,8 +10,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from tests.api import bearer, issue_key
 
 
 def free_port() -> int:
@@ -76,12 +79,28 @@ class System:
     log_dir: Path
     port: int
     services: dict[str, Service] = field(default_factory=dict)
+    api_key: str = ""
+    """An admin key of the default tenant, issued before the first start (also in the env as
+    JOBTRAIL_API_KEY, which the CLI reads)."""
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return bearer(self.api_key)
+
+    def client(self, timeout: float = 10, **options: Any) -> httpx.Client:
+        """An HTTP client of the submitter that sends the system's key."""
+        return httpx.Client(
+            base_url=self.base_url, timeout=timeout, headers=self.headers, **options
+        )
+
     def start(self, names: tuple[str, ...]) -> None:
+        if not self.api_key:
+            self.api_key = issue_key(self.env["JOBTRAIL_POSTGRES_URL"], name="tests")
+            self.env["JOBTRAIL_API_KEY"] = self.api_key
         for name in names:
             self.services[name] = Service(name, self.env, self.log_dir).start()
 

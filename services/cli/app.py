@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
+import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -24,7 +25,7 @@ from rich.table import Table
 from services.cli import audit
 from services.cli import integrity as integrity_cli
 from services.cli import keys as keys_cli
-from services.cli.client import ApiError, Client
+from services.cli.client import LOCAL_KEY_FILE, ApiError, Client
 from services.cli.console import console
 from services.cli.console import fail as _fail
 from services.cli.supervisor import Supervisor
@@ -69,6 +70,32 @@ def check_infrastructure(names: tuple[str, ...] = tuple(INFRA)) -> list[str]:
     return problems
 
 
+def local_key() -> str:
+    """The API key of this machine's CLI: JOBTRAIL_API_KEY when set; else the one in
+    .jobtrail/api-key while it is live; else a new admin key of the default tenant, written
+    there (mode 0600) for the CLI's later commands. The key itself is never printed."""
+    from shared import keys
+    from shared.settings import StoreSettings
+
+    given = os.environ.get("JOBTRAIL_API_KEY", "").strip()
+    if given:
+        return given
+    with psycopg.connect(StoreSettings().postgres_url, autocommit=True) as conn:
+        keys.create_table(conn)
+        ring = keys.KeyRing()
+        ring.refresh(conn, full=True)
+        if LOCAL_KEY_FILE.is_file():
+            known = LOCAL_KEY_FILE.read_text().strip()
+            if ring.check(known) is not None:
+                return known
+        info, key = keys.create_key(conn, "default", ["admin"], name="local (jobtrail up/demo)")
+    LOCAL_KEY_FILE.parent.mkdir(parents=True, exist_ok=True)
+    LOCAL_KEY_FILE.touch(mode=0o600)
+    LOCAL_KEY_FILE.write_text(key + "\n")
+    console.print(f"created API key {info.id} (tenant default, admin) in {LOCAL_KEY_FILE}")
+    return key
+
+
 @app.command()
 def up(
     workers: Annotated[int, typer.Option(min=1, max=64, help="worker processes")] = 1,
@@ -81,6 +108,7 @@ def up(
     from shared.settings import StoreSettings
 
     ensure_database(StoreSettings().postgres_url)
+    local_key()
     supervisor = Supervisor(workers=workers)
     signal.signal(signal.SIGTERM, lambda *_: supervisor._stopping.set())
     supervisor.start()
@@ -268,8 +296,8 @@ def requeue(
     reason: Annotated[str, typer.Option(help="why it runs again (recorded in its history)")],
     attempts: Annotated[int, typer.Option(min=1, max=100, help="attempts to add")] = 1,
 ) -> None:
-    """Gives a FAILED job more attempts; recorded with your principal (JOBTRAIL_PRINCIPAL, else
-    your login name) and the reason."""
+    """Gives a FAILED job more attempts; recorded with your API key as the actor
+    (JOBTRAIL_API_KEY, else .jobtrail/api-key) and the reason."""
     try:
         job = Client().requeue(job_id, reason, attempts)
     except ApiError as exc:
@@ -468,6 +496,7 @@ def demo(
     from shared.settings import StoreSettings
 
     ensure_database(StoreSettings().postgres_url)
+    local_key()
     log_dir = Path(".jobtrail/logs")
     supervisor = Supervisor(workers=workers, log_dir=log_dir)
     supervisor.start()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import getpass
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,24 +26,24 @@ def base_url() -> str:
     )
 
 
-def principal() -> str:
-    """Who acts, as the API records it (``api:<X-Principal>``): JOBTRAIL_PRINCIPAL, else the
-    login name of the user running the command. A header carries printable ASCII only, so any
-    other character is escaped (``josé`` -> ``jos\\u00e9``) instead of failing every command."""
-    named = os.environ.get("JOBTRAIL_PRINCIPAL")
-    if not named:
-        try:
-            named = getpass.getuser()
-        except (KeyError, OSError):  # no login name (a bare container): still say it was the CLI
-            named = "cli"
-    return "".join(c if " " <= c <= "~" else f"\\u{ord(c):04x}" for c in named)
+LOCAL_KEY_FILE = Path(".jobtrail/api-key")
+"""Where ``jobtrail up`` and ``jobtrail demo`` keep the local key they create (mode 0600)."""
+
+
+def api_key() -> str:
+    """The API key every request sends (JOBTRAIL_API_KEY); ``jobtrail up`` and ``jobtrail demo``
+    write a local one to .jobtrail/api-key, read when the variable is not set."""
+    key = os.environ.get("JOBTRAIL_API_KEY", "").strip()
+    if not key and LOCAL_KEY_FILE.is_file():
+        key = LOCAL_KEY_FILE.read_text().strip()
+    return key
 
 
 class Client:
     def __init__(self, url: str | None = None, timeout: float = 30.0) -> None:
-        self.http = httpx.Client(
-            base_url=url or base_url(), timeout=timeout, headers={"X-Principal": principal()}
-        )
+        key = api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.http = httpx.Client(base_url=url or base_url(), timeout=timeout, headers=headers)
 
     def close(self) -> None:
         self.http.close()

@@ -14,12 +14,15 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from contracts.messages import SubmitJob
 from services.submitter import handlers
+from services.submitter.auth import require
 from services.submitter.deps import Deps
 from services.submitter.media import MediaRoute, ReadRoute, SubmitRoute
 from shared import dead_letters
-from shared.domain import Cause
+from shared.domain import DEFAULT_TENANT, Cause
 from shared.domain.cause import storable
+from shared.domain.errors import JobNotFoundError
 from shared.eventstore.export import job_state
+from shared.keys import Principal
 
 log = logging.getLogger(__name__)
 router = APIRouter(route_class=MediaRoute)
@@ -32,6 +35,7 @@ class JobView(BaseModel):
     """A job's current state."""
 
     id: UUID
+    tenant: str = Field(description="the tenant the job belongs to (its submitting key's)")
     type: str
     status: StatusName
     attempt: int
@@ -139,14 +143,19 @@ def _deps(request: Request) -> Deps:
     return deps
 
 
-def _principal(request: Request) -> str:
-    return f"api:{request.headers.get('X-Principal', 'anonymous')[:64]}"
-
-
-def _cause(request: Request, reason: str | None = None) -> Cause:
-    """The cause of what a request records; its ids were checked by the request-id middleware."""
+def _cause(request: Request, principal: Principal, reason: str | None = None) -> Cause:
+    """The cause of what a request records: the actor is the authenticated key (never a header);
+    the ids were checked by the request-id middleware."""
     correlation = request.headers.get("X-Correlation-Id") or request.state.request_id
-    return Cause(_principal(request), correlation, request.state.request_id, reason)
+    return Cause(principal.actor, correlation, request.state.request_id, reason)
+
+
+def _owned(job: dict[str, Any], principal: Principal, job_id: UUID) -> dict[str, Any]:
+    """The job when it is the principal's tenant's; another tenant's job is not found (the same
+    404 as a job that does not exist)."""
+    if job.get("tenant", DEFAULT_TENANT) != principal.tenant:
+        raise JobNotFoundError(job_id)
+    return job
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -164,6 +173,7 @@ async def submit_job(
     """Submits a job. Answers 202 only once the Submitted event is committed. The same
     idempotency key (body field or Idempotency-Key header) with the same request returns the same
     job; with a different request, 409."""
+    principal = require(request.state, "submit")
     deps = _deps(request)
     if idempotency_key and job.idempotency_key and idempotency_key != job.idempotency_key:
         return problem(
@@ -174,7 +184,8 @@ async def submit_job(
         )
     if idempotency_key and not job.idempotency_key:
         job = job.model_copy(update={"idempotency_key": idempotency_key})
-    submission = handlers.prepare(job, deps.registry, deps.queues, _cause(request))
+    cause = _cause(request, principal)
+    submission = handlers.prepare(job, deps.registry, deps.queues, cause, tenant=principal.tenant)
     created, replayed = await handlers.submit(deps.store, submission)
     response.headers["Location"] = f"/v1/jobs/{created.id}"
     if replayed:
@@ -202,8 +213,9 @@ router.add_api_route(  # SubmitRoute: the fast path of a plain submission (media
 @router.post("/v1/jobs/batch", status_code=202, response_model=list[BatchItem], tags=["jobs"])
 async def submit_batch(request: Request, batch: BatchRequest) -> Any:
     """Submits up to 1,000 jobs in one transaction; answers each job's id, or its errors."""
+    principal = require(request.state, "submit")
     deps = _deps(request)
-    cause = _cause(request)
+    cause = _cause(request, principal)
     items: list[BatchItem] = []
     prepared: list[tuple[int, handlers.Submission]] = []
     for index, raw in enumerate(batch.jobs):
@@ -212,7 +224,11 @@ async def submit_batch(request: Request, batch: BatchRequest) -> Any:
                 (
                     index,
                     handlers.prepare(
-                        SubmitJob.model_validate(raw), deps.registry, deps.queues, cause
+                        SubmitJob.model_validate(raw),
+                        deps.registry,
+                        deps.queues,
+                        cause,
+                        tenant=principal.tenant,
                     ),
                 )
             )
@@ -266,6 +282,7 @@ async def get_job(
     """The job's current status: from Redis, or from the log when Redis has no entry. With
     ``at`` or ``version``, the job as it was then, always from the log: 404 when the job did not
     exist yet at that time or has fewer versions."""
+    principal = require(request.state, "read")
     deps = _deps(request)
     if at is not None and version is not None:
         message = "give at or version, not both"
@@ -279,8 +296,9 @@ async def get_job(
             ],
         )
     if at is not None or version is not None:
-        return await handlers.read_job_then(deps.store, job_id, at=at, version=version)
-    job = await handlers.read_job(deps.store, deps.view, job_id)
+        then = await handlers.read_job_then(deps.store, job_id, at=at, version=version)
+        return _owned(then, principal, job_id)
+    job = _owned(await handlers.read_job(deps.store, deps.view, job_id), principal, job_id)
     try:
         job["progress"] = await deps.view.get_progress(job_id)
     except Exception:
@@ -301,7 +319,11 @@ router.add_api_route(  # ReadRoute: the fast path of a plain status read (media.
 @router.get("/v1/jobs/{job_id}/events", response_model=list[EventView], tags=["jobs"])
 async def get_events(request: Request, job_id: UUID) -> Any:
     """The job's whole history from the log, in version order."""
-    return handlers.history(await _deps(request).store.history(job_id))
+    principal = require(request.state, "read")
+    events = await _deps(request).store.history(job_id)
+    if getattr(events[0], "tenant", None) != principal.tenant:
+        raise JobNotFoundError(job_id)  # another tenant's (or a history without its Submitted)
+    return handlers.history(events)
 
 
 @router.get("/v1/dead-letters", response_model=list[DeadLetterView], tags=["jobs"])
@@ -311,9 +333,15 @@ async def get_dead_letters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> Any:
     """Messages consumers rejected to the dead-letter queue, newest first; only those naming
-    ``job_id`` when given. Recorded in PostgreSQL, never in the job's history."""
+    ``job_id`` when given. Recorded in PostgreSQL, never in the job's history. Needs the admin
+    scope; shows only the key's tenant's jobs (a dead letter naming no job of any tenant: only to
+    the default tenant, the installation's own)."""
+    principal = require(request.state, "admin")
     store = _deps(request).store
+    if job_id is not None:
+        await handlers.owned_job(store, job_id, principal.tenant)
     rows = await store.run_sync(dead_letters.recorded, store.store, job_id, limit)
+    rows = await handlers.tenants_rows(store, rows, principal.tenant)
     return [row | {"body": bytes(row["body"]).decode(errors="replace")} for row in rows]
 
 
@@ -323,9 +351,11 @@ async def cancel_job(
 ) -> Any:
     """Cancels a job that is not running; asks a running one to stop (its worker acknowledges).
     A job that already ended answers 409 and nothing is recorded."""
+    principal = require(request.state, "cancel")
     deps = _deps(request)
     reason = body.reason if body else None
-    job = await handlers.cancel(deps.store, job_id, _cause(request, reason))
+    cause = _cause(request, principal, reason)
+    job = await handlers.cancel(deps.store, job_id, cause, principal.tenant)
     return job_state(job) | {"source": "log"}
 
 
@@ -334,16 +364,18 @@ async def requeue_job(
     request: Request, job_id: UUID, body: Annotated[RequeueRequest | None, Body()] = None
 ) -> Any:
     """Gives a FAILED job ``extra_attempts`` more attempts: it is PENDING again and the scheduler
-    dispatches it at once. Recorded as a Requeued event with the acting principal
-    (``X-Principal``) and the reason, which is required. 409 unless the job is FAILED (nothing
+    dispatches it at once. Recorded as a Requeued event with the acting key and the reason,
+    which is required (scope cancel). 409 unless the job is FAILED (nothing
     is recorded), 404 for an unknown job."""
+    require(request.state, "cancel")
     if body is None:
         detail = "reason: required (say why the job runs again)"
         errors = [{"field": "reason", "message": "Field required", "type": "missing"}]
         return problem(422, "Invalid request", detail, errors=errors)
+    principal = require(request.state, "cancel")
     deps = _deps(request)
-    cause = _cause(request, body.reason)
-    job = await handlers.requeue(deps.store, job_id, cause, body.extra_attempts)
+    cause = _cause(request, principal, body.reason)
+    job = await handlers.requeue(deps.store, job_id, cause, body.extra_attempts, principal.tenant)
     return job_state(job) | {"source": "log"}
 
 
@@ -355,10 +387,16 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, pattern=r"^\d+(\.\d+)?$")] = None,
 ) -> Any:
-    """A page of jobs from the projection, newest first; pass next_cursor to get the next."""
+    """A page of the key's tenant's jobs from the projection, newest first; pass next_cursor to
+    get the next."""
+    principal = require(request.state, "read")
     deps = _deps(request)
     views = await deps.view.page(
-        status=status, job_type=type, limit=limit, before=float(cursor) if cursor else None
+        tenant=principal.tenant,
+        status=status,
+        job_type=type,
+        limit=limit,
+        before=float(cursor) if cursor else None,
     )
     jobs = [handlers.parse_view(v) | {"source": "cache"} for v in views]
     next_cursor = views[-1]["created_ms"] if len(views) == limit else None
@@ -366,8 +404,9 @@ async def list_jobs(
 
 
 @router.get("/metrics", tags=["health"], response_class=Response)
-async def metrics() -> Response:
-    """Prometheus metrics of this process (docs/operations.md lists them)."""
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics of this process (docs/operations.md lists them); admin scope."""
+    require(request.state, "admin")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

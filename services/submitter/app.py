@@ -17,6 +17,7 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.submitter.api import problem, router
+from services.submitter.auth import PUBLIC_PATHS, Authenticate, MissingScopeError, RateLimitedError
 from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
 from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
@@ -133,17 +134,49 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_AUTH_ANSWERS = {
+    "401": "No valid API key (missing, malformed, unknown or revoked)",
+    "403": "The key lacks the scope this operation needs (the problem names it)",
+    "429": "Over the key's rate limit or the tenant's pending jobs; see Retry-After",
+}
+
+
 def _document_media_type(app: FastAPI) -> None:
-    """Adds the 415 answer of ``media.check_media_type`` to every operation with a request body
-    in the OpenAPI document, so clients (and schema-driven fuzzers) know it is part of the
-    contract."""
+    """Completes the OpenAPI document with what the middleware and route classes answer: the
+    bearer key every operation but the probes needs (401/403/429), and the 415 of
+    ``media.check_media_type`` on every operation with a request body, so clients (and
+    schema-driven fuzzers) know they are part of the contract."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            for operations in schema.get("paths", {}).values():
+            components = schema.setdefault("components", {})
+            components.setdefault("securitySchemes", {})["apiKey"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key from `jobtrail keys create` (jt_<id>_<secret>)",
+            }
+            components.setdefault("schemas", {})["Problem"] = {
+                "type": "object",
+                "description": "An RFC 9457 problem document",
+                "properties": {
+                    "type": {"type": "string"},
+                    "title": {"type": "string"},
+                    "status": {"type": "integer"},
+                    "detail": {"type": "string"},
+                },
+                "required": ["title", "status", "detail"],
+            }
+            for path, operations in schema.get("paths", {}).items():
                 for operation in operations.values():
+                    if path not in PUBLIC_PATHS:
+                        operation["security"] = [{"apiKey": []}]
+                        for code, description in _AUTH_ANSWERS.items():
+                            operation["responses"].setdefault(
+                                code, {"description": description, "content": _PROBLEM}
+                            )
                     if "requestBody" in operation:
                         operation["responses"].setdefault(
                             "415",
@@ -206,6 +239,7 @@ def create_app(
 
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(Authenticate)  # before any body is read
     app.add_middleware(HeadLimit, max_bytes=max_head_bytes)
 
     @app.exception_handler(RequestValidationError)
@@ -234,6 +268,16 @@ def create_app(
         # the contracts refuse such text first; this is the store's own word, never a 500
         errors = [{"field": "body", "message": str(exc), "type": "value_error"}]
         return problem(422, "Invalid request", str(exc), errors=errors)
+
+    @app.exception_handler(MissingScopeError)
+    async def forbidden(_: Request, exc: MissingScopeError) -> Any:
+        return problem(403, "Forbidden", str(exc), scope=exc.scope)
+
+    @app.exception_handler(RateLimitedError)
+    async def limited(_: Request, exc: RateLimitedError) -> Any:
+        response = problem(429, "Too many requests", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     @app.exception_handler(JobNotFoundError)
     async def not_found(_: Request, exc: JobNotFoundError) -> Any:

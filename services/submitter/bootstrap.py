@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -12,10 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.submitter import subscribers
 from services.submitter.app import create_app, lifespan_for
+from services.submitter.auth import AuthSettings, anonymous_principal, refresh_keys
 from services.submitter.deps import Deps
 from services.submitter.server import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
-from shared import dead_letters
+from shared import dead_letters, keys
 from shared.eventstore import AsyncJobStore, JobStore
+from shared.eventstore.tables import on_connection
 from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.publishing import publish_on_commit
@@ -46,8 +50,21 @@ async def dependencies() -> AsyncIterator[Deps]:
     broker = make_broker(bus, prefetch=64, apply_types=False)
     redis_settings = RedisSettings()
     view = RedisView(redis_settings)
+    auth = AuthSettings()
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, queues, broker, instance_id("submitter"))
+        deps.anonymous = anonymous_principal(auth)
+        if store_settings.postgres_create_schema:
+            await store.run_sync(on_connection, store.store, keys.create_table)
+
+        async def refresh(full: bool = False) -> None:
+            def read(conn: Any) -> int:
+                return deps.keys.refresh(conn, full=full)
+
+            await store.run_sync(on_connection, store.store, read)
+
+        await refresh(full=True)
+        refreshing = asyncio.create_task(refresh_keys(deps.keys, refresh, auth.refresh_s))
         dead_letters.watch(broker, store)
         subscribers.register(broker, routes, deps)
         publisher = publish_on_commit(store, broker, routes, bus, view.redis, redis_settings)
@@ -59,6 +76,7 @@ async def dependencies() -> AsyncIterator[Deps]:
         try:
             yield deps
         finally:
+            refreshing.cancel()
             if publisher is not None:
                 await publisher.aclose()
             await broker.stop()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from faststream.rabbit import RabbitBroker
 
 from shared.eventstore import AsyncJobStore
 from shared.jobtypes import Registry
+from shared.keys import KeyRing, Principal
 from shared.redis_view import RedisView
 
 
@@ -20,6 +22,11 @@ class Deps:
     queues: set[str]
     broker: RabbitBroker | None = None
     instance: str = "submitter"
+    keys: KeyRing = field(default_factory=KeyRing)
+    anonymous: Principal | None = None
+    """Who a request without a key acts as: nobody (401) unless JOBTRAIL_AUTH_ANONYMOUS is on."""
+    rate_limit: Callable[[str], int | None] | None = None
+    """A key id's wait in seconds when it is over its rate, else None (None: no limit)."""
 
     async def check(self) -> dict[str, str]:
         """Pings PostgreSQL, RabbitMQ and Redis, each within two seconds."""

@@ -11,7 +11,8 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 from pydantic import ValidationError
 
 from contracts.messages import SubmitJob
-from shared.domain import Cause, Job, job_id_for_key
+from shared.domain import DEFAULT_TENANT, Cause, Job, job_id_for_key
+from shared.domain.errors import JobNotFoundError
 from shared.eventstore import AsyncJobStore, Command, Outcome, existing
 from shared.eventstore.export import job_state, state_at_time, state_at_version
 from shared.jobtypes import Registry, UnknownJobTypeError
@@ -46,12 +47,13 @@ def prepare(
     cause: Cause,
     *,
     message_id: UUID | None = None,
+    tenant: str = DEFAULT_TENANT,
 ) -> Submission:
     """Checks a request against its job type and fills in the type's defaults.
 
     The job id comes from the idempotency key; without one, from ``message_id`` (a SubmitJob
     message: a redelivery of the same message, after a lost ack or a park, meets its first job);
-    else it is new."""
+    else it is new. The job belongs to ``tenant`` (its key's); idempotency keys are per tenant."""
     try:
         job_type = registry.get(request.type)
     except UnknownJobTypeError as exc:
@@ -83,9 +85,10 @@ def prepare(
         "queue": queue,
         "run_at": request.run_at,
         "idempotency_key": request.idempotency_key,
+        "tenant": tenant,
     }
     if request.idempotency_key:
-        job_id = job_id_for_key(request.idempotency_key)
+        job_id = job_id_for_key(request.idempotency_key, tenant)
     elif message_id is not None:
         job_id = job_id_for_message(message_id)
     else:
@@ -112,19 +115,58 @@ async def submit_many(store: AsyncJobStore, submissions: list[Submission]) -> li
     return await store.execute_many([(s.job_id, s.command) for s in submissions])
 
 
-async def cancel(store: AsyncJobStore, job_id: UUID, cause: Cause) -> Job:
-    """Cancels at once when not running, else records the request; JobError when final."""
+def _of(tenant: str | None, job: Job) -> Job:
+    """The job when it is ``tenant``'s (any tenant's for None: the bus, a trusted interface);
+    another tenant's job is not found (decided in the command's transaction, under its lock)."""
+    if tenant is not None and job.tenant != tenant:
+        raise JobNotFoundError(job.id)
+    return job
 
-    return await store.execute(job_id, existing(lambda job: job.request_cancel(cause)))
+
+async def cancel(
+    store: AsyncJobStore, job_id: UUID, cause: Cause, tenant: str | None = None
+) -> Job:
+    """Cancels at once when not running, else records the request; JobError when final,
+    JobNotFoundError when there is no such job in ``tenant``."""
+
+    return await store.execute(job_id, existing(lambda job: _of(tenant, job).request_cancel(cause)))
 
 
-async def requeue(store: AsyncJobStore, job_id: UUID, cause: Cause, extra_attempts: int) -> Job:
+async def requeue(
+    store: AsyncJobStore,
+    job_id: UUID,
+    cause: Cause,
+    extra_attempts: int,
+    tenant: str | None = None,
+) -> Job:
     """Gives a FAILED job ``extra_attempts`` more attempts (the cause names who and why);
-    JobError unless FAILED, JobNotFoundError when there is no such job."""
+    JobError unless FAILED, JobNotFoundError when there is no such job in ``tenant``."""
 
     return await store.execute(
-        job_id, existing(lambda job: job.requeue(cause, extra_attempts=extra_attempts))
+        job_id,
+        existing(lambda job: _of(tenant, job).requeue(cause, extra_attempts=extra_attempts)),
     )
+
+
+async def owned_job(store: AsyncJobStore, job_id: UUID, tenant: str) -> Job:
+    """The job from the log when it is ``tenant``'s; JobNotFoundError otherwise."""
+    return _of(tenant, await store.get(job_id))
+
+
+async def tenants_rows(
+    store: AsyncJobStore, rows: list[dict[str, Any]], tenant: str
+) -> list[dict[str, Any]]:
+    """The rows (dead letters, quarantined events: each with a ``job_id`` or None) that
+    ``tenant`` may see: those of its jobs; a row naming no job of any tenant only to the default
+    tenant (the installation's own)."""
+    ids = sorted({row["job_id"] for row in rows if row.get("job_id") is not None})
+    owners = {job.id: job.tenant for job in await store.get_many(ids)} if ids else {}
+
+    def visible(row: dict[str, Any]) -> bool:
+        job_id = row.get("job_id")
+        return owners.get(job_id, DEFAULT_TENANT) == tenant if job_id else tenant == DEFAULT_TENANT
+
+    return [row for row in rows if visible(row)]
 
 
 def parse_view(view: dict[str, str]) -> dict[str, Any]:
@@ -139,6 +181,7 @@ def parse_view(view: dict[str, str]) -> dict[str, Any]:
 
     return {
         "id": view["id"],
+        "tenant": view.get("tenant") or DEFAULT_TENANT,
         "type": view["type"],
         "status": view["status"],
         "attempt": number("attempt"),

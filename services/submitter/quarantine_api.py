@@ -13,6 +13,8 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from services.submitter import handlers
+from services.submitter.auth import require
 from services.submitter.deps import Deps
 from shared import quarantine
 
@@ -47,7 +49,12 @@ async def get_quarantine(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> Any:
     """Events the relay or the projection quarantined instead of stopping at them, newest
-    first; only those of ``job_id`` when given."""
+    first; only those of ``job_id`` when given. Admin scope; only the key's tenant's jobs (as
+    ``GET /v1/dead-letters``)."""
+    principal = require(request.state, "admin")
     deps: Deps = request.app.state.deps
     store = deps.store
-    return await store.run_sync(quarantine.recorded, store.store, job_id, limit)
+    if job_id is not None:
+        await handlers.owned_job(store, job_id, principal.tenant)
+    rows = await store.run_sync(quarantine.recorded, store.store, job_id, limit)
+    return await handlers.tenants_rows(store, rows, principal.tenant)

@@ -139,6 +139,7 @@ def job_state(job: Job) -> dict[str, Any]:
     """A job's state as the API and the CLI show it (JSON-ready)."""
     return {
         "id": str(job.id),
+        "tenant": job.tenant,
         "type": job.job_type,
         "status": str(job.status),
         "attempt": job.attempt,

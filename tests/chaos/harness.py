@@ -68,7 +68,7 @@ def mixed_jobs(n: int, seed: int = 7) -> list[dict[str, Any]]:
 class Load:
     """Submits jobs at a steady rate; retries a refused submission with the same key."""
 
-    base_url: str
+    system: System
     jobs: list[dict[str, Any]]
     rate_per_s: float = 60.0
     give_up_s: float = 120.0
@@ -86,7 +86,7 @@ class Load:
         return self
 
     def _run(self, jobs: list[dict[str, Any]], rate: float) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=10) as http:
+        with self.system.client(timeout=10) as http:
             for body in jobs:
                 key = uuid.uuid4().hex
                 deadline = time.monotonic() + self.give_up_s

@@ -11,7 +11,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
 import pytest
 
 from shared.domain import Job, Status
@@ -31,7 +30,7 @@ def assert_clean(s: Scenario, load: Load, settle_s: float = 120) -> Report:
 
 def test_worker_killed_mid_job(run) -> None:  # type: ignore[no-untyped-def]
     with run("worker SIGKILL mid-job") as s:
-        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        load = Load(s.system, mixed_jobs(300)).start()
         time.sleep(2.5)
         s.worker().signal(signal.SIGKILL)
         s.faults += 1
@@ -49,7 +48,7 @@ def test_worker_stopped_past_its_lease(run) -> None:  # type: ignore[no-untyped-
     with run("worker SIGSTOP past lease, SIGCONT") as s:
         # long jobs: still running on their second worker when the first one wakes up
         long = [{"type": "chaos.work", "payload": {"ms": 7000}, "priority": 9}] * 12
-        load = Load(s.system.base_url, long + mixed_jobs(300)).start()
+        load = Load(s.system, long + mixed_jobs(300)).start()
         time.sleep(2.5)
         s.worker().signal(signal.SIGSTOP)
         s.faults += 1
@@ -103,7 +102,7 @@ def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # ty
         poison = [
             {"type": "chaos.work", "payload": {"fail_times": 99, "ms": 5}, "max_attempts": 3}
         ] * 20
-        load = Load(s.system.base_url, poison + mixed_jobs(200)).start()
+        load = Load(s.system, poison + mixed_jobs(200)).start()
         before = dlq_depth(amqp_url, s.prefix)
         deadline = time.monotonic() + 30
         while not load.acked:
@@ -122,7 +121,7 @@ def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # ty
             time.sleep(0.2)
         assert dlq_depth(amqp_url, s.prefix) == before + 5
         # And each is recorded, against the job its body names, by the consumer that rejected it
-        letters = httpx.get(f"{s.system.base_url}/v1/dead-letters", timeout=10).json()
+        letters = s.system.client().get("/v1/dead-letters", timeout=10).json()
         assert sorted(letter["queue"].removeprefix(s.prefix) for letter in letters) == [
             ".commands.submit",
             ".scheduler",
@@ -130,12 +129,14 @@ def test_poison_jobs_and_undecodable_messages(run, amqp_url: str) -> None:  # ty
             ".work.default",
             ".work.default",
         ]
-        mine = httpx.get(
-            f"{s.system.base_url}/v1/dead-letters", params={"job_id": str(named)}, timeout=10
-        ).json()
+        mine = (
+            s.system.client()
+            .get("/v1/dead-letters", params={"job_id": str(named)}, timeout=10)
+            .json()
+        )
         assert len(mine) == 3 and {letter["reason"] for letter in mine} == {"invalid"}
         # And the submitter counted the one it rejected
-        metrics = httpx.get(f"{s.system.base_url}/metrics", timeout=10).text
+        metrics = s.system.client().get("/metrics", timeout=10).text
         labels = f'queue="{s.prefix}.commands.submit",reason="invalid"'
         sample = f"jobtrail_dead_letters_total{{{labels}}} 1.0"
         assert sample in metrics, metrics[-2000:]
@@ -159,7 +160,7 @@ def test_redis_flushed_then_down(run, redis_url: str) -> None:  # type: ignore[n
     if not local_services():
         pytest.skip("needs the local Redis to stop and start")
     with run("Redis FLUSHDB, then Redis down") as s:
-        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        load = Load(s.system, mixed_jobs(300)).start()
         time.sleep(2)
         redis_client.Redis.from_url(redis_url).flushdb()
         s.faults += 1
@@ -169,7 +170,7 @@ def test_redis_flushed_then_down(run, redis_url: str) -> None:  # type: ignore[n
             time.sleep(3)
             # status reads still answer, from the log
             some = next(iter(load.acked.values()))
-            answer = httpx.get(f"{s.system.base_url}/v1/jobs/{some}", timeout=10)
+            answer = s.system.client().get(f"/v1/jobs/{some}", timeout=10)
             assert answer.status_code == 200 and answer.json()["source"] == "log"
         load.wait()
         assert_clean(s, load)
@@ -194,11 +195,11 @@ def test_redis_with_a_tiny_maxmemory_evicting_under_load(
     ):
         s.evictable = True  # a missing hash is fine; one that is there must equal the fold
         s.faults += 1
-        load = Load(s.system.base_url, mixed_jobs(900), rate_per_s=90).start()
+        load = Load(s.system, mixed_jobs(900), rate_per_s=90).start()
         load.wait()
         # status reads answer for every job, from the log where Redis evicted the hash
         sources = {"cache": 0, "log": 0}
-        with httpx.Client(base_url=s.system.base_url, timeout=10) as http:
+        with s.system.client(timeout=10) as http:
             for job_id in list(load.acked.values())[::9]:
                 answer = http.get(f"/v1/jobs/{job_id}")
                 assert answer.status_code == 200, answer.text
@@ -240,7 +241,7 @@ def test_lost_work_messages_are_sent_again(run, amqp_url: str) -> None:  # type:
         extra_env={"JOBTRAIL_SCHEDULER_DISPATCH_DEADLINE_S": "3"},
     ) as s:
         # Given jobs scheduled and relayed to their work queues while no worker runs
-        load = Load(s.system.base_url, mixed_jobs(200), rate_per_s=100).start()
+        load = Load(s.system, mixed_jobs(200), rate_per_s=100).start()
         load.wait()
         ids = list(load.acked.values())
         deadline = time.monotonic() + 60
@@ -262,7 +263,7 @@ def test_lost_work_messages_are_sent_again(run, amqp_url: str) -> None:  # type:
 def test_projector_leader_killed_with_a_standby(run) -> None:  # type: ignore[no-untyped-def]
     services = ("projector-a", "projector-b", "scheduler", "worker-a", "worker-b", "submitter")
     with run("projector leader SIGKILL, standby takes over", services=services) as s:
-        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        load = Load(s.system, mixed_jobs(300)).start()
         time.sleep(2)
         leader = next(
             name
@@ -279,7 +280,7 @@ def test_projector_leader_killed_with_a_standby(run) -> None:  # type: ignore[no
 
 def test_relay_killed_between_publish_and_position_save(run) -> None:  # type: ignore[no-untyped-def]
     with run("relay SIGKILL (republishes), 3 times") as s:
-        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        load = Load(s.system, mixed_jobs(300)).start()
         for _ in range(3):
             time.sleep(1.5)
             s.system.services["projector"].signal(signal.SIGKILL)
@@ -292,7 +293,7 @@ def test_relay_killed_between_publish_and_position_save(run) -> None:  # type: i
 
 def test_submitter_killed_clients_retry_with_their_key(run) -> None:  # type: ignore[no-untyped-def]
     with run("submitter SIGKILL, clients retry same key") as s:
-        load = Load(s.system.base_url, mixed_jobs(300), rate_per_s=100).start(threads=4)
+        load = Load(s.system, mixed_jobs(300), rate_per_s=100).start(threads=4)
         for _ in range(2):
             time.sleep(1.5)
             s.system.services["submitter"].signal(signal.SIGKILL)
@@ -312,7 +313,7 @@ def outage(run, name: str, down) -> Load:  # type: ignore[no-untyped-def]
     if not local_services():
         pytest.skip("needs local services this machine can stop and start")
     with run(name) as s:
-        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        load = Load(s.system, mixed_jobs(300)).start()
         time.sleep(2)
         with down():
             s.faults += 1
@@ -377,7 +378,7 @@ def test_worker_link_blackholed_then_reset(
         with run(f"worker-{link} link blackholed 10 s, then reset", services=services) as s:
             proxied_worker(s, proxy.port, link)
             time.sleep(3)
-            load = Load(s.system.base_url, mixed_jobs(1200), rate_per_s=60).start()
+            load = Load(s.system, mixed_jobs(1200), rate_per_s=60).start()
             time.sleep(2.5)
             proxy.blackhole()
             s.faults += 1
@@ -421,7 +422,7 @@ def test_worker_link_with_latency(run, link: str, amqp_url: str, postgres_server
             s.faults += 1
             proxied_worker(s, proxy.port, link)
             time.sleep(3)
-            load = Load(s.system.base_url, mixed_jobs(300)).start()
+            load = Load(s.system, mixed_jobs(300)).start()
             load.wait()
             assert_clean(s, load, settle_s=180)
             # And the slowed worker still did its share

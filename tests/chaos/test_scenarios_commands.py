@@ -20,7 +20,6 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
-import httpx
 import pytest
 
 from contracts.messages import CancelJob, CancelJobMessage, SubmitJob, SubmitJobMessage
@@ -151,7 +150,7 @@ def test_postgres_away_longer_than_every_budget_while_commands_arrive(
             s.faults += 1
             down = time.monotonic()
             time.sleep(3)
-            ready = httpx.get(f"{s.system.base_url}/readyz", timeout=10)
+            ready = s.system.client().get("/readyz", timeout=10)
             assert ready.status_code == 503, ready.text  # the outage is real
             # And commands arrive, confirmed by the broker: 200 submits (40 of them twice),
             # 20 cancels of the delayed jobs, 4 commands that are not JSON
@@ -178,7 +177,7 @@ def test_postgres_away_longer_than_every_budget_while_commands_arrive(
                     all_effect = time.monotonic() - back
                     break
                 time.sleep(0.2)
-            load = Load(s.system.base_url, [body for _, body in listed])
+            load = Load(s.system, [body for _, body in listed])
             load.acked = {key: job_id_for_key(key) for key, _ in listed}
             report = s.check(load, settle_s=120)
             ids = list(load.acked.values())

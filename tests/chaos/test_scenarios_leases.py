@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from shared.domain import Job, Status
@@ -91,7 +90,7 @@ def test_worker_clocks_a_minute_behind_and_ahead(run) -> None:  # type: ignore[n
         add_worker(s, "scheduler", skewed("+30s"))
         s.faults += 3
         # When 300 mixed jobs (retries with backoff among them) run on them
-        load = Load(s.system.base_url, mixed_jobs(300)).start()
+        load = Load(s.system, mixed_jobs(300)).start()
         load.wait()
         report = assert_clean(s, load)
         # Then no lease expired and no outcome was refused: every worker was alive throughout
@@ -130,7 +129,7 @@ def test_graceful_worker_stop_with_jobs_longer_than_the_lease(run) -> None:  # t
             {"type": "chaos.work", "payload": {"ms": 6000 + 100 * i}, "priority": 9}
             for i in range(24)
         ]
-        load = Load(s.system.base_url, long + mixed_jobs(200)).start()
+        load = Load(s.system, long + mixed_jobs(200)).start()
 
         def long_running_on_a() -> int:
             jobs = s.store.get_many(list(load.acked.values()))
@@ -183,7 +182,7 @@ def test_cancel_then_worker_killed_before_it_acknowledges(run) -> None:  # type:
     with run("cancel, then worker SIGKILL before it acknowledges") as s:
         # Given 20 long jobs among mixed ones (the long ones ignore cancels for cancel_grace_s)
         long = [{"type": "chaos.work", "payload": {"ms": 15000}, "priority": 9}] * 20
-        load = Load(s.system.base_url, long + mixed_jobs(200)).start()
+        load = Load(s.system, long + mixed_jobs(200)).start()
 
         def long_on_a() -> list[uuid.UUID]:
             jobs = s.store.get_many(list(load.acked.values()))
@@ -201,7 +200,7 @@ def test_cancel_then_worker_killed_before_it_acknowledges(run) -> None:  # type:
         victims = long_on_a()
         assert len(victims) >= 3, "worker-a never ran long jobs"
         # When each is cancelled (202) and worker-a is killed before it acknowledges any
-        with httpx.Client(base_url=s.system.base_url, timeout=10) as http:
+        with s.system.client(timeout=10) as http:
             for job_id in victims:
                 answer = http.post(f"/v1/jobs/{job_id}/cancel")
                 assert answer.status_code == 202, answer.text

@@ -23,6 +23,7 @@ from eventsourcing.utils import get_topic
 from shared.domain import Job, Status
 from shared.outbox import KINDS
 from tests.chaos.harness import Load, Scenario, mixed_jobs
+from tests.processes import System
 
 pytestmark = pytest.mark.chaos
 
@@ -58,7 +59,7 @@ class BadClient:
     """Sends the bad requests in rounds while the load runs; keeps every answer, and the jobs
     its accepted requests created (a batch with one bad item, jobs with unstorable results)."""
 
-    base_url: str
+    system: System
     rounds: int
     answers: list[tuple[int, str]] = field(default_factory=list)
     accepted: dict[str, uuid.UUID] = field(default_factory=dict)
@@ -66,7 +67,7 @@ class BadClient:
     batch_errors: list[str] = field(default_factory=list)
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=30) as http:
+        with self.system.client(timeout=30) as http:
             target = http.post("/v1/jobs", json=JOB | {"run_at": LATER})
             self.accepted["far-future"] = uuid.UUID(target.json()["id"])
             for n in range(self.rounds):
@@ -138,8 +139,8 @@ def test_oversized_client_values_among_normal_jobs(run) -> None:  # type: ignore
         watch = RelayWatch(s)
         watcher = threading.Thread(target=watch.run, daemon=True)
         watcher.start()
-        load = Load(s.system.base_url, mixed_jobs(400), rate_per_s=40).start()
-        bad = BadClient(s.system.base_url, rounds=12)
+        load = Load(s.system, mixed_jobs(400), rate_per_s=40).start()
+        bad = BadClient(s.system, rounds=12)
         try:
             try:
                 bad.run()

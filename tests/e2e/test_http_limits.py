@@ -11,7 +11,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from shared import dead_letters
@@ -123,7 +122,7 @@ def test_a_head_within_the_limit_is_served(system: System) -> None:
 
 
 def test_method_and_media_type_errors_through_the_real_server(system: System) -> None:
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         wrong_method = http.delete("/v1/jobs")
         form = http.post("/v1/jobs", data={"type": "cpu.hash"})
     assert wrong_method.status_code == 405 and wrong_method.headers["allow"] == "GET, POST"
@@ -187,7 +186,7 @@ def test_point_in_time_reads_of_a_skewed_history_through_the_real_server(
     history = log_store.history(job_id)
     tick = timedelta(microseconds=1)
 
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         for at in sorted({e.timestamp + d for e in history for d in (-tick, timedelta(0))}):
             # When the server is asked for the job at each event's time and just before it
             response = http.get(f"/v1/jobs/{job_id}", params={"at": zulu(at)})

@@ -54,7 +54,7 @@ def test_values_a_message_could_not_carry_are_refused_naming_the_field(
 
 
 def test_a_cancel_reason_that_is_not_valid_unicode_is_refused(system: System) -> None:
-    with httpx.Client(base_url=system.base_url, timeout=30) as http:
+    with system.client(timeout=30) as http:
         job_id = http.post("/v1/jobs", json=JOB | {"run_at": LATER}).json()["id"]
         response = http.post(
             f"/v1/jobs/{job_id}/cancel",
@@ -96,7 +96,7 @@ def test_a_poison_event_in_the_log_is_quarantined_and_the_jobs_behind_it_run(
 
     log_store.execute(poison, submit_with_poison)
     # When normal jobs are submitted behind it
-    with httpx.Client(base_url=system.base_url, timeout=30) as http:
+    with system.client(timeout=30) as http:
         ids = [uuid.UUID(http.post("/v1/jobs", json=JOB).json()["id"]) for _ in range(30)]
 
         # Then they all complete, and the poison job is FAILED, saying why

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aio_pika
-import httpx
 import pytest
 import redis
 
@@ -79,7 +78,7 @@ def test_jobs_run_to_the_end_with_no_relay_and_the_relay_then_publishes_nothing_
 ) -> None:
     system, store = relayless
     prefix = system.env["JOBTRAIL_TOPOLOGY_PREFIX"]
-    with httpx.Client(base_url=system.base_url, timeout=30) as http:
+    with system.client(timeout=30) as http:
         # Given jobs that need every writer's messages: dispatched at submission (submitter),
         # retried after a failed attempt (worker, then the scheduler's timer), and requeued by
         # an operator after failing (submitter, then the scheduler)

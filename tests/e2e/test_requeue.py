@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-import httpx
 import pytest
 from typer.testing import CliRunner
 
 from services.cli.app import app
 from shared.domain import Job, Status
 from shared.eventstore import JobStore
+from tests.api import actor_of
 from tests.e2e.helpers import assert_legal_history, settle
 from tests.processes import System
 
@@ -21,7 +21,7 @@ def test_a_failed_job_requeued_from_the_cli_runs_again_and_completes(
     system: System, log_store: JobStore
 ) -> None:
     # Given a job that FAILED on its only attempt (it fails once, then would succeed)
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         answer = http.post(
             "/v1/jobs",
             json={"type": "test.flaky", "payload": {"fail_times": 1}, "max_attempts": 1},
@@ -30,7 +30,7 @@ def test_a_failed_job_requeued_from_the_cli_runs_again_and_completes(
     assert settle(log_store, [job_id], timeout=30)[job_id].status is Status.FAILED
 
     # When an operator requeues it from the CLI with two more attempts
-    env = {"JOBTRAIL_API_URL": system.base_url, "JOBTRAIL_PRINCIPAL": "ops-alice"}
+    env = {"JOBTRAIL_API_URL": system.base_url, "JOBTRAIL_API_KEY": system.api_key}
     cli = CliRunner()
     result = cli.invoke(
         app, ["requeue", str(job_id), "--reason", "upstream fixed", "--attempts", "2"], env=env
@@ -55,7 +55,7 @@ def test_a_failed_job_requeued_from_the_cli_runs_again_and_completes(
     requeued = history[4]
     assert isinstance(requeued, Job.Requeued)
     assert (requeued.actor, requeued.reason, requeued.extra_attempts) == (
-        "api:ops-alice",
+        actor_of(system.headers),
         "upstream fixed",
         2,
     )

@@ -6,7 +6,6 @@ import signal
 import uuid
 from collections.abc import Iterator
 
-import httpx
 import pytest
 
 from shared.domain import Job, Status
@@ -54,7 +53,7 @@ def test_sigterm_finishes_started_jobs_and_returns_the_rest(
     system, store = small_system
     worker = system.services["worker"]
     # Given five 2-second jobs, two of them running
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         ids = [
             uuid.UUID(
                 http.post(
@@ -88,7 +87,7 @@ def test_sigterm_finishes_started_jobs_and_returns_the_rest(
 
 
 def _submit_sleepers(system: System, n: int, seconds: float) -> list[uuid.UUID]:
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         return [
             uuid.UUID(
                 http.post(

@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 import redis
@@ -49,7 +48,7 @@ def test_mixed_jobs_reach_their_final_state_with_legal_histories(
     # Given 320 jobs of five kinds, submitted over HTTP (three batches and 20 single requests)
     jobs = mixed_jobs(320)
     ids: dict[uuid.UUID, dict[str, Any]] = {}
-    with httpx.Client(base_url=system.base_url, timeout=30) as http:
+    with system.client(timeout=30) as http:
         for start in (0, 100, 200):
             response = http.post("/v1/jobs/batch", json={"jobs": jobs[start : start + 100]})
             assert response.status_code == 202, response.text
@@ -118,7 +117,7 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(
 ) -> None:
     key = f"invoice-{uuid.uuid4()}"
     body = {"type": "cpu.hash", "payload": {"text": "once"}}
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         first = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
         again = http.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
         other = http.post(
@@ -134,7 +133,7 @@ def test_idempotency_key_returns_the_same_job_and_refuses_another_body(
 
 def test_a_job_due_later_runs_no_earlier(system: System, log_store: JobStore) -> None:
     run_at = datetime.now(UTC) + timedelta(seconds=2)
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         response = http.post(
             "/v1/jobs",
             json={"type": "cpu.hash", "payload": {"text": "later"}, "run_at": run_at.isoformat()},
@@ -148,7 +147,7 @@ def test_a_job_due_later_runs_no_earlier(system: System, log_store: JobStore) ->
 
 def test_cancel_a_pending_job_and_a_running_one(system: System, log_store: JobStore) -> None:
     later = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         # Given a job due in five minutes and a long job already running
         pending = http.post(
             "/v1/jobs", json={"type": "cpu.hash", "payload": {"text": "x"}, "run_at": later}
@@ -205,7 +204,7 @@ def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
     system: System, log_store: JobStore, body: dict[str, Any], status: int, field: str
 ) -> None:
     before = log_store.max_notification_id()
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         response = http.post("/v1/jobs", json=body)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
@@ -215,7 +214,7 @@ def test_bad_input_is_a_4xx_naming_the_field_and_writes_nothing(
 
 def test_malformed_oversized_and_unknown_requests(system: System, log_store: JobStore) -> None:
     before = log_store.max_notification_id()
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         malformed = http.post(
             "/v1/jobs", content=b'{"type": ', headers={"content-type": "application/json"}
         )
@@ -326,7 +325,7 @@ def test_a_keyless_message_delivered_twice_makes_one_job(
 def test_status_falls_back_to_the_log_when_redis_has_no_entry(
     system: System, log_store: JobStore, redis_url: str, topology_prefix: str
 ) -> None:
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         job_id = http.post("/v1/jobs", json={"type": "cpu.hash", "payload": {"text": "f"}}).json()[
             "id"
         ]
@@ -347,7 +346,7 @@ def _exists(store: JobStore, job_id: uuid.UUID) -> bool:
 
 
 def test_dead_letters_and_metrics_over_http(system: System) -> None:
-    with httpx.Client(base_url=system.base_url, timeout=10) as http:
+    with system.client(timeout=10) as http:
         bad = http.get("/v1/dead-letters", params={"job_id": "not-a-uuid", "limit": 0})
         none = http.get("/v1/dead-letters", params={"job_id": str(uuid.uuid4())})
         metrics = http.get("/metrics")

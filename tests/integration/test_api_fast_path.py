@@ -21,6 +21,7 @@ from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
+from tests.api import bearer, issue_key
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 Api = tuple[httpx.AsyncClient, SubmitRoute, ReadRoute, Deps]
@@ -35,11 +36,14 @@ async def api(
     async with AsyncJobStore(JobStore(store_settings)) as store:
         app = create_app()
         deps = Deps(store, view, registry, {"default", "cpu", "io"})
+        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
         app.state.deps = deps
         submit = next(r for r in app.router.routes if isinstance(r, SubmitRoute))
         read = next(r for r in app.router.routes if isinstance(r, ReadRoute))
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobtrail") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://jobtrail", headers=headers
+        ) as client:
             yield client, submit, read, deps
     await view.aclose()
 

@@ -19,6 +19,7 @@ from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
+from tests.api import bearer, issue_key
 from tests.jobs import zulu
 
 
@@ -31,6 +32,7 @@ async def api(
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-in-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default", "cpu", "io"})
+        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
         app = create_app()
 
         @app.get("/test/unavailable")
@@ -39,7 +41,9 @@ async def api(
 
         app.state.deps = deps
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobtrail") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://jobtrail", headers=headers
+        ) as client:
             yield client, deps
     await view.aclose()
 

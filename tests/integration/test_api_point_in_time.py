@@ -18,6 +18,7 @@ from shared.eventstore.export import job_state
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
+from tests.api import bearer, issue_key
 from tests.jobs import SKEW, prefix_at, record_a_retried_job, record_a_skewed_job, zulu
 
 
@@ -29,10 +30,13 @@ async def api(
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-pit-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default"})
+        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
         app = create_app()
         app.state.deps = deps
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobtrail") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://jobtrail", headers=headers
+        ) as client:
             yield client, deps
     keys = [key async for key in view.redis.scan_iter(f"{view.prefix}:*")]
     if keys:

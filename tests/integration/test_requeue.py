@@ -17,6 +17,7 @@ from shared.eventstore import AsyncJobStore, JobStore, tables
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
+from tests.api import actor_of, bearer, issue_key
 from tests.jobs import CAUSE, Step, fail, record
 
 
@@ -27,10 +28,13 @@ async def api(
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-rq-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default"})
+        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
         app = create_app()
         app.state.deps = deps
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobtrail") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://jobtrail", headers=headers
+        ) as client:
             yield client, deps
     await view.aclose()
 
@@ -60,7 +64,7 @@ async def test_a_failed_job_is_requeued_by_its_operator_and_due_at_once(
     answer = await client.post(
         f"/v1/jobs/{job_id}/requeue",
         json={"extra_attempts": 2, "reason": "upstream fixed"},
-        headers={"X-Principal": "alice"},
+        headers={"X-Principal": "alice"},  # a header never names the actor: the key does
     )
 
     # Then it is PENDING with two more attempts, recorded with who and why
@@ -69,7 +73,11 @@ async def test_a_failed_job_is_requeued_by_its_operator_and_due_at_once(
     assert (body["status"], body["attempt"], body["max_attempts"]) == ("PENDING", 1, 3)
     last = (await deps.store.history(job_id))[-1]
     assert isinstance(last, Job.Requeued)
-    assert (last.actor, last.reason, last.extra_attempts) == ("api:alice", "upstream fixed", 2)
+    assert (last.actor, last.reason, last.extra_attempts) == (
+        actor_of(client.headers),
+        "upstream fixed",
+        2,
+    )
     # And its timer is due now, so the scheduler dispatches it (the bus, or the sweep)
     timers = await deps.store.run_sync(
         tables.on_connection, deps.store.store, tables.due_timers, 10_000, 0.0
@@ -79,7 +87,7 @@ async def test_a_failed_job_is_requeued_by_its_operator_and_due_at_once(
     other = await failed_job(deps)
     again = await client.post(f"/v1/jobs/{other}/requeue", json={"reason": "retry once"})
     assert again.status_code == 202 and again.json()["max_attempts"] == 2
-    assert (await deps.store.history(other))[-1].actor == "api:anonymous"
+    assert (await deps.store.history(other))[-1].actor == actor_of(client.headers)
 
 
 async def test_requeue_is_refused_unless_failed_and_for_an_unknown_job(
