@@ -339,7 +339,7 @@ async def get_dead_letters(
     principal = require(request.state, "admin")
     store = _deps(request).store
     if job_id is not None:
-        await handlers.owned_job(store, job_id, principal.tenant)
+        await handlers.check_rows_job(store, job_id, principal.tenant)
     rows = await store.run_sync(dead_letters.recorded, store.store, job_id, limit)
     rows = await handlers.tenants_rows(store, rows, principal.tenant)
     return [row | {"body": bytes(row["body"]).decode(errors="replace")} for row in rows]

@@ -148,9 +148,14 @@ async def requeue(
     )
 
 
-async def owned_job(store: AsyncJobStore, job_id: UUID, tenant: str) -> Job:
-    """The job from the log when it is ``tenant``'s; JobNotFoundError otherwise."""
-    return _of(tenant, await store.get(job_id))
+async def check_rows_job(store: AsyncJobStore, job_id: UUID, tenant: str) -> None:
+    """Whether ``tenant`` may ask for the rows naming ``job_id`` (see ``tenants_rows``): its own
+    job, or, for the default tenant, an id no job has; JobNotFoundError otherwise."""
+    try:
+        _of(tenant, await store.get(job_id))
+    except JobNotFoundError:
+        if tenant != DEFAULT_TENANT:
+            raise
 
 
 async def tenants_rows(

@@ -55,6 +55,6 @@ async def get_quarantine(
     deps: Deps = request.app.state.deps
     store = deps.store
     if job_id is not None:
-        await handlers.owned_job(store, job_id, principal.tenant)
+        await handlers.check_rows_job(store, job_id, principal.tenant)
     rows = await store.run_sync(quarantine.recorded, store.store, job_id, limit)
     return await handlers.tenants_rows(store, rows, principal.tenant)

@@ -117,7 +117,8 @@ def test_a_request_that_is_not_http_answers_400_as_a_problem_document(system: Sy
 
 def test_a_head_within_the_limit_is_served(system: System) -> None:
     target = f"/v1/jobs/{uuid.uuid4()}?pad={'p' * 10_000}".encode()
-    request = b"GET " + target + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    auth = f"Authorization: Bearer {system.api_key}\r\n".encode()
+    request = b"GET " + target + b" HTTP/1.1\r\nHost: t\r\n" + auth + b"Connection: close\r\n\r\n"
     assert exchange(system.port, request)[0] == 404  # an unknown job, read normally
 
 

@@ -46,7 +46,9 @@ def test_values_a_message_could_not_carry_are_refused_naming_the_field(
     # When a request carries an id the bus could not carry, or text that is not valid Unicode
     content = body if isinstance(body, str) else json.dumps(body)
     sent = headers | {"Content-Type": "application/json"}
-    response = httpx.post(f"{system.base_url}/v1/jobs", content=content, headers=sent)
+    response = httpx.post(
+        f"{system.base_url}/v1/jobs", content=content, headers=sent | system.headers
+    )
     # Then it is refused with a 4xx naming the field, and nothing is written
     assert response.status_code == 422, response.text
     assert any(e["field"].startswith(field) for e in response.json()["errors"]), response.text
@@ -71,7 +73,7 @@ def test_a_job_whose_outcome_cannot_be_stored_ends_failed_saying_why(
 ) -> None:
     # Given a job that names a file as os.listdir does on a non-UTF-8 file system
     job = {"type": "test.listing", "payload": {"fail": fail}}
-    response = httpx.post(f"{system.base_url}/v1/jobs", json=job)
+    response = httpx.post(f"{system.base_url}/v1/jobs", json=job, headers=system.headers)
     job_id = uuid.UUID(response.json()["id"])
     # When a worker runs it, Then it ends FAILED, once, with the reason, and is not run again
     final = settle(log_store, [job_id], timeout=60)[job_id]
@@ -122,6 +124,7 @@ def test_a_poison_event_in_the_log_is_quarantined_and_the_jobs_behind_it_run(
     from services.cli.app import app
 
     monkeypatch.setenv("JOBTRAIL_API_URL", system.base_url)
+    monkeypatch.setenv("JOBTRAIL_API_KEY", system.api_key)
     result = CliRunner().invoke(app, ["dlq", "quarantined", "--job", str(poison)])
     assert result.exit_code == 0 and "1 quarantined event(s)" in result.output
     assert "relay" in result.output  # the table folds long cells on a narrow terminal

@@ -1,0 +1,255 @@
+"""Authentication, scopes and tenants on every endpoint of the real app (real PostgreSQL and Redis,
+no broker): no key is 401, a key without the scope is 403 naming it, another tenant's job is the
+404 of a job that does not exist, idempotency keys are per tenant, and the actor is the key."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from fastapi.routing import APIRoute
+
+from services.submitter.app import create_app
+from services.submitter.auth import PUBLIC_PATHS, refresh_keys
+from services.submitter.deps import Deps
+from shared import keys
+from shared.domain import Job
+from shared.eventstore import AsyncJobStore, JobStore
+from shared.eventstore.tables import on_connection
+from shared.jobtypes import registry
+from shared.redis_view import RedisView
+from shared.settings import RedisSettings, StoreSettings
+from tests.api import actor_of, bearer, issue_key
+
+JOB = {"type": "cpu.hash", "payload": {"text": "mine"}}
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient, deps: Deps, url: str) -> None:
+        self.client, self.deps, self.url = client, deps, url
+
+    def key(self, tenant: str, scopes: tuple[str, ...] = ("admin",)) -> dict[str, str]:
+        return bearer(issue_key(self.url, self.deps.keys, tenant, scopes))
+
+
+@pytest.fixture
+async def api(store_settings: StoreSettings, redis_url: str) -> AsyncIterator[Api]:
+    registry.load(["shared.example_jobs"])
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-au-{uuid.uuid4().hex}"))
+    async with AsyncJobStore(JobStore(store_settings)) as store:
+        deps = Deps(store, view, registry, {"default", "cpu", "io"})
+        app = create_app()
+        app.state.deps = deps
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://jobtrail") as client:
+            yield Api(client, deps, store_settings.postgres_url)
+    await view.aclose()
+
+
+def operations() -> list[tuple[str, str]]:
+    """Every (method, path) the API serves, path parameters filled with a fresh job id."""
+    job = str(uuid.uuid4())
+    found = []
+    for route in create_app().routes:
+        if isinstance(route, APIRoute):
+            for method in sorted(route.methods or ()):
+                found.append((method, route.path.replace("{job_id}", job)))
+    return found
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    return body
+
+
+async def test_every_endpoint_but_the_probes_needs_a_valid_key(api: Api) -> None:
+    # Given a live key, an unknown one, a malformed one and a revoked one
+    live = issue_key(api.url, api.deps.keys, "acme")
+    revoked = issue_key(api.url, api.deps.keys, "acme")
+    with psycopg.connect(api.url, autocommit=True) as conn:
+        keys.revoke_key(conn, revoked.split("_")[1])
+        api.deps.keys.refresh(conn)
+    unknown = live[:-4] + ("AAAA" if not live.endswith("AAAA") else "BBBB")
+    refused = [
+        {},
+        bearer(unknown),
+        bearer(revoked),
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": f"Token {live}"},
+    ]
+    served = operations()
+    assert len(served) >= 12
+    for method, path in served:
+        if path in PUBLIC_PATHS:
+            continue
+        for headers in refused:
+            # When a request comes without a valid key
+            answer = await api.client.request(method, path, headers=headers, json={})
+            # Then it is 401 with a problem document and the scheme to use, nothing else
+            assert_problem(answer, 401)
+            assert answer.headers["www-authenticate"].startswith("Bearer"), (method, path)
+    # And the probes answer without one
+    assert (await api.client.get("/healthz")).status_code == 200
+    # And the live key is served
+    assert (await api.client.get("/v1/jobs", headers=bearer(live))).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("scopes", "method", "path", "body", "needed"),
+    [
+        (("read",), "POST", "/v1/jobs", JOB, "submit"),
+        (("read",), "POST", "/v1/jobs/batch", {"jobs": [JOB]}, "submit"),
+        (("submit",), "GET", "/v1/jobs/{job}", None, "read"),
+        (("submit",), "GET", "/v1/jobs/{job}/events", None, "read"),
+        (("submit",), "GET", "/v1/jobs", None, "read"),
+        (("read",), "POST", "/v1/jobs/{job}/cancel", None, "cancel"),
+        (("read",), "POST", "/v1/jobs/{job}/requeue", {"reason": "r"}, "cancel"),
+        (("read", "cancel"), "GET", "/v1/dead-letters", None, "admin"),
+        (("read", "cancel"), "GET", "/v1/quarantine", None, "admin"),
+        (("read", "audit"), "GET", "/metrics", None, "admin"),
+    ],
+)
+async def test_a_key_without_the_scope_is_refused_naming_it(
+    api: Api, scopes: tuple[str, ...], method: str, path: str, body: Any, needed: str
+) -> None:
+    owner = api.key("acme")
+    job = (await api.client.post("/v1/jobs", json=JOB, headers=owner)).json()["id"]
+    before = len(await api.deps.store.history(uuid.UUID(job)))
+    answer = await api.client.request(
+        method, path.format(job=job), json=body, headers=api.key("acme", scopes)
+    )
+    assert assert_problem(answer, 403)["scope"] == needed
+    assert needed in answer.json()["detail"]
+    # nothing was recorded
+    assert len(await api.deps.store.history(uuid.UUID(job))) == before
+
+
+async def test_another_tenants_job_is_not_found_on_every_endpoint(api: Api) -> None:
+    # Given a job of tenant acme, and an admin key of tenant globex
+    acme, globex = api.key("acme"), api.key("globex")
+    mine = await api.client.post("/v1/jobs", json=JOB, headers=acme)
+    assert mine.status_code == 202 and mine.json()["id"]
+    job = mine.json()["id"]
+    history = await api.deps.store.history(uuid.UUID(job))
+    nobody = str(uuid.uuid4())
+
+    async def both(method: str, path: str, **options: Any) -> tuple[httpx.Response, ...]:
+        theirs = await api.client.request(method, path.format(job=job), headers=globex, **options)
+        unknown = await api.client.request(
+            method, path.format(job=nobody), headers=globex, **options
+        )
+        return theirs, unknown
+
+    # When globex tries every endpoint that names a job with acme's job id
+    for method, path, options in [
+        ("GET", "/v1/jobs/{job}", {}),
+        ("GET", "/v1/jobs/{job}", {"params": {"version": 1}}),
+        ("GET", "/v1/jobs/{job}", {"params": {"at": "2100-01-01T00:00:00Z"}}),
+        ("GET", "/v1/jobs/{job}/events", {}),
+        ("POST", "/v1/jobs/{job}/cancel", {"json": {"reason": "not yours"}}),
+        ("POST", "/v1/jobs/{job}/requeue", {"json": {"reason": "not yours"}}),
+        ("GET", "/v1/dead-letters?job_id={job}", {}),
+        ("GET", "/v1/quarantine?job_id={job}", {}),
+    ]:
+        theirs, unknown = await both(method, path, **options)
+        # Then it is the 404 of a job that does not exist, word for word but the id
+        assert_problem(theirs, 404)
+        assert_problem(unknown, 404)
+        assert theirs.json()["detail"].replace(job, nobody) == unknown.json()["detail"], path
+        assert theirs.json().keys() == unknown.json().keys()
+    # And the job is in no list of globex's, and still in acme's
+    listed = await api.client.get("/v1/jobs", headers=globex)
+    assert job not in {j["id"] for j in listed.json()["jobs"]}
+    # And nothing was recorded: acme's job is as it was
+    assert len(await api.deps.store.history(uuid.UUID(job))) == len(history)
+    seen = await api.client.get(f"/v1/jobs/{job}", headers=acme)
+    assert seen.status_code == 200 and seen.json()["tenant"] == "acme"
+    assert (await api.client.get(f"/v1/jobs/{job}/events", headers=acme)).status_code == 200
+
+
+async def test_lists_show_only_the_keys_tenant(api: Api) -> None:
+    acme, globex = api.key("acme"), api.key("globex")
+    ids = {
+        tenant: {
+            (await api.client.post("/v1/jobs", json=JOB, headers=key)).json()["id"]
+            for _ in range(3)
+        }
+        for tenant, key in (("acme", acme), ("globex", globex))
+    }
+    # The projection is not running here: write the jobs' hashes as it would
+    jobs = await api.deps.store.get_many([uuid.UUID(i) for s in ids.values() for i in s])
+    await api.deps.view.put_jobs(jobs)
+    for tenant, key in (("acme", acme), ("globex", globex)):
+        for params in ({}, {"status": "SCHEDULED"}, {"type": "cpu.hash"}):
+            page = (await api.client.get("/v1/jobs", params=params, headers=key)).json()
+            assert {j["id"] for j in page["jobs"]} == ids[tenant], (tenant, params)
+            assert {j["tenant"] for j in page["jobs"]} == {tenant}
+
+
+async def test_idempotency_keys_are_per_tenant_and_the_actor_is_the_key(api: Api) -> None:
+    acme, globex = api.key("acme"), api.key("globex")
+    same = {"Idempotency-Key": "order-42", "X-Principal": "mallory"}
+    first = await api.client.post("/v1/jobs", json=JOB, headers=acme | same)
+    other = await api.client.post("/v1/jobs", json=JOB, headers=globex | same)
+    again = await api.client.post("/v1/jobs", json=JOB, headers=acme | same)
+    # Two tenants with the same key make two jobs; a repeat within a tenant meets its job
+    assert first.status_code == other.status_code == 202
+    assert first.json()["id"] != other.json()["id"]
+    assert not first.json()["replayed"] and not other.json()["replayed"]
+    assert again.json() == first.json() | {"replayed": True}
+    # And globex cannot cancel acme's job by guessing its key
+    assert (
+        await api.client.post(f"/v1/jobs/{first.json()['id']}/cancel", headers=globex)
+    ).status_code == 404
+    # And each event names the key that caused it, never the X-Principal header
+    for answer, key, tenant in ((first, acme, "acme"), (other, globex, "globex")):
+        events = await api.deps.store.history(uuid.UUID(answer.json()["id"]))
+        assert {e.actor for e in events} == {actor_of(key, tenant)}
+        submitted = events[0]
+        assert isinstance(submitted, Job.Submitted) and submitted.tenant == tenant
+
+
+async def test_a_revoked_key_stops_working_within_a_second(api: Api) -> None:
+    key = issue_key(api.url, api.deps.keys, "acme", ("read",))
+
+    async def refresh() -> None:
+        def read(conn: Any) -> int:
+            return api.deps.keys.refresh(conn)
+
+        await api.deps.store.run_sync(on_connection, api.deps.store.store, read)
+
+    refreshing = asyncio.create_task(refresh_keys(api.deps.keys, refresh, 0.5))
+    try:
+        assert (await api.client.get("/v1/jobs", headers=bearer(key))).status_code == 200
+        with psycopg.connect(api.url, autocommit=True) as conn:
+            keys.revoke_key(conn, key.split("_")[1])
+        revoked_at = time.monotonic()
+        while (await api.client.get("/v1/jobs", headers=bearer(key))).status_code == 200:
+            assert time.monotonic() - revoked_at < 1.5, "the revoked key still works"
+            await asyncio.sleep(0.05)
+        assert time.monotonic() - revoked_at < 1.5
+    finally:
+        refreshing.cancel()
+
+
+async def test_anonymous_access_only_when_the_development_setting_gives_a_principal(
+    api: Api,
+) -> None:
+    assert (await api.client.get("/v1/jobs")).status_code == 401
+    api.deps.anonymous = keys.Principal("anonymous", "dev", frozenset(keys.SCOPES))
+    answer = await api.client.post("/v1/jobs", json=JOB)
+    assert answer.status_code == 202
+    events = await api.deps.store.history(uuid.UUID(answer.json()["id"]))
+    assert events[0].actor == "key:anonymous@dev"
+    # a key, when sent, is still checked
+    assert (await api.client.get("/v1/jobs", headers=bearer("jt_nope"))).status_code == 401
