@@ -20,6 +20,7 @@ import httpx
 import psycopg
 
 from services.cli.supervisor import Supervisor
+from shared import keys
 from shared.eventstore import ensure_database
 from tests.services import delete_topology
 
@@ -34,6 +35,7 @@ def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float,
     port = 18000 + int(tag[:3], 16) % 1000
     url = f"{SERVER}/{db}"
     ensure_database(url)
+    auth = {"Authorization": f"Bearer {keys.issue(url, name='benchmark')}"}
     env = (
         dict(os.environ)
         | extra_env
@@ -48,7 +50,7 @@ def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float,
     supervisor = Supervisor(workers=workers, env=env, log_dir=Path(tempfile.mkdtemp()))
     supervisor.start()
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60, headers=auth) as http:
             while True:
                 try:
                     if http.get("/readyz").status_code == 200:

@@ -58,16 +58,18 @@ class Latency:
         return percentile(self.ms, q)
 
 
-def _client(base_url: str) -> httpx.AsyncClient:
+def _client(system: Scratch) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    return httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits)
+    return httpx.AsyncClient(
+        base_url=system.base_url, timeout=120, limits=limits, headers=system.headers
+    )
 
 
 async def by_batch(system: Scratch, jobs: int) -> int:
     """POST /v1/jobs/batch, 100 jobs a request, one request after the other; returns how many
     jobs were accepted."""
     accepted = 0
-    async with _client(system.base_url) as http:
+    async with _client(system) as http:
         for start in range(0, jobs, BATCH):
             body = {"jobs": [NOOP] * min(BATCH, jobs - start)}
             try:
@@ -92,7 +94,7 @@ async def by_request(system: Scratch, jobs: int) -> int:
                 (await http.post("/v1/jobs", json=NOOP)).raise_for_status()
                 accepted += 1
 
-    async with _client(system.base_url) as http:
+    async with _client(system) as http:
         await asyncio.gather(*(sender(http) for _ in range(IN_FLIGHT)))
     return accepted
 
@@ -169,7 +171,7 @@ async def _paced(
         except httpx.HTTPError:
             errors += 1
 
-    async with _client(system.base_url) as http:
+    async with _client(system) as http:
         total = int(rate * seconds)
         start = time.perf_counter()
         tasks = []

@@ -28,6 +28,7 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from services.cli.supervisor import Child, Supervisor
+from shared import keys
 from shared.domain import Job
 from shared.eventstore import JobStore, ensure_database
 from shared.settings import StoreSettings
@@ -72,6 +73,8 @@ class Scratch:
         self.port = free_port()
         self.postgres_url = f"{POSTGRES}/{self.database}"
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self.api_key = ""  # an admin key, issued at start
+        self.headers: dict[str, str] = {}
         self.log_dir = Path(tempfile.mkdtemp(prefix="jobtrail-compare-"))
         keep = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRAIL_")}
         self.env = keep | {
@@ -99,6 +102,8 @@ class Scratch:
 
     def start(self, timeout: float = 90.0) -> None:
         ensure_database(self.postgres_url)
+        self.api_key = keys.issue(self.postgres_url, name="benchmark")
+        self.headers = {"Authorization": f"Bearer {self.api_key}"}
         self.supervisor.start()
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.base_url, timeout=5) as http:

@@ -79,7 +79,7 @@ async def _load(side: Side, requests: list[Call]) -> list[str]:
     pending = list(reversed(requests))
     ids: list[str] = []
     limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=IN_FLIGHT)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json"} | side.headers
     async with httpx.AsyncClient(base_url=side.base_url, timeout=60, limits=limits) as http:
 
         async def sender() -> None:

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from shared.domain.job import TENANT_NAME
+from shared.domain.job import DEFAULT_TENANT, TENANT_NAME
 
 TABLE = "jobtrail_api_keys"
 SCOPES = ("submit", "read", "cancel", "audit", "admin")
@@ -141,6 +141,18 @@ def create_key(
         [key_id, tenant, name, list(chosen), digest(key)],
     )
     return _info(row), key
+
+
+def issue(
+    postgres_url: str,
+    tenant: str = DEFAULT_TENANT,
+    scopes: Sequence[str] = ("admin",),
+    name: str = "",
+) -> str:
+    """Creates a key (and the table, when missing) on its own connection; returns the key."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        create_table(conn)
+        return create_key(conn, tenant, scopes, name)[1]
 
 
 def list_keys(conn: psycopg.Connection[Any], tenant: str | None = None) -> list[KeyInfo]:

@@ -20,10 +20,9 @@ def issue_key(
     name: str = "test",
 ) -> str:
     """Creates a key (the table too, when missing) and, given a ring, loads it there."""
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
-        keys.create_table(conn)
-        _, key = keys.create_key(conn, tenant, scopes, name)
-        if ring is not None:
+    key = keys.issue(postgres_url, tenant, scopes, name)
+    if ring is not None:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
             ring.refresh(conn, full=True)
     return key
 
