@@ -90,6 +90,8 @@ RunAt = Annotated[AwareDatetime, AfterValidator(bounded_run_at)]
 Payload = Annotated[dict[str, Any], AfterValidator(bounded_json)]
 JobType = Annotated[str, Field(pattern=JOB_TYPE_PATTERN)]
 QueueName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+TenantName = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+"""shared.domain.job.TENANT_NAME (contracts import nothing of the services)."""
 
 
 class JobEvent(Strict):
@@ -133,5 +135,13 @@ class CancelJob(Strict):
 
 
 JobEventMessage = Envelope[JobEvent]
-SubmitJobMessage = Envelope[SubmitJob]
+class SubmitJobMessage(Envelope[SubmitJob]):
+    """A submission over the bus. The bus is a trusted interface (only the services' RabbitMQ
+    users may publish commands): the message names the tenant its job belongs to."""
+
+    tenant: TenantName = Field(
+        default="default", description="the tenant the job belongs to (default: 'default')"
+    )
+
+
 CancelJobMessage = Envelope[CancelJob]

@@ -45,7 +45,12 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
         try:
             cause = Cause(f"bus:{deps.instance}", message.correlation_id, str(message.message_id))
             submission = handlers.prepare(
-                message.data, deps.registry, deps.queues, cause, message_id=message.message_id
+                message.data,
+                deps.registry,
+                deps.queues,
+                cause,
+                message_id=message.message_id,
+                tenant=message.tenant,
             )
             done = await hold(
                 lambda: handlers.submit(deps.store, submission),

@@ -253,3 +253,22 @@ async def test_anonymous_access_only_when_the_development_setting_gives_a_princi
     assert events[0].actor == "key:anonymous@dev"
     # a key, when sent, is still checked
     assert (await api.client.get("/v1/jobs", headers=bearer("jt_nope"))).status_code == 401
+
+
+async def test_a_bus_submission_belongs_to_the_tenant_its_message_names(api: Api) -> None:
+    from contracts.messages import SubmitJobMessage
+    from services.submitter import handlers
+    from shared.domain import Cause, job_id_for_key
+
+    body = {"correlation_id": "c", "data": JOB | {"idempotency_key": "k-1"}, "tenant": "acme"}
+    message = SubmitJobMessage.model_validate(body)
+    cause = Cause("bus:test", message.correlation_id, str(message.message_id))
+    submission = handlers.prepare(
+        message.data, registry, api.deps.queues, cause, tenant=message.tenant
+    )
+    job, _ = await handlers.submit(api.deps.store, submission)
+    assert job.tenant == "acme" and job.id == job_id_for_key("k-1", "acme")
+    assert job.id != job_id_for_key("k-1")
+    # and the acme key reads it; another tenant's does not
+    assert (await api.client.get(f"/v1/jobs/{job.id}", headers=api.key("acme"))).status_code == 200
+    assert (await api.client.get(f"/v1/jobs/{job.id}", headers=api.key("b"))).status_code == 404

@@ -72,3 +72,15 @@ def test_a_run_at_out_of_range_is_refused_also_in_a_message(run_at: str) -> None
         SubmitJobMessage.model_validate(raw)
     assert [e["loc"] for e in info.value.errors()] == [("data", "run_at")]
     assert SubmitJob.model_validate({"type": "t", "run_at": "2000-01-01T00:00:00Z"}).run_at
+
+
+def test_a_submission_message_names_its_tenant_or_belongs_to_the_default_one() -> None:
+    from contracts.messages import SubmitJobMessage
+
+    job = {"type": "cpu.hash", "payload": {"text": "x"}}
+    plain = SubmitJobMessage.model_validate({"correlation_id": "c", "data": job})
+    acme = SubmitJobMessage.model_validate({"correlation_id": "c", "data": job, "tenant": "acme"})
+    assert (plain.tenant, acme.tenant) == ("default", "acme")
+    for bad in ("", "Acme", "a b", "x" * 64, "-lead"):
+        with pytest.raises(ValidationError, match="tenant"):
+            SubmitJobMessage.model_validate({"correlation_id": "c", "data": job, "tenant": bad})
