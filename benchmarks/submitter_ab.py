@@ -115,7 +115,7 @@ def idle(side: Side, method: str, paths: list[str], pause: float = 0.005) -> lis
     """Milliseconds per request, one at a time with a pause before each."""
     host, port = side.base_url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json"} | side.headers
     ms = []
     try:
         for path in paths:
