@@ -94,6 +94,7 @@ _STORE_COUNTERS = {
     "conflicts": "Version conflicts met (a writer bypassed the lock); the batch was decided again",
     "transient_retries": "Batches retried after a database error",
     "unknown_commits": "COMMITs whose outcome was lost and decided by re-reading",
+    "overloaded": "Commands (or batches) refused at once: the group-commit queue was full",
 }
 
 

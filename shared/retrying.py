@@ -23,13 +23,14 @@ from typing import TypeVar
 import psycopg
 from eventsourcing.persistence import InterfaceError, InternalError, OperationalError
 
-from shared.eventstore import ConcurrencyError
+from shared.eventstore import ConcurrencyError, StoreOverloadedError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 TRANSIENT: tuple[type[Exception], ...] = (
     ConcurrencyError,
+    StoreOverloadedError,  # this process's group-commit queue is full: nothing written, retry
     OperationalError,
     InterfaceError,
     InternalError,

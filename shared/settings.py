@@ -36,6 +36,12 @@ class StoreSettings(BaseSettings):
     postgres_idle_in_transaction_timeout_s: int = Field(default=5, ge=0)
     store_max_batch: int = Field(default=256, ge=1, le=10_000)
     store_max_inflight_batches: int = Field(default=2, ge=1, le=32)
+    store_max_waiting: int = Field(
+        default=10_000,
+        ge=1,
+        description="commands waiting for a group commit per process; past it a command (or "
+        "a whole batch) is refused at once (503 + Retry-After at the API)",
+    )
     store_conflict_retries: int = Field(default=5, ge=0, le=100)
     store_retry_budget_s: float = Field(
         default=4.0, gt=0, description="a command gives up (503 at the API) after this long"
@@ -206,3 +212,28 @@ class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
 
     uvloop: bool = Field(default=True, description="run the event loop on uvloop (libuv)")
+
+
+class LimitSettings(BaseSettings):
+    """Per-key rate limits and the per-tenant cap on pending jobs (shared/ratelimit.py): the
+    submitter answers 429 + Retry-After past them."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    rate_limit_per_s: int = Field(
+        default=1_000,
+        ge=0,
+        description="requests a second per API key, in each submitter process (N submitters "
+        "allow N times this); 0 = off",
+    )
+    rate_limit_burst: int = Field(
+        default=2_000, ge=1, description="requests a key may send at once before the rate applies"
+    )
+    rate_limit_max_keys: int = Field(
+        default=10_000,
+        ge=1,
+        description="keys a submitter remembers (least recently seen forgotten first)",
+    )
+    tenant_max_pending: int = Field(
+        default=100_000, ge=0, description="jobs not yet final per tenant; 0 = no cap"
+    )

@@ -26,7 +26,7 @@ from services.submitter.server import MAX_HEAD_BYTES, HeadLimit
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
-from shared.eventstore import UnstorableEventError
+from shared.eventstore import StoreOverloadedError, UnstorableEventError
 from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
@@ -324,6 +324,12 @@ def create_app(
             response = problem(503, "Unavailable", "the event store is unavailable; retry later")
             response.headers["Retry-After"] = "5"
             return response
+
+    @app.exception_handler(StoreOverloadedError)  # after TRANSIENT, which includes it
+    async def overloaded(_: Request, exc: StoreOverloadedError) -> Any:
+        response = problem(503, "Overloaded", str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
 
     return app
 

@@ -1,7 +1,7 @@
 """The event store adapter: the only code that touches eventsourcing's Application."""
 
 from shared.eventstore import tables
-from shared.eventstore.aio import AsyncJobStore
+from shared.eventstore.aio import AsyncJobStore, StoreOverloadedError
 from shared.eventstore.pool import cap_reconnect_backoff
 from shared.eventstore.store import (
     Command,
@@ -23,6 +23,7 @@ __all__ = [
     "ConcurrencyError",
     "JobStore",
     "Outcome",
+    "StoreOverloadedError",
     "Undecodable",
     "UndecodableHistoryError",
     "UnstorableEventError",

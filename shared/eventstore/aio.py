@@ -5,6 +5,11 @@ queue and go together in the next transaction, so N concurrent callers cost far 
 transactions. At most ``store_max_inflight_batches`` batches run at once, and the thread pool
 is no larger than the connection pool, so no thread ever waits for a connection it cannot get.
 
+The queue is bounded too (``store_max_waiting``): under overload a command that would make it
+longer is refused at once with ``StoreOverloadedError`` (nothing written, retry after a second;
+the API answers 503 + Retry-After, a consumer holds its delivery as for any transient failure),
+instead of queueing for longer than its caller would wait and growing memory without bound.
+
 On-commit hooks (``on_commit``) see every batch's outcomes once its transaction has committed,
 before any caller is answered: the events with their notification ids, which a writer publishes
 at once (``shared.publishing``) instead of leaving every message to the relay.
@@ -33,6 +38,21 @@ CommitHook = Callable[[Sequence[Outcome]], None]
 
 _Item = tuple[UUID, Command, "asyncio.Future[Outcome]"]
 
+OVERLOADED_RETRY_AFTER_S = 1
+"""A full queue drains in about a second (a few group commits of ``store_max_batch``)."""
+
+
+class StoreOverloadedError(Exception):
+    """Too many commands wait for a transaction in this process: this one was refused at once,
+    nothing of it written. Transient (shared/retrying.py): retry after ``retry_after_s``."""
+
+    def __init__(self, waiting: int, limit: int, retry_after_s: int = OVERLOADED_RETRY_AFTER_S):
+        super().__init__(
+            f"the event store is overloaded: {waiting} commands waiting (at most {limit}); "
+            f"retry in {retry_after_s} s"
+        )
+        self.retry_after_s = retry_after_s
+
 
 class AsyncJobStore:
     """Async commands (batched) and reads over a JobStore; start with ``async with``."""
@@ -41,6 +61,8 @@ class AsyncJobStore:
         self.store = store
         settings = store.settings
         self._max_batch = settings.store_max_batch
+        self._max_waiting = settings.store_max_waiting
+        self._waiting_many = 0  # commands of ``execute_many`` calls waiting for their thread
         self._executor = ThreadPoolExecutor(
             max_workers=store.max_connections, thread_name_prefix="jobtrail-store"
         )
@@ -97,16 +119,51 @@ class AsyncJobStore:
         """Like execute, but returns the Outcome (job and new events, or the error)."""
         if self._runner is None:
             raise RuntimeError("AsyncJobStore is not started")
+        self._admit(1)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._queue.append((job_id, command, future))
         self._wakeup.set()
         return await future
 
     async def execute_many(self, commands: Sequence[tuple[UUID, Command]]) -> list[Outcome]:
-        """Runs the commands together in one transaction (a batch submission, say)."""
-        outcomes = await self._call(self.store.execute_batch, list(commands))
+        """Runs the commands together in one transaction (a batch submission, say). Refused as a
+        whole (StoreOverloadedError) when its commands would overfill the queue; while they wait
+        for a thread of the pool they count as waiting."""
+        batch = list(commands)
+        self._admit(len(batch))
+        loop = asyncio.get_running_loop()
+        self._waiting_many += len(batch)
+        waiting = True
+
+        def started() -> None:
+            nonlocal waiting
+            if waiting:
+                waiting = False
+                self._waiting_many -= len(batch)
+
+        def run() -> list[Outcome]:
+            loop.call_soon_threadsafe(started)
+            return self.store.execute_batch(batch)
+
+        try:
+            outcomes = await self._call(run)
+        finally:
+            started()  # also when cancelled before its thread began
         self._committed(outcomes)
         return outcomes
+
+    @property
+    def waiting(self) -> int:
+        """Commands admitted that no transaction has taken up yet."""
+        return len(self._queue) + self._waiting_many
+
+    def _admit(self, count: int) -> None:
+        """Refuses ``count`` more commands when they would make the queue longer than
+        ``store_max_waiting``; a batch larger than the bound still passes an empty queue."""
+        waiting = self.waiting
+        if waiting and waiting + count > self._max_waiting:
+            self.store.stats.overloaded += 1
+            raise StoreOverloadedError(waiting, self._max_waiting)
 
     async def _run(self) -> None:
         while True:

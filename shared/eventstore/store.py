@@ -166,6 +166,7 @@ class StoreStats:
     conflicts: int = 0
     transient_retries: int = 0
     unknown_commits: int = 0
+    overloaded: int = 0
 
 
 def lock_key(job_id: UUID) -> int:
