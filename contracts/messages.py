@@ -135,6 +135,8 @@ class CancelJob(Strict):
 
 
 JobEventMessage = Envelope[JobEvent]
+
+
 class SubmitJobMessage(Envelope[SubmitJob]):
     """A submission over the bus. The bus is a trusted interface (only the services' RabbitMQ
     users may publish commands): the message names the tenant its job belongs to."""

@@ -420,6 +420,12 @@ class RedisView:
         data = cast(dict[str, str], await self.redis.hgetall(self.progress_key(job_id)))
         return data or None
 
+    async def tenant_count(self, tenant: str, statuses: Sequence[str]) -> int:
+        """How many of ``tenant``'s jobs stand in ``statuses`` (the counters, one round trip)."""
+        fields = [f"tenant:{tenant}:{status}" for status in statuses]
+        values = await self.redis.hmget((await self._space()).counts_key, fields)
+        return sum(int(v) for v in values if v)
+
     async def counts(self) -> dict[str, int]:
         raw = cast(dict[str, str], await self.redis.hgetall((await self._space()).counts_key))
         return {k: int(v) for k, v in raw.items()}

@@ -186,6 +186,8 @@ async def submit_job(
         job = job.model_copy(update={"idempotency_key": idempotency_key})
     cause = _cause(request, principal)
     submission = handlers.prepare(job, deps.registry, deps.queues, cause, tenant=principal.tenant)
+    if deps.pending_cap is not None:
+        await deps.pending_cap.admit(principal.tenant)
     created, replayed = await handlers.submit(deps.store, submission)
     response.headers["Location"] = f"/v1/jobs/{created.id}"
     if replayed:
@@ -249,6 +251,8 @@ async def submit_batch(request: Request, batch: BatchRequest) -> Any:
                     ],
                 )
             )
+    if deps.pending_cap is not None and prepared:
+        await deps.pending_cap.admit(principal.tenant, len(prepared))
     outcomes = await handlers.submit_many(deps.store, [s for _, s in prepared])
     for (index, _), outcome in zip(prepared, outcomes, strict=True):
         if outcome.error is not None:

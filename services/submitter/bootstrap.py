@@ -13,6 +13,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.submitter import subscribers
+from services.submitter.admission import PendingCap
 from services.submitter.app import create_app, lifespan_for
 from services.submitter.auth import AuthSettings, anonymous_principal, refresh_keys
 from services.submitter.deps import Deps
@@ -23,9 +24,16 @@ from shared.eventstore.tables import on_connection
 from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.publishing import publish_on_commit
+from shared.ratelimit import RateLimiter
 from shared.redis_view import RedisView
 from shared.runtime import instance_id
-from shared.settings import BusSettings, JobSettings, RedisSettings, StoreSettings
+from shared.settings import (
+    BusSettings,
+    JobSettings,
+    LimitSettings,
+    RedisSettings,
+    StoreSettings,
+)
 
 
 class SubmitterSettings(BaseSettings):
@@ -50,10 +58,13 @@ async def dependencies() -> AsyncIterator[Deps]:
     broker = make_broker(bus, prefetch=64, apply_types=False)
     redis_settings = RedisSettings()
     view = RedisView(redis_settings)
-    auth = AuthSettings()
+    auth, limits = AuthSettings(), LimitSettings()
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, queues, broker, instance_id("submitter"))
         deps.anonymous = anonymous_principal(auth)
+        limiter = RateLimiter.from_settings(limits)
+        deps.rate_limit = limiter.check if limiter.enabled else None
+        deps.pending_cap = PendingCap(view, limits.tenant_max_pending)
         if store_settings.postgres_create_schema:
             await store.run_sync(on_connection, store.store, keys.create_table)
 

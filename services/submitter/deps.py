@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from faststream.rabbit import RabbitBroker
 
+from services.submitter.admission import PendingCap
 from shared.eventstore import AsyncJobStore
 from shared.jobtypes import Registry
 from shared.keys import KeyRing, Principal
@@ -27,6 +28,8 @@ class Deps:
     """Who a request without a key acts as: nobody (401) unless JOBTRAIL_AUTH_ANONYMOUS is on."""
     rate_limit: Callable[[str], int | None] | None = None
     """A key id's wait in seconds when it is over its rate, else None (None: no limit)."""
+    pending_cap: PendingCap | None = None
+    """The per-tenant cap on jobs not yet final (None: no cap)."""
 
     async def check(self) -> dict[str, str]:
         """Pings PostgreSQL, RabbitMQ and Redis, each within two seconds."""

@@ -272,3 +272,43 @@ async def test_a_bus_submission_belongs_to_the_tenant_its_message_names(api: Api
     # and the acme key reads it; another tenant's does not
     assert (await api.client.get(f"/v1/jobs/{job.id}", headers=api.key("acme"))).status_code == 200
     assert (await api.client.get(f"/v1/jobs/{job.id}", headers=api.key("b"))).status_code == 404
+
+
+async def test_a_key_over_its_rate_gets_429_with_retry_after(api: Api) -> None:
+    from shared.ratelimit import RateLimiter
+
+    api.deps.rate_limit = RateLimiter(per_s=1, burst=2).check
+    fast, other = api.key("acme"), api.key("acme")
+    answers = [(await api.client.get("/v1/jobs", headers=fast)).status_code for _ in range(3)]
+    assert answers == [200, 200, 429]
+    limited = await api.client.get("/v1/jobs", headers=fast)
+    assert_problem(limited, 429)
+    assert int(limited.headers["retry-after"]) >= 1
+    # another key has its own bucket
+    assert (await api.client.get("/v1/jobs", headers=other)).status_code == 200
+
+
+async def test_a_tenant_over_its_pending_cap_gets_429_and_nothing_is_written(api: Api) -> None:
+    from services.submitter.admission import PendingCap
+    from shared.domain import job_id_for_key
+    from shared.domain.errors import JobNotFoundError
+
+    api.deps.pending_cap = PendingCap(api.deps.view, cap=3, refresh_s=0.0)
+    acme, globex = api.key("acme"), api.key("globex")
+    # Given three jobs of acme not yet final, counted by the projection (not running here: their
+    # hashes are written as it would)
+    posted = [await api.client.post("/v1/jobs", json=JOB, headers=acme) for _ in range(3)]
+    assert [p.status_code for p in posted] == [202] * 3
+    jobs = await api.deps.store.get_many([uuid.UUID(p.json()["id"]) for p in posted])
+    await api.deps.view.put_jobs(jobs)
+    # When acme submits one more, alone or in a batch
+    one = await api.client.post("/v1/jobs", json=JOB | {"idempotency_key": "over"}, headers=acme)
+    batch = await api.client.post("/v1/jobs/batch", json={"jobs": [JOB]}, headers=acme)
+    # Then both are 429 with Retry-After, naming the tenant, and nothing is written
+    for refused in (one, batch):
+        assert_problem(refused, 429)
+        assert refused.headers["retry-after"] == "30" and "acme" in refused.json()["detail"]
+    with pytest.raises(JobNotFoundError):
+        await api.deps.store.get(job_id_for_key("over", "acme"))
+    # And another tenant is not held back
+    assert (await api.client.post("/v1/jobs", json=JOB, headers=globex)).status_code == 202
