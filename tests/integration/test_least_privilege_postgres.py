@@ -174,3 +174,38 @@ def test_a_writer_that_waits_too_long_for_the_log_lock_fails(service_url: str) -
             assert isinstance(cause.__cause__, psycopg.errors.LockNotAvailable)  # ... 55P03
     finally:
         store.close()
+
+
+def test_db_grant_create_makes_the_login_role_and_grants_it(
+    owner_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"jobtrail_lp_{uuid.uuid4().hex[:8]}"
+    monkeypatch.delenv("JOBTRAIL_SERVICE_ROLE_PASSWORD", raising=False)
+    refused = CliRunner().invoke(app, ["db", "grant", name, "--create"])
+    assert refused.exit_code == 2 and "JOBTRAIL_SERVICE_ROLE_PASSWORD" in refused.output
+    monkeypatch.setenv("JOBTRAIL_SERVICE_ROLE_PASSWORD", "s3cret-for-the-test")
+    try:
+        result = CliRunner().invoke(app, ["db", "grant", name, "--create"])
+        assert result.exit_code == 0, result.output
+        assert "s3cret" not in result.output
+        with psycopg.connect(owner_url) as owner:
+            row = owner.execute(
+                "SELECT rolcanlogin, rolsuper, rolcreaterole, rolcreatedb, "
+                "has_table_privilege(rolname, 'jobtrail_events', 'INSERT'), "
+                "has_table_privilege(rolname, 'jobtrail_events', 'UPDATE') "
+                "FROM pg_roles WHERE rolname = %s",
+                [name],
+            ).fetchone()
+        assert row == (True, False, False, False, True, False)
+    finally:
+        with psycopg.connect(owner_url, autocommit=True) as owner:
+            owner.execute(f'DROP OWNED BY "{name}"')
+            owner.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_the_owner_is_never_made_the_service_role(owner_url: str) -> None:
+    from services.cli.roles import RoleError, ensure_role
+
+    refused = pytest.raises(RoleError, match="owner or a superuser")
+    with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as owner, refused:
+        ensure_role(owner, "postgres", None)
