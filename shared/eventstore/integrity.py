@@ -122,8 +122,9 @@ def grant(
     No UPDATE, DELETE or TRUNCATE on the events or checkpoints table: appends serialise on an
     advisory lock (recorder.LOG_LOCK), not on a table lock that would need them, and the triggers
     refuse them anyway. The API key table is read only (``jobtrail keys`` runs as the owner). The
-    derived tables (timers, leases, positions, ...) are read-write. ``read_only``: an auditor's
-    role, SELECT on every jobtrail table and nothing else.
+    derived tables (timers, leases, positions, ...) are read-write. Rights an older grant gave on
+    the log, checkpoint and key tables are revoked first. ``read_only``: an auditor's role,
+    SELECT on every jobtrail table and nothing else.
     """
     who = sql.Identifier(role)
     with conn.transaction():
@@ -133,6 +134,8 @@ def grant(
             "AND tablename LIKE 'jobtrail\\_%%'"
         ).fetchall()
         names = [row["tablename"] for row in tables]
+        for name in {events, CHECKPOINTS, KEYS} & set(names):  # what an older grant gave
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(name), who))
         select_only = names if read_only else [n for n in names if n == KEYS]
         for name in select_only:
             conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(name), who))

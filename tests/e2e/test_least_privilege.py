@@ -193,12 +193,16 @@ def test_one_job_runs_end_to_end_with_least_privilege(
         system.stop()
 
 
+async def _ignore(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    await message.reject(requeue=True)
+
+
 async def _consume(url: str, queue: str) -> None:
     connection = await aio_pika.connect(url, timeout=10)
     try:
         channel = await connection.channel()
         declared = await channel.get_queue(queue, ensure=False)
-        await declared.consume(lambda message: asyncio.sleep(0), timeout=10)
+        await declared.consume(_ignore, timeout=10)
     finally:
         await connection.close()
 

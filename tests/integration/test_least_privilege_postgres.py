@@ -209,3 +209,19 @@ def test_the_owner_is_never_made_the_service_role(owner_url: str) -> None:
     refused = pytest.raises(RoleError, match="owner or a superuser")
     with psycopg.connect(owner_url, autocommit=True, row_factory=dict_row) as owner, refused:
         ensure_role(owner, "postgres", None)
+
+
+def test_grant_takes_back_what_an_older_grant_gave(owner_url: str, service_url: str) -> None:
+    role = service_url.split("://", 1)[1].split("@", 1)[0]
+    with psycopg.connect(owner_url, autocommit=True) as owner:
+        owner.execute(f'GRANT UPDATE ON jobtrail_events, jobtrail_api_keys TO "{role}"')
+    result = CliRunner().invoke(app, ["db", "grant", role])
+    assert result.exit_code == 0, result.output
+    with psycopg.connect(owner_url) as owner:
+        row = owner.execute(
+            "SELECT has_table_privilege(%s, 'jobtrail_events', 'UPDATE'), "
+            "has_table_privilege(%s, 'jobtrail_api_keys', 'UPDATE'), "
+            "has_table_privilege(%s, 'jobtrail_events', 'INSERT')",
+            [role, role, role],
+        ).fetchone()
+    assert row == (False, False, True)
