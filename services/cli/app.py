@@ -96,6 +96,18 @@ def local_key() -> str:
     return key
 
 
+def _service_environment() -> dict[str, str]:
+    """The services' environment: they run as the service role, not as the owner (roles.py)."""
+    from services.cli.roles import RoleError, role_name, service_environment
+
+    try:
+        env = service_environment()
+    except RoleError as exc:
+        raise _fail(str(exc), 2) from None
+    console.print(f"services run as PostgreSQL role {role_name(env)} (JOBTRAIL_SERVICE_ROLE)")
+    return env
+
+
 @app.command()
 def up(
     workers: Annotated[int, typer.Option(min=1, max=64, help="worker processes")] = 1,
@@ -104,12 +116,9 @@ def up(
     problems = check_infrastructure()
     if problems:
         raise _fail("\n".join(problems), 2)
-    from shared.eventstore import ensure_database
-    from shared.settings import StoreSettings
-
-    ensure_database(StoreSettings().postgres_url)
+    env = _service_environment()  # the database, its schema and the service role
     local_key()
-    supervisor = Supervisor(workers=workers)
+    supervisor = Supervisor(workers=workers, env=env)
     signal.signal(signal.SIGTERM, lambda *_: supervisor._stopping.set())
     supervisor.start()
     console.print(f"jobtrail is up: API on {Client().http.base_url} (Ctrl-C stops it)")
@@ -492,13 +501,10 @@ def demo(
     problems = check_infrastructure()
     if problems:
         raise _fail("\n".join(problems), 2)
-    from shared.eventstore import ensure_database
-    from shared.settings import StoreSettings
-
-    ensure_database(StoreSettings().postgres_url)
+    env = _service_environment()  # the database, its schema and the service role
     local_key()
     log_dir = Path(".jobtrail/logs")
-    supervisor = Supervisor(workers=workers, log_dir=log_dir)
+    supervisor = Supervisor(workers=workers, log_dir=log_dir, env=env)
     supervisor.start()
     watcher = threading.Thread(target=supervisor.run_until_stopped, daemon=True)
     watcher.start()

@@ -204,26 +204,49 @@ def archive(
 def db_init() -> None:
     """Creates the database, tables and append-only triggers (as the owner)."""
     from shared.eventstore import JobStore, ensure_database
+    from shared.keys import create_table
     from shared.settings import StoreSettings
 
     settings = StoreSettings()
     ensure_database(settings.postgres_url)
     JobStore(settings.model_copy(update={"postgres_create_schema": True})).close()
-    console.print("schema ready: events (append-only), checkpoints, timers, leases, positions")
+    with connect() as conn:
+        create_table(conn)
+    console.print(
+        "schema ready: events (append-only), checkpoints, timers, leases, positions, API keys"
+    )
 
 
 @db_app.command(name="grant")
 def db_grant(
     role: Annotated[str, typer.Argument(help="an existing login role")],
     read_only: Annotated[bool, typer.Option("--read-only", help="an auditor: SELECT only")] = False,
+    create: Annotated[
+        bool,
+        typer.Option(
+            "--create",
+            help="create ROLE (LOGIN) when missing, with JOBTRAIL_SERVICE_ROLE_PASSWORD",
+        ),
+    ] = False,
 ) -> None:
     """Lets ROLE run the services (read and append history, never change or delete it), or,
     with --read-only, read everything and write nothing (auditors)."""
+    import os
+
+    from services.cli.roles import RoleError, ensure_role
     from shared.eventstore.integrity import grant
 
     with connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
-        if not exists:
+        if create and not read_only:
+            password = os.environ.get("JOBTRAIL_SERVICE_ROLE_PASSWORD")
+            if not password:
+                raise fail("--create: set JOBTRAIL_SERVICE_ROLE_PASSWORD to the role's password", 2)
+            try:
+                ensure_role(conn, role, password)
+            except RoleError as exc:
+                raise fail(str(exc), 2) from None
+        elif not exists:
             raise fail(f"role {role!r} does not exist (CREATE ROLE ... LOGIN first)", 2)
         grant(conn, role, read_only=read_only)
     console.print(

@@ -41,6 +41,7 @@ from shared.eventstore.chain import (
 
 EVENTS = "jobtrail_events"
 CHECKPOINTS = "jobtrail_checkpoints"
+KEYS = "jobtrail_api_keys"  # shared/keys.py TABLE (not imported: keys.py is the API's module)
 _CHECKPOINT_LOCK = 7261030
 
 _FUNCTION = """
@@ -118,32 +119,32 @@ def grant(
 ) -> None:
     """Grants a service role what the services need: the log may be read and appended to.
 
-    UPDATE on the events table is granted only because eventsourcing's ``LOCK TABLE ... IN
-    EXCLUSIVE MODE`` requires it; the trigger refuses every UPDATE. DELETE and TRUNCATE are not
-    granted. The derived tables (timers, leases, positions, ...) are read-write. ``read_only``:
-    an auditor's role, SELECT on every jobtrail table and nothing else.
+    No UPDATE, DELETE or TRUNCATE on the events or checkpoints table: appends serialise on an
+    advisory lock (recorder.LOG_LOCK), not on a table lock that would need them, and the triggers
+    refuse them anyway. The API key table is read only (``jobtrail keys`` runs as the owner). The
+    derived tables (timers, leases, positions, ...) are read-write. Rights an older grant gave on
+    the log, checkpoint and key tables are revoked first. ``read_only``: an auditor's role,
+    SELECT on every jobtrail table and nothing else.
     """
     who = sql.Identifier(role)
     with conn.transaction():
         conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(who))
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename LIKE 'jobtrail\\_%%'"
+        ).fetchall()
+        names = [row["tablename"] for row in tables]
+        for name in {events, CHECKPOINTS, KEYS} & set(names):  # what an older grant gave
+            conn.execute(sql.SQL("REVOKE ALL ON {} FROM {}").format(sql.Identifier(name), who))
+        select_only = names if read_only else [n for n in names if n == KEYS]
+        for name in select_only:
+            conn.execute(sql.SQL("GRANT SELECT ON {} TO {}").format(sql.Identifier(name), who))
         if read_only:
-            tables = conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-                "AND tablename LIKE 'jobtrail\\_%%'"
-            ).fetchall()
-            for row in tables:
-                conn.execute(
-                    sql.SQL("GRANT SELECT ON {} TO {}").format(
-                        sql.Identifier(row["tablename"]), who
-                    )
-                )
             return
-        conn.execute(
-            sql.SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(sql.Identifier(events), who)
-        )
-        conn.execute(
-            sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(CHECKPOINTS), who)
-        )
+        for name in (events, CHECKPOINTS):
+            conn.execute(
+                sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(sql.Identifier(name), who)
+            )
         sequence = conn.execute(
             "SELECT pg_get_serial_sequence(%s, 'notification_id') AS s", [events]
         ).fetchone()
@@ -153,17 +154,13 @@ def grant(
                     sql.SQL(sequence["s"]), who
                 )
             )
-        derived = conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
-            "AND tablename LIKE 'jobtrail\\_%%' AND tablename <> ALL(%s)",
-            [[events, CHECKPOINTS]],
-        ).fetchall()
-        for row in derived:
-            conn.execute(
-                sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
-                    sql.Identifier(row["tablename"]), who
+        for name in names:
+            if name not in (events, CHECKPOINTS, KEYS):
+                conn.execute(
+                    sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                        sql.Identifier(name), who
+                    )
                 )
-            )
 
 
 # -- checkpoints --------------------------------------------------------------------------------

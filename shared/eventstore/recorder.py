@@ -1,4 +1,11 @@
-"""A PostgreSQL recorder that can append inside a transaction its caller opened and holds."""
+"""A PostgreSQL recorder that can append inside a transaction its caller opened and holds.
+
+Appends are serialised by a transaction-scoped advisory lock (``LOG_LOCK``) instead of
+eventsourcing's ``LOCK TABLE ... IN EXCLUSIVE MODE``: same effect (one appending transaction at a
+time, so notification ids commit in the order they are issued and a follower never passes over a
+gap that fills later), but PostgreSQL grants ``EXCLUSIVE`` table locks only to roles with UPDATE,
+DELETE or TRUNCATE on the table, and the services' role has none of those (integrity.grant).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +16,14 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import sql
 
+LOG_LOCK = (7261, 50)
+"""The advisory-lock key every appender of the log takes (the two-int key space: it never meets
+the 64-bit per-job keys of store.py). ``lock_timeout`` bounds the wait as it bounded the table
+lock's: a writer that waits longer fails with ``LockNotAvailable`` (SQLSTATE 55P03)."""
+
 
 class JobRecorder(PostgresApplicationRecorder):
-    """Inserts events on ``conn`` when given one: same table lock, NOTIFY and key check, no commit.
+    """Inserts events on ``conn`` when given one: same log lock, NOTIFY and key check, no commit.
 
     The caller's transaction already holds the job's advisory lock, so load, decide and append
     commit together; it also passes each row's ``chain_hash`` (shared.eventstore.chain). Without
@@ -21,6 +33,11 @@ class JobRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # eventsourcing's own insert path (no ``conn``) runs these statements too
+        self.lock_table_statements = [
+            sql.SQL("SET LOCAL lock_timeout = '{}s'").format(self.datastore.lock_timeout),
+            sql.SQL("SELECT pg_advisory_xact_lock({}, {})").format(*map(sql.Literal, LOG_LOCK)),
+        ]
         self.insert_chained_statement = sql.SQL(
             "INSERT INTO {schema}.{table} "
             "(originator_id, originator_version, topic, state, chain_hash) "
@@ -51,7 +68,7 @@ class JobRecorder(PostgresApplicationRecorder):
             return []
         hashes: Sequence[bytes] = kwargs["chain_hashes"]
         with conn.cursor() as curs:
-            curs.execute(self.prelude_statement)  # SET LOCAL lock_timeout; LOCK TABLE; NOTIFY
+            curs.execute(self.prelude_statement)  # SET LOCAL lock_timeout; log lock; NOTIFY
             curs.execute(
                 self.insert_chained_statement,
                 [

@@ -315,17 +315,17 @@ def test_a_service_role_appends_and_reads_but_cannot_change_history(log: Log) ->
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
                 conn.execute("DELETE FROM jobtrail_events")
             conn.rollback()
-            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
                 conn.execute("UPDATE jobtrail_events SET topic = topic")
             conn.rollback()
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
                 conn.execute("TRUNCATE jobtrail_events")
             conn.rollback()
             conn.execute("SET LOCAL jobtrail.maintenance = 'on'")  # anyone may set it ...
-            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(
                     "UPDATE jobtrail_events SET topic = topic"
-                )  # ... only the owner uses it
+                )  # ... it grants no privilege, and only the owner uses it
     assert log.verify().ok
 
 
