@@ -23,7 +23,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import aio_pika
-import httpx
 import psycopg
 import pytest
 import redis
@@ -39,6 +38,7 @@ from shared.jobtypes import registry
 from shared.keys import create_table
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.settings import BusSettings, StoreSettings
+from tests.api import issue_key
 from tests.e2e.helpers import settle
 from tests.processes import Service, System, free_port, system_env
 from tests.services import delete_topology, fresh_database
@@ -150,7 +150,7 @@ def test_one_job_runs_end_to_end_with_least_privilege(
     base = system_env(deployment.postgres_url, "", deployment.redis_url, deployment.prefix, port)
     base["JOBTRAIL_POSTGRES_CREATE_SCHEMA"] = "false"
     base["JOBTRAIL_POSTGRES_POOL_SIZE"] = "2"  # the shared test server has few connections
-    system = System(base, tmp_path, port)
+    system = System(base, tmp_path, port, api_key=issue_key(deployment.owner_url))
     for service, name in SERVICES.items():
         env = base | {"JOBTRAIL_AMQP_URL": deployment.amqp[service]}
         system.services[name] = Service(name, env, tmp_path).start()
@@ -159,7 +159,7 @@ def test_one_job_runs_end_to_end_with_least_privilege(
     try:
         system.wait_ready()
         ids = []
-        with httpx.Client(base_url=system.base_url, timeout=10) as http:
+        with system.client(timeout=10) as http:
             # a job that runs at once, and one that fails its first attempt (the worker then
             # publishes AttemptFailed, the scheduler schedules it again)
             for job in (

@@ -29,6 +29,7 @@ from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
+from tests.api import bearer, issue_key
 from tests.integration.test_commands_outage import depth, eventually, publish, submit_message
 from tests.jobs import CAUSE
 from tests.services import delete_topology
@@ -155,9 +156,12 @@ async def api(
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-ovl-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(overload_settings)) as store:
         app = create_app()
-        app.state.deps = Deps(store, view, registry, {"default", "cpu", "io"})
+        app.state.deps = deps = Deps(store, view, registry, {"default", "cpu", "io"})
+        headers = bearer(issue_key(overload_settings.postgres_url, deps.keys))
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobtrail") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://jobtrail", headers=headers
+        ) as client:
             yield client, store
     await view.aclose()
 
