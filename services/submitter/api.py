@@ -311,7 +311,7 @@ async def get_job(
 
 
 router.add_api_route(  # ReadRoute: the fast path of a plain status read (media.py)
-    "/v1/jobs/{job_id}",
+    "/v1/jobs/{job_id:job}",  # not /v1/jobs/batch (media.JobIdConvertor)
     get_job,
     methods=["GET"],
     response_model=JobView,
