@@ -25,7 +25,7 @@ from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
 from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
 from services.submitter.quarantine_api import router as quarantine_router
-from services.submitter.server import MAX_HEAD_BYTES, HeadLimit
+from services.submitter.server import MAX_HEAD_BYTES, HeadLimit, problem_body, send_problem
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
@@ -78,22 +78,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = (
-            b'{"type":"about:blank","title":"Payload too large","status":413,'
-            b'"detail":"request body over ' + str(self.max_bytes).encode() + b' bytes"}'
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body over {self.max_bytes} bytes"
+        body = problem_body(413, "Payload too large", detail)
+        await send_problem(send, 413, body, ((b"connection", b"close"),))
 
 
 MESSAGE_ID_HEADERS = ("X-Request-Id", "X-Correlation-Id")
