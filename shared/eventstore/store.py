@@ -5,6 +5,10 @@ pessimistic lock). The append still goes through the (job id, version) primary k
 that bypassed the lock is caught (the optimistic backstop) and the command is decided again from
 a fresh load. Commands for many jobs share one transaction (group commit); locks are taken in key
 order so that two batches never deadlock.
+
+One class, ``JobStore``, kept whole (its commands and reads share the pool, the lock keys and
+the decoding): what a command is and returns lives in ``commands``, the schema in ``schema``,
+the derived tables in ``tables``; other modules reach the database through ``connection()``.
 """
 
 from __future__ import annotations
