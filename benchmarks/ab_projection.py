@@ -41,7 +41,7 @@ from benchmarks.replay_throughput import fill
 from benchmarks.scratch import POSTGRES, REDIS
 from shared.domain import Cause, Job
 from shared.eventstore import JobStore
-from shared.eventstore.store import Command, existing
+from shared.eventstore.commands import Command, existing
 from shared.settings import StoreSettings
 from tests.services import fresh_database
 

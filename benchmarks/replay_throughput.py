@@ -27,7 +27,7 @@ from services.projector.projection import Projection
 from shared import generations
 from shared.domain import Cause, Job
 from shared.drift import find_drift
-from shared.eventstore import AsyncJobStore, JobStore, integrity
+from shared.eventstore import AsyncJobStore, JobStore, checkpoints, verify
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
 from tests.services import fresh_database
@@ -91,7 +91,7 @@ def integrity_figures(url: str) -> None:
     """Checkpointing and verifying the same log (docs/audit.md): both read every event once."""
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         started = time.perf_counter()
-        mark = integrity.write_checkpoint(conn)
+        mark = checkpoints.write_checkpoint(conn)
         seconds = time.perf_counter() - started
     assert mark is not None
     print(
@@ -99,7 +99,7 @@ def integrity_figures(url: str) -> None:
         f"({mark.events / seconds:.0f} events/s)"
     )
     started = time.perf_counter()
-    report = integrity.verify_log(url)
+    report = verify.verify_log(url)
     seconds = time.perf_counter() - started
     print(
         f"verify (chains + head vs checkpoint) of {report.events} events: {seconds:.2f} s "

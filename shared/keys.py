@@ -29,6 +29,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from shared.domain.job import DEFAULT_TENANT, TENANT_NAME
+from shared.eventstore.locks import API_KEYS_DDL
+from shared.postgres import connect
 
 TABLE = "jobtrail_api_keys"
 SCOPES = ("submit", "read", "cancel", "audit", "admin")
@@ -118,7 +120,7 @@ def check_name(name: str) -> str:
 
 def create_table(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(7261040)")  # concurrent first starts
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [API_KEYS_DDL])  # concurrent first starts
         for statement in DDL.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -150,7 +152,7 @@ def issue(
     name: str = "",
 ) -> str:
     """Creates a key (and the table, when missing) on its own connection; returns the key."""
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
+    with connect(postgres_url) as conn:
         create_table(conn)
         return create_key(conn, tenant, scopes, name)[1]
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -75,12 +74,13 @@ def local_key() -> str:
     .jobtrail/api-key while it is live; else a new admin key of the default tenant, written
     there (mode 0600) for the CLI's later commands. The key itself is never printed."""
     from shared import keys
+    from shared.postgres import connect
     from shared.settings import StoreSettings
 
     given = os.environ.get("JOBTRAIL_API_KEY", "").strip()
     if given:
         return given
-    with psycopg.connect(StoreSettings().postgres_url, autocommit=True) as conn:
+    with connect(StoreSettings()) as conn:
         keys.create_table(conn)
         ring = keys.KeyRing()
         ring.refresh(conn, full=True)
@@ -578,7 +578,8 @@ def _run_demo(client: Client, jobs: list[dict[str, Any]]) -> None:
 
 def _show_verified() -> None:
     """Checkpoints the log the demo wrote and verifies every hash chain against it."""
-    from shared.eventstore.integrity import verify_log, write_checkpoint
+    from shared.eventstore.checkpoints import write_checkpoint
+    from shared.eventstore.verify import verify_log
 
     with integrity_cli.connect() as conn:
         write_checkpoint(conn)

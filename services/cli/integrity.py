@@ -12,7 +12,6 @@ from typing import Annotated, Any
 
 import psycopg
 import typer
-from psycopg.rows import dict_row
 from rich.markup import escape
 
 from services.cli.audit import open_store, parse_time
@@ -23,15 +22,16 @@ db_app = typer.Typer(help="Database roles and schema (run as the owner of the lo
 
 
 def log_conninfo() -> str:
-    from shared.leader import conninfo
     from shared.settings import StoreSettings
 
-    return conninfo(StoreSettings().postgres_url)
+    return StoreSettings().postgres_url
 
 
 def connect() -> psycopg.Connection[Any]:
+    from shared import postgres
+
     try:
-        return psycopg.connect(log_conninfo(), autocommit=True, row_factory=dict_row)
+        return postgres.connect(log_conninfo())
     except psycopg.OperationalError as exc:
         raise fail(f"cannot reach PostgreSQL (check JOBTRAIL_POSTGRES_URL): {exc}") from None
 
@@ -57,7 +57,7 @@ def verify(
 ) -> None:
     """Checks the log's integrity and the Redis view; exits 1 when anything is wrong, and when
     the log has no checkpoint at all (unless --allow-no-checkpoints)."""
-    from shared.eventstore.integrity import verify_log
+    from shared.eventstore.verify import verify_log
     from shared.settings import AuditSettings
 
     audit = AuditSettings()
@@ -136,7 +136,7 @@ def _verify_redis() -> bool:
 
 def checkpoint() -> None:
     """Writes a checkpoint of the log head now (the projector also does, every interval)."""
-    from shared.eventstore.integrity import write_checkpoint
+    from shared.eventstore.checkpoints import write_checkpoint
     from shared.settings import AuditSettings
 
     audit = AuditSettings()
@@ -234,7 +234,7 @@ def db_grant(
     import os
 
     from services.cli.roles import RoleError, ensure_role
-    from shared.eventstore.integrity import grant
+    from shared.eventstore.schema import grant
 
     with connect() as conn:
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()

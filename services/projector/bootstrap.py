@@ -6,7 +6,6 @@ import asyncio
 import logging
 
 import psycopg
-from psycopg.rows import dict_row
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,10 +14,11 @@ from services.projector.reader import LogReader
 from services.projector.relay import Relay
 from shared import metrics
 from shared.eventstore import AsyncJobStore, JobStore
-from shared.eventstore.integrity import CheckpointChainError, write_checkpoint
+from shared.eventstore.checkpoints import CheckpointChainError, write_checkpoint
 from shared.jobtypes import registry
-from shared.leader import Leadership, Wakeup, conninfo
+from shared.leader import Leadership, Wakeup
 from shared.messaging import Routes, declare_topology, make_broker
+from shared.postgres import connect
 from shared.publishing import relay_marks
 from shared.redis_view import RedisView
 from shared.runtime import instance_id, stop_on_signals, supervise
@@ -54,7 +54,7 @@ async def checkpoints(url: str, audit: AuditSettings) -> None:
         return
 
     def once() -> None:
-        with psycopg.connect(conninfo(url), autocommit=True, row_factory=dict_row) as conn:
+        with connect(url) as conn:
             mark = write_checkpoint(conn, key=audit.key, file=audit.checkpoint_file)
         if mark is not None:
             log.info("checkpoint at notification %d: %s", mark.notification_id, mark.head.hex())

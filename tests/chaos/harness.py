@@ -18,8 +18,7 @@ import redis
 from shared.domain.errors import JobNotFoundError
 from shared.domain.status import TERMINAL
 from shared.eventstore import JobStore
-from shared.eventstore.integrity import verify_log
-from shared.leader import conninfo
+from shared.eventstore.verify import verify_log
 from shared.settings import StoreSettings
 from tests.chaos.checker import Report, check
 from tests.chaos.jobs import executions
@@ -175,7 +174,7 @@ class Scenario:
             with contextlib.suppress(JobNotFoundError):
                 histories[job_id] = self.store.history(job_id)
         report = check(histories, ids, cached, executions(self.chaos_dir), evictable=self.evictable)
-        integrity = verify_log(conninfo(self.store.settings.postgres_url))  # chains, checkpoints
+        integrity = verify_log(self.store.settings)  # chains, checkpoints
         for problem in integrity.problems:
             report.note("chain", problem.job_id, str(problem))
         ROWS.append(
