@@ -236,19 +236,21 @@ class KeyRing:
             ).format(sql.Identifier(TABLE)),
             {"since": self._since, "overlap": OVERLAP},
         )
-        if full:
-            self._entries = {}
+        # A full reload fills a new dict and swaps it in at once: ``check`` (on the event loop,
+        # while this runs in a thread) never sees the ring half filled
+        entries = {} if full else self._entries
         for values in rows:
             if values["revoked_at"] is not None:
-                self._entries.pop(values["id"], None)
+                entries.pop(values["id"], None)
             else:
-                self._entries[values["id"]] = _Entry(
+                entries[values["id"]] = _Entry(
                     bytes(values["key_hash"]),
                     Principal(
                         values["id"], values["tenant"], frozenset(values["scopes"]), values["name"]
                     ),
                 )
             self._since = values["changed_at"]
+        self._entries = entries
         return len(rows)
 
     def check(self, key: str) -> Principal | None:

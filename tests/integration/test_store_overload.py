@@ -56,7 +56,8 @@ def overload_settings(store_settings: StoreSettings) -> StoreSettings:
 
 @contextmanager
 def table_locked(postgres_url: str, store: JobStore) -> Iterator[psycopg.Connection[Any]]:
-    """Holds the events table's lock from another connection until the block ends."""
+    """Holds the events table in EXCLUSIVE mode from another connection until the block ends:
+    every append waits (its INSERT needs ROW EXCLUSIVE, which conflicts), so commands queue."""
     with psycopg.connect(postgres_url) as conn:
         conn.execute(
             sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
