@@ -28,7 +28,7 @@ async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Deps]]:
     """The submitter's app with real stores (no broker: these requests need none)."""
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-in-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default", "cpu", "io"})

@@ -1,4 +1,7 @@
-"""Dependencies point one way: services -> shared -> contracts. Nothing imports services."""
+"""Dependencies point one way: services -> shared -> contracts. Nothing imports services.
+
+The example job types (examples/) are loaded by name (JOBTRAIL_JOB_MODULES), never imported by
+the product: production loads none unless told to."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {
     "contracts": {"shared", "services", "tests"},
-    "shared": {"services", "tests"},
+    "shared": {"services", "tests", "examples"},
+    "services": {"tests", "examples"},
+    "examples": {"services", "tests"},
     "shared/domain": {
         "services",
         "tests",
