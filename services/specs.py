@@ -34,7 +34,7 @@ OPENAPI = ROOT / "contracts" / "openapi.json"
 def asyncapi() -> dict[str, Any]:
     """The AsyncAPI 3.0 document of every service's channels (default names and queues)."""
     bus = BusSettings(amqp_url="amqp://guest:guest@localhost:5672/", topology_prefix="jobtrail")
-    registry.load(JobSettings(job_modules=["shared.example_jobs"]).job_modules)
+    registry.load(JobSettings(job_modules=["examples.jobs"]).job_modules)
     routes = Routes.from_settings(bus)
     queues = registry.declared_queues(bus.queues)
     brokers = {name: make_broker(bus) for name in ("submitter", "scheduler", "worker", "projector")}

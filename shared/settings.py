@@ -169,11 +169,12 @@ class RedisSettings(BaseSettings):
 
 
 class JobSettings(BaseSettings):
-    """Which modules declare job types (comma-separated module paths)."""
+    """Which modules declare job types (comma-separated module paths). None by default: a
+    deployment names its own; ``jobtrail up``/``demo`` and the tests name ``examples.jobs``."""
 
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
 
-    job_modules: CommaList = Field(default_factory=lambda: ["shared.example_jobs"])
+    job_modules: CommaList = Field(default_factory=list)
 
 
 class RetrySettings(BaseSettings):

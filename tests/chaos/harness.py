@@ -30,7 +30,7 @@ ROWS: list[dict[str, Any]] = []
 """One row per scenario, printed as the reliability table at the end of the session."""
 
 CHAOS_ENV = {
-    "JOBTRAIL_JOB_MODULES": "shared.example_jobs,tests.chaos.jobs",
+    "JOBTRAIL_JOB_MODULES": "examples.jobs,tests.chaos.jobs",
     "JOBTRAIL_WORKER_LEASE_S": "3",
     "JOBTRAIL_WORKER_CONCURRENCY": "16",
     "JOBTRAIL_WORKER_CANCEL_POLL_S": "0.5",

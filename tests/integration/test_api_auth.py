@@ -40,7 +40,7 @@ class Api:
 
 @pytest.fixture
 async def api(store_settings: StoreSettings, redis_url: str) -> AsyncIterator[Api]:
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-au-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default", "cpu", "io"})

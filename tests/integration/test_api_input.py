@@ -29,7 +29,7 @@ async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Deps]]:
     """The submitter's app with real stores (no broker: these requests need none)."""
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-in-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default", "cpu", "io"})
@@ -238,7 +238,7 @@ async def test_a_list_while_redis_is_away_is_a_503_with_retry_after(
 ) -> None:
     """The list is read from Redis alone: when Redis does not answer, a 503 the client can retry
     (found by tests/e2e/test_schemathesis.py while another test stopped Redis: it was a 500)."""
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     nobody = free_port()  # nothing listens there
     view = RedisView(RedisSettings(redis_url=f"redis://127.0.0.1:{nobody}/0", redis_prefix="jt"))
     async with AsyncJobStore(JobStore(store_settings)) as store:

@@ -73,7 +73,7 @@ async def submitter(
     )
     routes = Routes.from_settings(bus)
     broker = make_broker(bus, prefetch=16, apply_types=False)  # as the services make it
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     settings = StoreSettings(
         postgres_url=proxied,
         postgres_pool_size=2,

@@ -1,5 +1,8 @@
 """Dependencies point one way: services -> shared -> contracts. Nothing imports services.
 
+The example job types (examples/) are loaded by name (JOBTRAIL_JOB_MODULES), never imported by
+the product: production loads none unless told to.
+
 Beyond the layers, four rules keep the code easy to change:
 
 - no import cycle among the modules of shared/ and services/ (an import inside a function or
@@ -25,7 +28,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {
     "contracts": {"shared", "services", "tests"},
-    "shared": {"services", "tests"},
+    "shared": {"services", "tests", "examples"},
+    "services": {"tests", "examples"},
+    "examples": {"services", "tests"},
     "shared/domain": {
         "services",
         "tests",

@@ -128,7 +128,7 @@ def test_the_projector_s_log_reader_keeps_the_url_s_tls_options() -> None:
 
 @pytest.mark.usefixtures("intercept")
 def test_the_cli_s_connections_keep_the_url_s_tls_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.cli.integrity import connect
+    from services.cli.database import connect
 
     monkeypatch.setenv("JOBTRAIL_POSTGRES_URL", PG_URL)
     with pytest.raises(Intercepted) as caught:
