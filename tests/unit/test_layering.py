@@ -53,17 +53,12 @@ CROSS_SERVICE_ALLOWED = {
     ("services.specs", "services.submitter.deps"),
     ("services.specs", "services.worker.subscribers"),
     # `jobtrail replay` rebuilds the projection with the projector's own code, in the CLI's
-    # process. To go when the rebuild moves to shared/ with the CLI's split into its own
-    # package (issue 12, part 4; services/cli is being reshaped by another change).
+    # process. To go when the rebuild moves to shared/.
     ("services.cli.replay", "services.projector.replay"),
 }
 """(importer, imported) pairs of a service importing another service, each with its reason."""
 
-PRIVATE_USE_ALLOWED = {
-    # The CLI's `up` reads whether its Supervisor is stopping. To go with the CLI's split
-    # (issue 12, part 4: a public `stopping` on services.cli.supervisor.Supervisor).
-    ("services.cli.app", "_stopping"),
-}
+PRIVATE_USE_ALLOWED: set[tuple[str, str]] = set()
 """(module, private name) pairs of a module using another module's private name, with reasons."""
 
 NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make", "_field_defaults"}
