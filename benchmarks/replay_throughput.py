@@ -3,7 +3,7 @@
 Usage: python -m benchmarks.replay_throughput [--events 100000] [--rounds 3] [--batch 5000]
 Fills a scratch database (dropped afterwards) with ~``--events`` events (jobs of 4 events each,
 1,000 jobs per transaction), then measures: the live projection catching up from an empty Redis,
-``jobtrail replay`` (rebuild into a new generation and switch), and ``find_drift`` over every job.
+``jobtrail rebuild`` (rebuild into a new generation and switch), and ``find_drift`` over every job.
 Needs PostgreSQL (JOBTRAIL_POSTGRES_URL names the server) and Redis (JOBTRAIL_REDIS_URL); Redis
 keys live under a scratch prefix, unlinked afterwards.
 """
@@ -72,7 +72,7 @@ async def measure(store: AsyncJobStore, view: RedisView, rounds: int, batch: int
         done = await replay.rebuild(store, view, batch=batch)
         rates.append(done.rate)
     print(
-        f"jobtrail replay (batch {batch}, rebuild + switch): median {statistics.median(rates):8.0f}"
+        f"jobtrail rebuild (batch {batch}, rebuild + switch): median {statistics.median(rates):8.0f}"
         f" events/s (runs: {', '.join(f'{r:.0f}' for r in rates)}); last dropped {done.dropped}"
         " old keys after the switch"
     )

@@ -63,7 +63,7 @@ def open_store() -> Iterator[JobStore]:
 
 @asynccontextmanager
 async def connected() -> AsyncIterator[tuple[AsyncJobStore, RedisView]]:
-    """The async store and the Redis view (``jobtrail replay``, the Redis part of ``verify``)."""
+    """The async store and the Redis view (``jobtrail rebuild``, the Redis part of ``verify``)."""
     async with AsyncJobStore(JobStore(StoreSettings())) as store:
         view = RedisView(RedisSettings())
         try:

@@ -178,7 +178,7 @@ def archive(
         + (
             ""
             if ttl
-            else "; JOBTRAIL_FINAL_TTL_S is 0: run `jobtrail replay` to drop them from Redis"
+            else "; JOBTRAIL_FINAL_TTL_S is 0: run `jobtrail rebuild` to drop them from Redis"
         )
     )
 

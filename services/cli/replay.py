@@ -1,4 +1,4 @@
-"""``jobtrail replay``: rebuild the Redis projection from the log, or refold chosen jobs.
+"""``jobtrail rebuild``: rebuild the Redis projection from the log, or refold chosen jobs.
 
 Talks to PostgreSQL and Redis directly (the same settings as the services); needs no running
 service. Progress goes to a rich progress bar; the result is one line with the rate.
@@ -119,4 +119,5 @@ def replay_log(
 
 
 def register(app: typer.Typer) -> None:
-    app.command(name="replay")(replay_log)
+    app.command(name="rebuild")(replay_log)
+    app.command(name="replay", hidden=True, help="Old name of `jobtrail rebuild`.")(replay_log)

@@ -22,6 +22,7 @@ COMMANDS = {
     "verify": ["--checkpoints", "--archive", "--log", "--redis", "--allow-no-checkpoints"],
     "checkpoint": [],
     "archive": ["--before", "--dir", "--limit"],
+    "rebuild": ["--job", "--since", "--until", "--batch"],
     "replay": ["--job", "--since", "--until", "--batch"],
     "dlq list": ["--limit"],
     "dlq recorded": ["--job", "--limit"],

@@ -52,7 +52,7 @@ CROSS_SERVICE_ALLOWED = {
     ("services.specs", "services.submitter.app"),
     ("services.specs", "services.submitter.deps"),
     ("services.specs", "services.worker.subscribers"),
-    # `jobtrail replay` rebuilds the projection with the projector's own code, in the CLI's
+    # `jobtrail rebuild` rebuilds the projection with the projector's own code, in the CLI's
     # process. To go when the rebuild moves to shared/.
     ("services.cli.replay", "services.projector.replay"),
 }

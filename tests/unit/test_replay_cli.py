@@ -1,4 +1,4 @@
-"""`jobtrail replay` refuses bad options with a message saying what to fix (no service needed)."""
+"""`jobtrail rebuild` refuses bad options with a message saying what to fix (no service needed)."""
 
 from __future__ import annotations
 
