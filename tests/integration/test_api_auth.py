@@ -20,12 +20,10 @@ from services.submitter.auth import PUBLIC_PATHS, refresh_keys
 from services.submitter.deps import Deps
 from shared import keys
 from shared.domain import Job
-from shared.eventstore import AsyncJobStore, JobStore
 from shared.eventstore.tables import on_connection
 from shared.jobtypes import registry
-from shared.redis_view import RedisView
-from shared.settings import RedisSettings, StoreSettings
-from tests.api import actor_of, bearer, issue_key
+from shared.settings import StoreSettings
+from tests.api import actor_of, assert_problem, bearer, issue_key, served
 
 JOB = {"type": "cpu.hash", "payload": {"text": "mine"}}
 
@@ -40,16 +38,8 @@ class Api:
 
 @pytest.fixture
 async def api(store_settings: StoreSettings, redis_url: str) -> AsyncIterator[Api]:
-    registry.load(["examples.jobs"])
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-au-{uuid.uuid4().hex}"))
-    async with AsyncJobStore(JobStore(store_settings)) as store:
-        deps = Deps(store, view, registry, {"default", "cpu", "io"})
-        app = create_app()
-        app.state.deps = deps
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://jobtrail") as client:
-            yield Api(client, deps, store_settings.postgres_url)
-    await view.aclose()
+    async with served(store_settings, redis_url, with_key=False) as api:
+        yield Api(api.client, api.deps, store_settings.postgres_url)
 
 
 def operations() -> list[tuple[str, str]]:
@@ -61,14 +51,6 @@ def operations() -> list[tuple[str, str]]:
             for method in sorted(route.methods or ()):
                 found.append((method, route.path.replace("{job_id}", job)))
     return found
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    return body
 
 
 async def test_every_endpoint_but_the_probes_needs_a_valid_key(api: Api) -> None:

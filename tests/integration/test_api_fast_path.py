@@ -14,14 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from services.submitter.app import create_app
 from services.submitter.deps import Deps
 from services.submitter.media import FastRoute, ReadRoute, SubmitRoute
-from shared.eventstore import AsyncJobStore, JobStore
-from shared.jobtypes import registry
-from shared.redis_view import RedisView
-from shared.settings import RedisSettings, StoreSettings
-from tests.api import bearer, issue_key
+from shared.settings import StoreSettings
+from tests.api import served
 
 Answer = tuple[int, list[tuple[str, str]], bytes]
 Api = tuple[httpx.AsyncClient, SubmitRoute, ReadRoute, Deps]
@@ -31,21 +27,10 @@ Api = tuple[httpx.AsyncClient, SubmitRoute, ReadRoute, Deps]
 async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SubmitRoute, ReadRoute, Deps]]:
-    registry.load(["examples.jobs"])
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-fp-{uuid.uuid4().hex}"))
-    async with AsyncJobStore(JobStore(store_settings)) as store:
-        app = create_app()
-        deps = Deps(store, view, registry, {"default", "cpu", "io"})
-        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
-        app.state.deps = deps
-        submit = next(r for r in app.router.routes if isinstance(r, SubmitRoute))
-        read = next(r for r in app.router.routes if isinstance(r, ReadRoute))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://jobtrail", headers=headers
-        ) as client:
-            yield client, submit, read, deps
-    await view.aclose()
+    async with served(store_settings, redis_url) as api:
+        submit = next(r for r in api.app.router.routes if isinstance(r, SubmitRoute))
+        read = next(r for r in api.app.router.routes if isinstance(r, ReadRoute))
+        yield api.client, submit, read, api.deps
 
 
 @pytest.fixture

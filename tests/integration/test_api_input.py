@@ -7,7 +7,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
 import pytest
@@ -19,7 +18,7 @@ from shared.eventstore import AsyncJobStore, JobStore
 from shared.jobtypes import registry
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
-from tests.api import bearer, issue_key
+from tests.api import assert_problem, bearer, issue_key, served
 from tests.jobs import zulu
 from tests.processes import free_port
 
@@ -29,32 +28,13 @@ async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Deps]]:
     """The submitter's app with real stores (no broker: these requests need none)."""
-    registry.load(["examples.jobs"])
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-in-{uuid.uuid4().hex}"))
-    async with AsyncJobStore(JobStore(store_settings)) as store:
-        deps = Deps(store, view, registry, {"default", "cpu", "io"})
-        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
-        app = create_app()
+    async with served(store_settings, redis_url) as api:
 
-        @app.get("/test/unavailable")
+        @api.app.get("/test/unavailable")
         async def unavailable() -> None:
             raise HTTPException(503, "down for a moment", headers={"Retry-After": "7"})
 
-        app.state.deps = deps
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://jobtrail", headers=headers
-        ) as client:
-            yield client, deps
-    await view.aclose()
-
-
-def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    return body
+        yield api.client, api.deps
 
 
 HORIZON_DAYS = 366  # run_at at most this far ahead (contracts.messages.RUN_AT_HORIZON)

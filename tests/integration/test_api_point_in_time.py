@@ -11,14 +11,10 @@ import httpx
 import pytest
 from eventsourcing.application import project_aggregate
 
-from services.submitter.app import create_app
 from services.submitter.deps import Deps
-from shared.eventstore import AsyncJobStore, JobStore
 from shared.eventstore.export import job_state
-from shared.jobtypes import registry
-from shared.redis_view import RedisView
-from shared.settings import RedisSettings, StoreSettings
-from tests.api import bearer, issue_key
+from shared.settings import StoreSettings
+from tests.api import served
 from tests.jobs import SKEW, prefix_at, record_a_retried_job, record_a_skewed_job, zulu
 
 
@@ -27,21 +23,8 @@ async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Deps]]:
     """The submitter's app with real stores (no broker: these requests need none)."""
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-pit-{uuid.uuid4().hex}"))
-    async with AsyncJobStore(JobStore(store_settings)) as store:
-        deps = Deps(store, view, registry, {"default"})
-        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
-        app = create_app()
-        app.state.deps = deps
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://jobtrail", headers=headers
-        ) as client:
-            yield client, deps
-    keys = [key async for key in view.redis.scan_iter(f"{view.prefix}:*")]
-    if keys:
-        await view.redis.delete(*keys)
-    await view.aclose()
+    async with served(store_settings, redis_url, queues=["default"]) as api:
+        yield api.client, api.deps
 
 
 def without_extras(body: dict[str, Any]) -> dict[str, Any]:

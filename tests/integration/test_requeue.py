@@ -10,14 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
-from services.submitter.app import create_app
 from services.submitter.deps import Deps
 from shared.domain import Job, Status
-from shared.eventstore import AsyncJobStore, JobStore, tables
-from shared.jobtypes import registry
-from shared.redis_view import RedisView
-from shared.settings import RedisSettings, StoreSettings
-from tests.api import actor_of, bearer, issue_key
+from shared.eventstore import tables
+from shared.settings import StoreSettings
+from tests.api import actor_of, served
 from tests.jobs import CAUSE, Step, fail, record
 
 
@@ -25,18 +22,8 @@ from tests.jobs import CAUSE, Step, fail, record
 async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Deps]]:
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-rq-{uuid.uuid4().hex}"))
-    async with AsyncJobStore(JobStore(store_settings)) as store:
-        deps = Deps(store, view, registry, {"default"})
-        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
-        app = create_app()
-        app.state.deps = deps
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://jobtrail", headers=headers
-        ) as client:
-            yield client, deps
-    await view.aclose()
+    async with served(store_settings, redis_url, queues=["default"]) as api:
+        yield api.client, api.deps
 
 
 def to_failed(attempts: int = 1) -> list[Step]:

@@ -21,7 +21,6 @@ import pytest
 from psycopg import sql
 
 from services.submitter import subscribers
-from services.submitter.app import create_app
 from services.submitter.deps import Deps
 from shared.domain import Job, job_id_for_key
 from shared.eventstore import AsyncJobStore, Command, JobStore, StoreOverloadedError
@@ -29,7 +28,7 @@ from shared.jobtypes import registry
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.redis_view import RedisView
 from shared.settings import BusSettings, RedisSettings, StoreSettings
-from tests.api import bearer, issue_key
+from tests.api import served
 from tests.integration.test_commands_outage import depth, eventually, publish, submit_message
 from tests.jobs import CAUSE
 from tests.services import delete_topology
@@ -153,18 +152,8 @@ async def api(
     overload_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncJobStore]]:
     """The submitter's app over a real store whose queue is bounded at MAX_WAITING."""
-    registry.load(["examples.jobs"])
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-ovl-{uuid.uuid4().hex}"))
-    async with AsyncJobStore(JobStore(overload_settings)) as store:
-        app = create_app()
-        app.state.deps = deps = Deps(store, view, registry, {"default", "cpu", "io"})
-        headers = bearer(issue_key(overload_settings.postgres_url, deps.keys))
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport, base_url="http://jobtrail", headers=headers
-        ) as client:
-            yield client, store
-    await view.aclose()
+    async with served(overload_settings, redis_url) as api:
+        yield api.client, api.deps.store
 
 
 async def test_the_api_answers_503_with_retry_after_and_refuses_a_batch_whole(
