@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 from faststream.rabbit import RabbitBroker, RabbitRouter, TestRabbitBroker
 
 from shared.eventstore import JobStore
@@ -34,6 +35,16 @@ def service_for(name: str, postgres_url: str, redis_url: str, amqp_url: str, **k
         job_modules=["shared.example_jobs"],
         **kw,
     )
+
+
+def forget_dead_letters(postgres_url: str, service: Service) -> None:
+    """Deletes the dead letters recorded from the service's queues (the table is the session's:
+    other tests count theirs in it)."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "DELETE FROM jobtrail_dead_letters WHERE queue LIKE %s",
+            [service.routes.topology.prefix + ".%"],
+        )
 
 
 @asynccontextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from shared import dead_letters
 from shared.domain import Backoff, Cause, Job, Status
 from shared.eventstore import JobStore, existing
 from shared.service import Service
-from tests.handlers import deliver, in_memory, last_message, service_for
+from tests.handlers import deliver, forget_dead_letters, in_memory, last_message, service_for
 from tests.jobs import CAUSE, NO_JITTER, record
 
 AT_ONCE = Backoff(base_s=0.0, cap_s=0.0, jitter=0.0)
@@ -28,8 +29,10 @@ KEY = "job.submitted"  # the binding the in-memory broker knows (tests/handlers.
 
 
 @pytest.fixture
-def scheduler(postgres_url: str, redis_url: str, amqp_url: str) -> Service:
-    return service_for("scheduler", postgres_url, redis_url, amqp_url)
+def scheduler(postgres_url: str, redis_url: str, amqp_url: str) -> Iterator[Service]:
+    service = service_for("scheduler", postgres_url, redis_url, amqp_url)
+    yield service
+    forget_dead_letters(postgres_url, service)
 
 
 def failed_once(store: JobStore, backoff: Backoff) -> uuid.UUID:

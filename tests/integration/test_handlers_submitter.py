@@ -4,6 +4,7 @@ the real store: what a command message records, and what it refuses."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,12 +18,14 @@ from shared.domain import Status
 from shared.domain.errors import JobNotFoundError
 from shared.eventstore import JobStore
 from shared.service import Service
-from tests.handlers import in_memory, service_for
+from tests.handlers import forget_dead_letters, in_memory, service_for
 
 
 @pytest.fixture
-def submitter(postgres_url: str, redis_url: str, amqp_url: str) -> Service:
-    return service_for("submitter", postgres_url, redis_url, amqp_url)
+def submitter(postgres_url: str, redis_url: str, amqp_url: str) -> Iterator[Service]:
+    service = service_for("submitter", postgres_url, redis_url, amqp_url)
+    yield service
+    forget_dead_letters(postgres_url, service)
 
 
 def submit(**data: object) -> SubmitJobMessage:
