@@ -17,7 +17,7 @@ Figures, per checkout, the median over the rounds:
   jobs: its CPU ms per job (``time.process_time`` of that process, from before the first
   event until it has applied the last). The same writes for both checkouts, nothing else in
   that process: the steadiest figure of the projection's cost per job;
-- the live projection catching up from an empty Redis (batch 1000), and ``jobtrail replay``
+- the live projection catching up from an empty Redis (batch 1000), and ``jobtrail rebuild``
   (rebuild into a new generation, batch 5000), in events/s, over one log of ``--events`` events
   (jobs of 4 events, filled once and read by both checkouts).
 Needs PostgreSQL, RabbitMQ and Redis as benchmarks.scratch does; everything is scratch and
@@ -41,7 +41,7 @@ from benchmarks.replay_throughput import fill
 from benchmarks.scratch import POSTGRES, REDIS
 from shared.domain import Cause, Job
 from shared.eventstore import JobStore
-from shared.eventstore.store import Command, existing
+from shared.eventstore.commands import Command, existing
 from shared.settings import StoreSettings
 from tests.services import fresh_database
 
@@ -292,7 +292,7 @@ def main() -> None:
         "request jobs/s": ("end to end, one job per request", "jobs/s"),
         "batch jobs/s": ("end to end, batches of 100", "jobs/s"),
         "live": ("live projection from empty Redis", "events/s"),
-        "replay": ("jobtrail replay (rebuild, batch 5000)", "events/s"),
+        "replay": ("jobtrail rebuild (rebuild, batch 5000)", "events/s"),
     }
     for key, (name, unit) in names.items():
         if key in figures:

@@ -45,6 +45,7 @@ def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float,
             "JOBTRAIL_REDIS_PREFIX": f"bench-{tag}",
             "JOBTRAIL_SUBMITTER_PORT": str(port),
             "JOBTRAIL_LOG_LEVEL": "WARNING",
+            "JOBTRAIL_JOB_MODULES": "examples.jobs",  # cpu.hash; production loads none
         }
     )
     supervisor = Supervisor(workers=workers, env=env, log_dir=Path(tempfile.mkdtemp()))

@@ -3,7 +3,7 @@
 Usage: python -m benchmarks.replay_throughput [--events 100000] [--rounds 3] [--batch 5000]
 Fills a scratch database (dropped afterwards) with ~``--events`` events (jobs of 4 events each,
 1,000 jobs per transaction), then measures: the live projection catching up from an empty Redis,
-``jobtrail replay`` (rebuild into a new generation and switch), and ``find_drift`` over every job.
+``jobtrail rebuild`` (rebuild into a new generation and switch), and ``find_drift`` over every job.
 Needs PostgreSQL (JOBTRAIL_POSTGRES_URL names the server) and Redis (JOBTRAIL_REDIS_URL); Redis
 keys live under a scratch prefix, unlinked afterwards.
 """
@@ -27,7 +27,7 @@ from services.projector.projection import Projection
 from shared import generations
 from shared.domain import Cause, Job
 from shared.drift import find_drift
-from shared.eventstore import AsyncJobStore, JobStore, integrity
+from shared.eventstore import AsyncJobStore, JobStore, checkpoints, verify
 from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
 from tests.services import fresh_database
@@ -72,7 +72,8 @@ async def measure(store: AsyncJobStore, view: RedisView, rounds: int, batch: int
         done = await replay.rebuild(store, view, batch=batch)
         rates.append(done.rate)
     print(
-        f"jobtrail replay (batch {batch}, rebuild + switch): median {statistics.median(rates):8.0f}"
+        f"jobtrail rebuild (batch {batch}, rebuild + switch): "
+        f"median {statistics.median(rates):8.0f}"
         f" events/s (runs: {', '.join(f'{r:.0f}' for r in rates)}); last dropped {done.dropped}"
         " old keys after the switch"
     )
@@ -91,7 +92,7 @@ def integrity_figures(url: str) -> None:
     """Checkpointing and verifying the same log (docs/audit.md): both read every event once."""
     with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
         started = time.perf_counter()
-        mark = integrity.write_checkpoint(conn)
+        mark = checkpoints.write_checkpoint(conn)
         seconds = time.perf_counter() - started
     assert mark is not None
     print(
@@ -99,7 +100,7 @@ def integrity_figures(url: str) -> None:
         f"({mark.events / seconds:.0f} events/s)"
     )
     started = time.perf_counter()
-    report = integrity.verify_log(url)
+    report = verify.verify_log(url)
     seconds = time.perf_counter() - started
     print(
         f"verify (chains + head vs checkpoint) of {report.events} events: {seconds:.2f} s "

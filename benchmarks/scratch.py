@@ -39,6 +39,16 @@ POSTGRES = os.environ.get("JOBTRAIL_BENCH_POSTGRES", "postgresql://postgres@127.
 AMQP = os.environ.get("JOBTRAIL_BENCH_AMQP", "amqp://guest:guest@127.0.0.1:5672/")
 REDIS = os.environ.get("JOBTRAIL_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 COMPLETED = get_topic(Job.Completed)
+EXAMPLE_JOB_MODULES = "examples.jobs"
+"""The job types the benchmarks run (``noop``, ``cpu.hash``): loaded explicitly, as production
+loads none by default."""
+
+
+def job_modules(checkout: Path) -> str:
+    """The example job types' module in ``checkout`` (older checkouts kept them in shared/)."""
+    if (checkout / "examples" / "jobs.py").is_file():
+        return EXAMPLE_JOB_MODULES
+    return "shared.example_jobs"
 
 
 @dataclass
@@ -53,7 +63,11 @@ class CheckoutSupervisor(Supervisor):
         child.process = subprocess.Popen(  # noqa: S603 (a checkout's own interpreter and module)
             [str(self.checkout / ".venv" / "bin" / "python"), "-m", child.module],
             cwd=self.checkout,
-            env=self.env | {"JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}"},
+            env=self.env
+            | {
+                "JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}",
+                "JOBTRAIL_JOB_MODULES": job_modules(self.checkout),
+            },
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
         )
@@ -85,6 +99,7 @@ class Scratch:
             "JOBTRAIL_REDIS_PREFIX": self.prefix,
             "JOBTRAIL_SUBMITTER_PORT": str(self.port),
             "JOBTRAIL_LOG_LEVEL": log_level,
+            "JOBTRAIL_JOB_MODULES": EXAMPLE_JOB_MODULES,
         }
         self.supervisor = Supervisor(workers=workers, env=self.env, log_dir=self.log_dir)
         self.store: JobStore | None = None

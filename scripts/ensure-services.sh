@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL, RabbitMQ and Redis answer on 127.0.0.1, starting any that is down with
 # the commands from DEVELOPERS.md. URLs in JOBTRAIL_*_URL point elsewhere: those are only checked.
+# The servers (name, URL variable, port, start command) come from shared/servers.py, the table
+# the CLI and the tests use too.
 set -uo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=.venv/bin/python
+[[ -x "$PYTHON" ]] || PYTHON=python3
 
 answers() { timeout 2 bash -c "exec 3<>/dev/tcp/$1/$2" 2>/dev/null; }
 
@@ -15,15 +20,7 @@ wait_for() {  # name host port seconds
   return 1
 }
 
-start_postgres() { pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start; }
-start_redis() {
-  mkdir -p /var/lib/redis /var/log/redis
-  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
-    --dir /var/lib/redis --logfile /var/log/redis/ci.log
-}
-start_rabbitmq() { rabbitmq-server -detached; }
-
-ensure() {  # name env-var default-port starter
+ensure() {  # name env-var default-port start-command
   local url="${!2:-}"
   if [[ -n "$url" ]]; then
     local hostport="${url#*://}"; hostport="${hostport#*@}"; hostport="${hostport%%/*}"
@@ -32,7 +29,7 @@ ensure() {  # name env-var default-port starter
   fi
   if answers 127.0.0.1 "$3"; then echo "$1 answers on 127.0.0.1:$3"; return 0; fi
   echo "$1 is down; starting it"
-  $4 || true
+  bash -c "$4" </dev/null || true
   wait_for "$1" 127.0.0.1 "$3" 60
 }
 
@@ -48,7 +45,8 @@ ensure_faketime() {  # the clock-skew fault scenarios run workers under libfaket
 
 status=0
 ensure_faketime || status=1
-ensure PostgreSQL JOBTRAIL_POSTGRES_URL 5432 start_postgres || status=1
-ensure Redis JOBTRAIL_REDIS_URL 6379 start_redis || status=1
-ensure RabbitMQ JOBTRAIL_AMQP_URL 5672 start_rabbitmq || status=1
+servers=$("$PYTHON" -m shared.servers) || { echo "cannot read shared/servers.py" >&2; exit 1; }
+while IFS=$'\t' read -r name variable port start; do
+  ensure "$name" "$variable" "$port" "$start" || status=1
+done <<< "$servers"
 exit $status

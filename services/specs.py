@@ -39,7 +39,7 @@ def asyncapi() -> dict[str, Any]:
             bus=bus,
             store=StoreSettings(),
             redis=RedisSettings(),
-            job_modules=["shared.example_jobs"],
+            job_modules=["examples.jobs"],
         )
         for name in ("submitter", "scheduler", "worker", "projector")
     }

@@ -21,7 +21,7 @@ submitter's ``GET /v1/dead-letters``, ``jobtrail dlq``) share: the record, its k
 reading it.
 
 Both write under one key, a digest of (message id, or the body's SHA-256 when there is none; the
-queue it died in; its death count there; how often ``jobtrail dlq replay`` has replayed it, from
+queue it died in; its death count there; how often ``jobtrail dlq republish`` has replayed it, from
 the ``jobtrail-replays`` header, since replay strips ``x-death`` and the count starts over): the
 ledger's insert does nothing when the row is there, the middleware's replaces the ledger's generic
 reason and error with the consumer's. One death,
@@ -124,7 +124,7 @@ REPLAYS_HEADER = "jobtrail-replays"  # not x-: replay strips x- headers, this on
 
 
 def replays_in(message: Any) -> int:
-    """How often ``jobtrail dlq replay`` has republished the message (0: never, or malformed)."""
+    """How often ``jobtrail dlq republish`` has republished the message (0: never, or malformed)."""
     headers = getattr(message, "headers", None) or {}
     value = headers.get(REPLAYS_HEADER) if isinstance(headers, dict) else None
     if isinstance(value, bytes):

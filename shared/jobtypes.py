@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import re
 import threading
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from contracts.messages import JOB_TYPE_PATTERN
 from contracts.names import check_queue_name
+
+log = logging.getLogger(__name__)
 
 
 class UnknownJobTypeError(LookupError):
@@ -135,9 +138,16 @@ class Registry:
         return sorted(set(configured) | set(self.queues()))
 
     def load(self, modules: Iterable[str]) -> Registry:
-        """Imports the modules that declare job types (JOBTRAIL_JOB_MODULES)."""
+        """Imports the modules that declare job types (JOBTRAIL_JOB_MODULES); warns when none
+        is registered afterwards (the process runs, but knows no job type)."""
         for module in modules:
             importlib.import_module(module)
+        if not self._types:
+            log.warning(
+                "no job types: JOBTRAIL_JOB_MODULES names no module that declares one, so every "
+                "submission is refused and no worker runs a job; set it to your modules "
+                "(examples.jobs has the examples)"
+            )
         return self
 
 

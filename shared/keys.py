@@ -29,6 +29,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from shared.domain.job import DEFAULT_TENANT, TENANT_NAME
+from shared.eventstore.locks import API_KEYS_DDL
+from shared.postgres import connect
 
 TABLE = "jobtrail_api_keys"
 SCOPES = ("submit", "read", "cancel", "audit", "admin")
@@ -118,7 +120,7 @@ def check_name(name: str) -> str:
 
 def create_table(conn: psycopg.Connection[Any]) -> None:
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(7261040)")  # concurrent first starts
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [API_KEYS_DDL])  # concurrent first starts
         for statement in DDL.split(";"):
             if statement.strip():
                 conn.execute(statement)
@@ -150,7 +152,7 @@ def issue(
     name: str = "",
 ) -> str:
     """Creates a key (and the table, when missing) on its own connection; returns the key."""
-    with psycopg.connect(postgres_url, autocommit=True) as conn:
+    with connect(postgres_url) as conn:
         create_table(conn)
         return create_key(conn, tenant, scopes, name)[1]
 
@@ -234,19 +236,21 @@ class KeyRing:
             ).format(sql.Identifier(TABLE)),
             {"since": self._since, "overlap": OVERLAP},
         )
-        if full:
-            self._entries = {}
+        # A full reload fills a new dict and swaps it in at once: ``check`` (on the event loop,
+        # while this runs in a thread) never sees the ring half filled
+        entries = {} if full else self._entries
         for values in rows:
             if values["revoked_at"] is not None:
-                self._entries.pop(values["id"], None)
+                entries.pop(values["id"], None)
             else:
-                self._entries[values["id"]] = _Entry(
+                entries[values["id"]] = _Entry(
                     bytes(values["key_hash"]),
                     Principal(
                         values["id"], values["tenant"], frozenset(values["scopes"]), values["name"]
                     ),
                 )
             self._since = values["changed_at"]
+        self._entries = entries
         return len(rows)
 
     def check(self, key: str) -> Principal | None:

@@ -16,20 +16,17 @@ from typing import Any
 
 import psycopg
 
+from shared.eventstore.locks import LEADERS
+from shared.postgres import connect_async
+
 log = logging.getLogger(__name__)
-
-LOCK_KEYS = {"relay": 7261010, "projection": 7261011, "scheduler": 7261020}
-
-
-def conninfo(url: str) -> str:
-    return url.replace("postgres://", "postgresql://", 1)
 
 
 class Leadership:
     """Runs ``work`` only while this process holds the named lock."""
 
     def __init__(self, url: str, name: str, *, check_s: float = 1.0) -> None:
-        self.url, self.name, self.key, self.check_s = url, name, LOCK_KEYS[name], check_s
+        self.url, self.name, self.key, self.check_s = url, name, LEADERS[name], check_s
 
     async def run(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Competes for the lock forever; runs ``work`` while it is held."""
@@ -41,14 +38,12 @@ class Leadership:
             await asyncio.sleep(self.check_s)
 
     async def _term(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        async with await psycopg.AsyncConnection.connect(
-            conninfo(self.url), autocommit=True, connect_timeout=5
-        ) as conn:
+        async with await connect_async(self.url) as conn:
             while True:
                 row = await (
-                    await conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key])
+                    await conn.execute("SELECT pg_try_advisory_lock(%s) AS held", [self.key])
                 ).fetchone()
-                if row and row[0]:
+                if row and row["held"]:
                     break
                 await asyncio.sleep(self.check_s)
             log.info("%s: this process is the leader", self.name)
@@ -91,9 +86,7 @@ class Wakeup:
     async def run(self) -> None:
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    conninfo(self.url), autocommit=True, connect_timeout=5
-                ) as conn:
+                async with await connect_async(self.url) as conn:
                     await conn.execute(f'LISTEN "{self.channel}"')
                     self._notify()  # anything committed while we were not listening
                     async for _ in conn.notifies():

@@ -33,7 +33,7 @@ local function passed(deadline)
   end
   return deadline <= now_ms
 end
-local function apply(jid, vtext, mode, fields, at, hint)
+local function apply(jid, vtext, mode, fields, at, hint, ends)
   local key = root .. ':job:' .. jid
   local version = tonumber(vtext)
   local cur = redis.call('HMGET', key, 'version', 'status', 'type', 'created_ms', 'tenant')
@@ -44,7 +44,7 @@ local function apply(jid, vtext, mode, fields, at, hint)
     return -1
   end
   local status = fields['status']
-  local final = status == 'COMPLETED' or status == 'CANCELLED' or status == 'FAILED'
+  local final = ends == '1'
   local expire_ms = tonumber(at) + ttl * 1000
   if final and ttl > 0 and not cur[1] and passed(expire_ms) then return 0 end
   local jtype = fields['type'] or cur[3]
@@ -93,7 +93,7 @@ end
 local results = {0}
 local missing = false
 for i, u in ipairs(cjson.decode(ARGV[4])) do
-  local r = apply(u[1], u[2], u[3], u[4], u[5], u[6])
+  local r = apply(u[1], u[2], u[3], u[4], u[5], u[6], u[7])
   if r == -1 then missing = true end
   results[i + 1] = r
 end
@@ -104,10 +104,12 @@ end
 return results
 """
 )
-"""Applies updates ``[job id, version, mode, fields, event time ms, counted status]`` to one
+"""Applies updates ``[job id, version, mode, fields, event time ms, counted status, final]`` to one
 generation (all guarded by ARGV[1]). Mode 0: an event's changes, only onto a hash of an older
 version (-1 when the hash is missing: refold the job); 1: a whole job, onto an older or missing
-hash; 2: a whole job, also over the same version (repairs drift). A final job's hash expires
+hash; 2: a whole job, also over the same version (repairs drift). ``final`` ("1"/"0") says
+whether the status the fields carry ends the job (the script knows no status names). A final
+job's hash expires
 ``ttl`` after its final event; one whose time has passed is not written back.
 
 Returns ``{saved, result of each update}`` ({-2} when the guard fails). ARGV[5], when not

@@ -14,7 +14,7 @@ does not bring back jobs that had already left Redis.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 from uuid import UUID
@@ -23,7 +23,7 @@ from redis.asyncio import Redis
 
 from shared import generations
 from shared.domain.job import DEFAULT_TENANT, Job
-from shared.domain.status import MOVE_TARGET, Status
+from shared.domain.status import MOVE_TARGET, TERMINAL, Status
 from shared.generations import KeySpace
 from shared.redis_scripts import APPLY, APPLY_CHUNK, FORGET, LOCATE, PRUNE, READ, SET_POSITION
 from shared.settings import RedisSettings
@@ -46,6 +46,41 @@ def _json(value: Any) -> str:
     return text
 
 
+def _flag(value: Any) -> str:
+    return "1" if value else "0"
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+RENDERED: dict[str, tuple[str, Callable[[Any], str]]] = {
+    "attempt": ("attempt", str),
+    "max_attempts": ("max_attempts", str),
+    "queue": ("queue", str),
+    "priority": ("priority", str),
+    "run_at": ("run_at", _iso),
+    "due_at": ("due_at", _iso),
+    "worker_id": ("worker", _text),
+    "result": ("result", _json),
+    "error": ("error", _json),
+    "cancel_requested": ("cancel_requested", _flag),
+}
+"""How each attribute of the folded job that the view keeps becomes a field of its hash (all
+strings): one rendering for the whole job (``full_view``) and for what one event changes
+(``delta_view``). Attributes not named here (the payload, leases, timeouts) stay in the log."""
+
+
+def _rendered(attributes: Mapping[str, Any]) -> dict[str, str]:
+    fields = {}
+    for name, value in attributes.items():
+        rendering = RENDERED.get(name)
+        if rendering is not None:
+            field, render = rendering
+            fields[field] = render(value)
+    return fields
+
+
 def full_view(job: Job) -> dict[str, str]:
     """Every field of a job's hash, from the job folded from its events."""
     return {
@@ -53,58 +88,22 @@ def full_view(job: Job) -> dict[str, str]:
         "tenant": job.tenant,
         "type": job.job_type,
         "status": str(job.status),
-        "attempt": str(job.attempt),
-        "max_attempts": str(job.max_attempts),
-        "queue": job.queue,
-        "priority": str(job.priority),
         "created_at": _iso(job.created_on),
         "created_ms": str(int(job.created_on.timestamp() * 1000)),
         "updated_at": _iso(job.last_event_at),
-        "run_at": _iso(job.run_at),
-        "due_at": _iso(job.due_at),
-        "worker": job.worker_id or "",
-        "result": _json(job.result),
-        "error": _json(job.error),
-        "cancel_requested": "1" if job.cancel_requested else "0",
+        **_rendered({name: getattr(job, name) for name in RENDERED}),
     }
 
 
 def delta_view(event: Job.Event) -> dict[str, str] | None:
-    """The fields one event changes, or None when only a full refold can tell (Requeued)."""
+    """The fields one event changes (``Job.Event.changes``, rendered as ``full_view`` renders
+    them), or None when only a full refold can tell (Submitted, Requeued)."""
     if isinstance(event, (Job.Submitted, Job.Requeued)):
         return None
     move = event.move()
     assert move is not None
     fields = {"status": str(MOVE_TARGET[move]), "updated_at": _iso(event.timestamp)}
-    if isinstance(event, Job.Scheduled):
-        fields["due_at"] = ""
-    elif isinstance(event, Job.Started):
-        fields |= {
-            "attempt": str(event.attempt),
-            "worker": event.worker_id,
-            "cancel_requested": "0",
-        }
-    elif isinstance(event, Job.Completed):
-        fields["result"] = _json(event.result)
-    elif isinstance(event, (Job.AttemptFailed, Job.Failed)):
-        fields["error"] = _json({"type": event.error_type, "message": event.error_message})
-        if isinstance(event, Job.AttemptFailed):
-            fields |= {"due_at": _iso(event.retry_at), "worker": ""}
-    elif isinstance(event, Job.LeaseExpired):
-        message = f"lease of {event.worker_id} expired"
-        fields |= {
-            "error": _json({"type": "LeaseExpired", "message": message}),
-            "due_at": _iso(event.retry_at),
-            "worker": "",
-        }
-    elif isinstance(event, Job.CancelRequested):
-        fields["cancel_requested"] = "1"
-    elif isinstance(event, Job.Quarantined):
-        fields |= {
-            "error": _json({"type": "Quarantined", "message": event.error_message}),
-            "due_at": "",
-        }
-    return fields
+    return fields | _rendered(event.changes())
 
 
 class GenerationMovedError(Exception):
@@ -122,6 +121,14 @@ class Applied(NamedTuple):
 
     refold: dict[UUID, str]
     saved: bool
+
+
+_FINAL = frozenset(str(status) for status in TERMINAL)
+
+
+def _ends(fields: Mapping[str, str]) -> str:
+    """APPLY's ``final``: whether the status these fields carry ends the job."""
+    return "1" if fields.get("status") in _FINAL else "0"
 
 
 def _ms(value: datetime | None) -> int:
@@ -283,7 +290,7 @@ class RedisView:
                 refold[job_id] = str(Status.FAILED)
                 continue
             version, mode, at = str(event.originator_version), "1" if full else "0", event.timestamp
-            updates.append([str(job_id), version, mode, fields, _ms(at), ""])
+            updates.append([str(job_id), version, mode, fields, _ms(at), "", _ends(fields)])
             sent.append(job_id)
         results, saved = await self._write(updates, None if refold else position, after)
         for job_id, result in zip(sent, results, strict=True):
@@ -304,9 +311,10 @@ class RedisView:
                     str(j.id),
                     str(j.version),
                     mode,
-                    full_view(j),
+                    view := full_view(j),
                     _ms(j.last_event_at),
                     hints.get(j.id, ""),
+                    _ends(view),
                 ]
                 for j in jobs
             ]

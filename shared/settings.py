@@ -46,7 +46,12 @@ class StoreSettings(BaseSettings):
     store_retry_budget_s: float = Field(
         default=4.0, gt=0, description="a command gives up (503 at the API) after this long"
     )
-    postgres_connect_timeout_s: int = Field(default=2, ge=1)
+    postgres_connect_timeout_s: int = Field(
+        default=2,
+        ge=1,
+        description="the connect timeout of every PostgreSQL connection: the log's pool and "
+        "every other one (shared/postgres.py); it wins over a connect_timeout in the URL",
+    )
     postgres_create_schema: bool = Field(
         default=True,
         description="create tables and triggers at start; false for a role that may not "
@@ -164,11 +169,12 @@ class RedisSettings(BaseSettings):
 
 
 class JobSettings(BaseSettings):
-    """Which modules declare job types (comma-separated module paths)."""
+    """Which modules declare job types (comma-separated module paths). None by default: a
+    deployment names its own; ``jobtrail up``/``demo`` and the tests name ``examples.jobs``."""
 
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
 
-    job_modules: CommaList = Field(default_factory=lambda: ["shared.example_jobs"])
+    job_modules: CommaList = Field(default_factory=list)
 
 
 class RetrySettings(BaseSettings):

@@ -32,7 +32,7 @@ def service_for(name: str, postgres_url: str, redis_url: str, amqp_url: str, **k
         bus=BusSettings(amqp_url=amqp_url, topology_prefix=tag),
         store=StoreSettings(postgres_url=postgres_url, postgres_pool_size=4),
         redis=RedisSettings(redis_url=redis_url, redis_prefix=tag),
-        job_modules=["shared.example_jobs"],
+        job_modules=["examples.jobs"],
         **kw,
     )
 

@@ -130,6 +130,10 @@ class System:
         return "\n".join(f"--- {s.name}\n{s.tail()}" for s in self.services.values())
 
 
+EXAMPLE_JOB_MODULES = "examples.jobs"
+"""The job types the services under test know: loaded explicitly (production loads none)."""
+
+
 def system_env(
     postgres_url: str, amqp_url: str, redis_url: str, prefix: str, port: int
 ) -> dict[str, str]:
@@ -151,4 +155,5 @@ def system_env(
         "JOBTRAIL_SCHEDULER_TICK_S": "0.2",
         "JOBTRAIL_CHECKPOINT_INTERVAL_S": "1",
         "JOBTRAIL_LOG_LEVEL": "INFO",
+        "JOBTRAIL_JOB_MODULES": EXAMPLE_JOB_MODULES,
     }

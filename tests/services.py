@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, ExitStack
@@ -21,39 +20,23 @@ import pytest
 from psycopg import sql
 
 from contracts.names import Topology
+from shared.servers import BY_KEY, SERVERS, answers
 
 DEFAULTS = {
-    "postgres": "postgresql://postgres@127.0.0.1:5432/postgres",
-    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
-    "redis": "redis://127.0.0.1:6379/0",
+    server.key: (
+        # the tests make databases of their own: the server's `postgres` database is the door
+        urlunsplit(urlsplit(server.url)._replace(path="/postgres"))
+        if server.key == "postgres"
+        else server.url
+    )
+    for server in SERVERS
 }
-ENV = {
-    "postgres": "JOBTRAIL_POSTGRES_URL",
-    "rabbitmq": "JOBTRAIL_AMQP_URL",
-    "redis": "JOBTRAIL_REDIS_URL",
-}
-START = {
-    "postgres": "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start",
-    "rabbitmq": "rabbitmq-server -detached",
-    "redis": 'redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" '
-    "--appendonly no --dir /var/lib/redis --logfile /var/log/redis/ci.log",
-}
+"""The local servers (shared/servers.py, the table the CLI and scripts/ensure-services.sh use)."""
+START = {server.key: server.start for server in SERVERS}
 
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def answers(url: str, timeout: float = 2.0) -> bool:
-    parts = urlsplit(url)
-    port = parts.port or {"postgresql": 5432, "postgres": 5432, "amqp": 5672, "redis": 6379}.get(
-        parts.scheme, 0
-    )
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _docker_answers() -> bool:
@@ -93,14 +76,15 @@ def _container_url(kind: str, container: Any) -> str:
 
 def resolve(kind: str, stack: ExitStack) -> str:
     """The URL of a live ``kind`` service, or a skip (a failure under CI=true)."""
-    url = os.environ.get(ENV[kind])
+    server = BY_KEY[kind]
+    url = os.environ.get(server.variable)
     if not url and _docker_answers():
         container, _ = _container(kind)
         started = stack.enter_context(container)
         url = _container_url(kind, started)
     url = url or DEFAULTS[kind]
     if not answers(url):
-        message = f"{kind} does not answer at {url}; start it with: {START[kind]}"
+        message = f"{kind} does not answer at {url}; start it with: {server.start}"
         if in_ci():
             pytest.fail(message, pytrace=False)
         pytest.skip(message)

@@ -10,21 +10,20 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 from uuid import UUID
 
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from services.cli.console import console, err, fail, first_line
+from services.cli.console import console, err, fail
+from services.cli.database import open_store
+from services.cli.options import TIME_EXAMPLE, ZONED, optional_time, parse_job_id
+from services.cli.render import history_table
 from shared.domain.errors import JobNotFoundError
-from shared.eventstore import JobStore
 from shared.eventstore.export import (
     EVENT_TYPES,
     RECORD_FIELDS,
@@ -35,57 +34,12 @@ from shared.eventstore.export import (
     state_at_time,
     state_at_version,
 )
-from shared.redact import redact_url
-from shared.settings import StoreSettings
-
-TIME_EXAMPLE = "2026-11-29T09:00:00Z"
-ZONED = f"ISO 8601 with a zone, e.g. {TIME_EXAMPLE}"
 
 
 class Format(StrEnum):
     table = "table"
     jsonl = "jsonl"
     csv = "csv"
-
-
-def parse_time(text: str, option: str) -> datetime:
-    """An ISO 8601 time with a zone (a trailing Z is UTC); a CLI error naming ``option`` else."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise fail(f"{option} {text!r} is not an ISO 8601 time; e.g. {TIME_EXAMPLE}", 2) from None
-    if value.tzinfo is None:
-        raise fail(f"{option} {text!r} has no time zone; add Z (UTC) or +HH:MM, e.g. {text}Z", 2)
-    return value
-
-
-def parse_job_id(text: str) -> UUID:
-    try:
-        return UUID(text)
-    except ValueError:
-        raise fail(
-            f"JOB {text!r} is not a job id (a UUID as printed by `jobtrail submit`)", 2
-        ) from None
-
-
-@contextmanager
-def open_store() -> Iterator[JobStore]:
-    """A JobStore on JOBTRAIL_POSTGRES_URL; a CLI error saying what to fix when it cannot open."""
-    try:
-        settings = StoreSettings()
-    except ValidationError as exc:
-        raise fail(f"JOBTRAIL_POSTGRES_URL: {exc.errors()[0]['msg']}", 2) from None
-    try:
-        store = JobStore(settings)
-    except Exception as exc:  # psycopg's or eventsourcing's connection errors, whichever
-        raise fail(
-            f"cannot read the log at {redact_url(settings.postgres_url)} ({type(exc).__name__}: "
-            f"{first_line(exc)}); check JOBTRAIL_POSTGRES_URL and that PostgreSQL runs"
-        ) from None
-    try:
-        yield store
-    finally:
-        store.close()
 
 
 def write_records(records: Iterable[dict[str, Any]], fmt: Format, out: TextIO) -> int:
@@ -103,26 +57,6 @@ def write_records(records: Iterable[dict[str, Any]], fmt: Format, out: TextIO) -
             out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
             count += 1
     return count
-
-
-def history_table(records: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title)
-    whole = ("v", "time", "event", "attempt")  # never folded; the others fold to fit
-    for column in ("v", "time", "event", "actor", "reason", "attempt", "worker", "error"):
-        table.add_column(column, overflow="fold", no_wrap=column in whole)
-    for r in records:
-        error = f"{r['error_type']}: {r['error_message']}" if r["error_type"] else ""
-        table.add_row(
-            str(r["version"]),
-            r["timestamp"],
-            r["event_type"],
-            r["actor"],
-            r["reason"] or "",
-            "" if r["attempt"] is None else str(r["attempt"]),
-            r["worker"] or "",
-            error,
-        )
-    return table
 
 
 def _export(records: Iterable[dict[str, Any]], fmt: Format, output: Path | None) -> None:
@@ -188,8 +122,8 @@ def audit(
     if unknown:
         raise fail(f"--type {', '.join(unknown)}: unknown; known: {', '.join(EVENT_TYPES)}", 2)
     where = RangeFilter(
-        since=parse_time(since, "--since") if since else None,
-        until=parse_time(until, "--until") if until else None,
+        since=optional_time(since, "--since"),
+        until=optional_time(until, "--until"),
         types=tuple(event_type or ()),
         actor=actor,
     )
@@ -236,7 +170,7 @@ def state(
     if version is not None and version < 1:
         raise fail(f"--version {version}: versions start at 1", 2)
     job_id = parse_job_id(job)
-    when = parse_time(at, "--at") if at is not None else None
+    when = optional_time(at, "--at")
     with open_store() as store:
         try:
             if version is not None:
@@ -257,3 +191,8 @@ def state(
         shown = json.dumps(value) if isinstance(value, dict | list) else str(value)
         table.add_row(name, shown)
     console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command(name="audit")(audit)
+    app.command(name="state")(state)

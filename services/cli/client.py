@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+
+from services.cli.console import fail
+
+T = TypeVar("T")
 
 
 class ApiError(Exception):
@@ -96,3 +101,11 @@ class Client:
             return self.http.get("/readyz", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
+
+
+def call(request: Callable[[Client], T]) -> T:
+    """One request of a CLI command; an API error ends the command with its problem document."""
+    try:
+        return request(Client())
+    except ApiError as exc:
+        raise fail(str(exc)) from None

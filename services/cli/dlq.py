@@ -1,21 +1,31 @@
-"""Dead letters: list them, and replay the ones that are valid to where they were going.
+"""``jobtrail dlq``: dead letters; list them, and republish the valid ones to where they were going.
 
-Replay is idempotent: every consumer decides against the log under the job's lock, so a message
-that already had its effect is dropped when it arrives again. A message that still does not
-validate against its contract stays in the dead-letter queue.
+``list`` and ``republish`` read RabbitMQ's dead-letter queue directly; ``recorded`` and
+``quarantined`` ask the API for what the consumers and the relay recorded in PostgreSQL.
+
+Republishing is idempotent: every consumer decides against the log under the job's lock, so a
+message that already had its effect is dropped when it arrives again. A message that still does
+not validate against its contract stays in the dead-letter queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import aio_pika
+import typer
 from pydantic import BaseModel, ValidationError
+from rich.table import Table
 
 from contracts.messages import CancelJobMessage, JobEventMessage, SubmitJobMessage
 from contracts.names import Topology
+from services.cli.client import call
+from services.cli.console import console
+from services.cli.render import dead_letter_table
 from shared.dead_letters import REPLAYS_HEADER, job_id_in, replays_in
+from shared.settings import BusSettings
 
 CONTRACTS: dict[str, type[BaseModel]] = {
     "job.submit": SubmitJobMessage,
@@ -93,7 +103,7 @@ async def list_dead_letters(amqp_url: str, topology: Topology, limit: int) -> li
         return letters  # closing the channel hands every unacked message back, in order
 
 
-async def replay(amqp_url: str, topology: Topology, message_id: str | None) -> tuple[int, int]:
+async def republish(amqp_url: str, topology: Topology, message_id: str | None) -> tuple[int, int]:
     """Republishes valid dead letters (all, or the one with ``message_id``) to their exchange and
     routing key, confirmed, then removes them; returns (replayed, left)."""
     connection = await aio_pika.connect(amqp_url)
@@ -131,3 +141,77 @@ async def replay(amqp_url: str, topology: Topology, message_id: str | None) -> t
             await message.ack()
             replayed += 1
     return replayed, left
+
+
+dlq_app = typer.Typer(help="Dead letters: list, and republish the valid ones (idempotent).")
+
+
+def _bus() -> tuple[str, Topology]:
+    bus = BusSettings()
+    return bus.amqp_url, Topology(bus.topology_prefix)
+
+
+@dlq_app.command(name="list")
+def dlq_list(limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50) -> None:
+    """Shows dead letters (they stay in the queue): origin, reason, job, and what is wrong."""
+    url, topology = _bus()
+    letters = asyncio.run(list_dead_letters(url, topology, limit))
+    table = Table(title=f"{len(letters)} dead letter(s) in {topology.dead_letter_queue}")
+    columns = ("message_id", "job_id", "from", "reason", "valid", "problem")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for letter in letters:
+        row = letter.row()
+        table.add_row(*(str(row[c]) for c in columns))
+    console.print(table)
+
+
+@dlq_app.command(name="recorded")
+def dlq_recorded(
+    job: Annotated[str | None, typer.Option(help="only dead letters naming this job")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Shows the dead letters consumers recorded in PostgreSQL (newest first), via the API."""
+    letters = call(lambda client: client.dead_letters(job, limit))
+    console.print(dead_letter_table(letters, f"{len(letters)} recorded dead letter(s)"))
+
+
+@dlq_app.command(name="quarantined")
+def dlq_quarantined(
+    job: Annotated[str | None, typer.Option(help="only events of this job")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 50,
+) -> None:
+    """Shows the events of the log the relay or the projection quarantined (newest first)."""
+    rows = call(lambda client: client.quarantined(job, limit))
+    table = Table(title=f"{len(rows)} quarantined event(s)")
+    for column in ("at", "stage", "notification", "job_id", "version", "event", "action", "error"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["at"][:23],
+            row["stage"],
+            str(row["notification_id"]),
+            str(row["job_id"] or "-"),
+            str(row["version"] or "-"),
+            row["event_type"],
+            row["action"],
+            row["error"][:160],
+        )
+    console.print(table)
+
+
+def dlq_republish(
+    message_id: Annotated[str | None, typer.Option(help="only this message")] = None,
+) -> None:
+    """Republishes valid dead letters to where they were going; invalid ones stay."""
+    url, topology = _bus()
+    sent, left = asyncio.run(republish(url, topology, message_id))
+    console.print(f"republished {sent}; left in the dead-letter queue: {left}")
+
+
+dlq_app.command(name="republish")(dlq_republish)
+dlq_app.command(name="replay", hidden=True, help="Old name of `dlq republish`.")(dlq_republish)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dlq_app, name="dlq")

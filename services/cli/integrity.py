@@ -1,4 +1,4 @@
-"""``jobtrail verify``, ``checkpoint``, ``archive`` and ``db``: tamper evidence and retention.
+"""``jobtrail verify``, ``checkpoint`` and ``archive``: tamper evidence and retention.
 
 These talk to PostgreSQL directly (settings from ``JOBTRAIL_*``), not through the API: an
 auditor verifies the log itself, with a key and a checkpoint file the services never see.
@@ -12,28 +12,12 @@ from typing import Annotated, Any
 
 import psycopg
 import typer
-from psycopg.rows import dict_row
 from rich.markup import escape
 
-from services.cli.audit import open_store, parse_time
 from services.cli.console import console, fail, first_line
+from services.cli.database import connect, connected, log_conninfo, open_store
+from services.cli.options import parse_time
 from shared.redact import redact
-
-db_app = typer.Typer(help="Database roles and schema (run as the owner of the log).")
-
-
-def log_conninfo() -> str:
-    from shared.leader import conninfo
-    from shared.settings import StoreSettings
-
-    return conninfo(StoreSettings().postgres_url)
-
-
-def connect() -> psycopg.Connection[Any]:
-    try:
-        return psycopg.connect(log_conninfo(), autocommit=True, row_factory=dict_row)
-    except psycopg.OperationalError as exc:
-        raise fail(f"cannot reach PostgreSQL (check JOBTRAIL_POSTGRES_URL): {exc}") from None
 
 
 def verify(
@@ -57,7 +41,7 @@ def verify(
 ) -> None:
     """Checks the log's integrity and the Redis view; exits 1 when anything is wrong, and when
     the log has no checkpoint at all (unless --allow-no-checkpoints)."""
-    from shared.eventstore.integrity import verify_log
+    from shared.eventstore.verify import verify_log
     from shared.settings import AuditSettings
 
     audit = AuditSettings()
@@ -106,7 +90,6 @@ def _verify_redis() -> bool:
     from eventsourcing.persistence import OperationalError, ProgrammingError
     from redis.exceptions import RedisError
 
-    from services.cli.replay import connected
     from shared.drift import find_drift
 
     async def run() -> list[Any]:
@@ -136,7 +119,7 @@ def _verify_redis() -> bool:
 
 def checkpoint() -> None:
     """Writes a checkpoint of the log head now (the projector also does, every interval)."""
-    from shared.eventstore.integrity import write_checkpoint
+    from shared.eventstore.checkpoints import write_checkpoint
     from shared.settings import AuditSettings
 
     audit = AuditSettings()
@@ -195,61 +178,12 @@ def archive(
         + (
             ""
             if ttl
-            else "; JOBTRAIL_FINAL_TTL_S is 0: run `jobtrail replay` to drop them from Redis"
+            else "; JOBTRAIL_FINAL_TTL_S is 0: run `jobtrail rebuild` to drop them from Redis"
         )
     )
 
 
-@db_app.command(name="init")
-def db_init() -> None:
-    """Creates the database, tables and append-only triggers (as the owner)."""
-    from shared.eventstore import JobStore, ensure_database
-    from shared.keys import create_table
-    from shared.settings import StoreSettings
-
-    settings = StoreSettings()
-    ensure_database(settings.postgres_url)
-    JobStore(settings.model_copy(update={"postgres_create_schema": True})).close()
-    with connect() as conn:
-        create_table(conn)
-    console.print(
-        "schema ready: events (append-only), checkpoints, timers, leases, positions, API keys"
-    )
-
-
-@db_app.command(name="grant")
-def db_grant(
-    role: Annotated[str, typer.Argument(help="an existing login role")],
-    read_only: Annotated[bool, typer.Option("--read-only", help="an auditor: SELECT only")] = False,
-    create: Annotated[
-        bool,
-        typer.Option(
-            "--create",
-            help="create ROLE (LOGIN) when missing, with JOBTRAIL_SERVICE_ROLE_PASSWORD",
-        ),
-    ] = False,
-) -> None:
-    """Lets ROLE run the services (read and append history, never change or delete it), or,
-    with --read-only, read everything and write nothing (auditors)."""
-    import os
-
-    from services.cli.roles import RoleError, ensure_role
-    from shared.eventstore.integrity import grant
-
-    with connect() as conn:
-        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
-        if create and not read_only:
-            password = os.environ.get("JOBTRAIL_SERVICE_ROLE_PASSWORD")
-            if not password:
-                raise fail("--create: set JOBTRAIL_SERVICE_ROLE_PASSWORD to the role's password", 2)
-            try:
-                ensure_role(conn, role, password)
-            except RoleError as exc:
-                raise fail(str(exc), 2) from None
-        elif not exists:
-            raise fail(f"role {role!r} does not exist (CREATE ROLE ... LOGIN first)", 2)
-        grant(conn, role, read_only=read_only)
-    console.print(
-        f"{role} may {'read' if read_only else 'read and append'} the log; run it with "
-        "JOBTRAIL_POSTGRES_CREATE_SCHEMA=false"
-    )
+def register(app: typer.Typer) -> None:
+    app.command()(verify)
+    app.command()(checkpoint)
+    app.command()(archive)

@@ -17,7 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from services.cli.console import console, fail, first_line
-from services.cli.integrity import connect
+from services.cli.database import connect
 from shared import keys
 
 keys_app = typer.Typer(help="API keys: create (shown once), list, revoke.", no_args_is_help=True)
@@ -35,7 +35,7 @@ def _keys_table(doing: str) -> Iterator[psycopg.Connection[Any]]:
         raise fail(f"cannot {doing}: {first_line(exc)}") from None
 
 
-def _when(value: object) -> str:
+def _date(value: object) -> str:
     return "" if value is None else str(value)[:19]
 
 
@@ -74,8 +74,8 @@ def list_keys(
             escape(info.tenant),
             escape(info.name),
             ",".join(info.scopes),
-            _when(info.created_at),
-            _when(info.revoked_at),
+            _date(info.created_at),
+            _date(info.revoked_at),
         )
     console.print(table)
 
@@ -88,3 +88,7 @@ def revoke(key_id: Annotated[str, typer.Argument(help="the id keys list shows")]
     if info is None:
         raise fail(f"no key with id {key_id!r} (jobtrail keys list shows them)", 2)
     console.print(f"key {info.id} of tenant {escape(info.tenant)} revoked at {info.revoked_at}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")

@@ -22,7 +22,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 DEFAULT_ROLE = "jobtrail_service"
 _ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -44,7 +43,7 @@ def ensure_role(conn: psycopg.Connection[Any], role: str, password: str | None) 
     """Creates ``role`` (LOGIN, nothing else) when missing and grants it the services' rights;
     sets a random password unless ``password`` is given for an existing role. Returns the
     password to connect with."""
-    from shared.eventstore.integrity import grant
+    from shared.eventstore.schema import grant
 
     row = conn.execute(
         "SELECT rolsuper OR rolname = current_user AS owner FROM pg_roles WHERE rolname = %s",
@@ -94,7 +93,7 @@ def service_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     process's environment) with the services' URL and ``JOBTRAIL_POSTGRES_CREATE_SCHEMA=false``."""
     from shared.eventstore import JobStore, ensure_database
     from shared.keys import create_table
-    from shared.leader import conninfo
+    from shared.postgres import connect
     from shared.settings import StoreSettings
 
     env = dict(os.environ if env is None else env)
@@ -102,9 +101,7 @@ def service_environment(env: Mapping[str, str] | None = None) -> dict[str, str]:
     settings = StoreSettings()
     ensure_database(settings.postgres_url)
     JobStore(settings.model_copy(update={"postgres_create_schema": True})).close()
-    with psycopg.connect(
-        conninfo(settings.postgres_url), autocommit=True, row_factory=dict_row
-    ) as conn:
+    with connect(settings) as conn:
         create_table(conn)
         password = ensure_role(conn, role, env.get("JOBTRAIL_SERVICE_ROLE_PASSWORD") or None)
     return env | {

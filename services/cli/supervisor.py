@@ -86,14 +86,20 @@ class Supervisor:
                 restarted.append(child.name)
         return restarted
 
+    def request_stop(self) -> None:
+        """Makes ``run_until_stopped`` return (safe from a signal handler or another thread);
+        ``stop`` then ends the children."""
+        self._stopping.set()
+
     def run_until_stopped(self) -> None:
+        """Watches the children (restarting those that die) until ``request_stop`` or ``stop``."""
         while not self._stopping.is_set():
             self.watch_once()
             self._stopping.wait(0.5)
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM to all (graceful), then SIGKILL to those still running after ``timeout``."""
-        self._stopping.set()
+        self.request_stop()
         for child in self.children:
             if child.process and child.process.poll() is None:
                 child.process.send_signal(signal.SIGTERM)

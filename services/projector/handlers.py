@@ -10,11 +10,10 @@ import asyncio
 import logging
 
 import psycopg
-from psycopg.rows import dict_row
 
 from shared import metrics
-from shared.eventstore.integrity import CheckpointChainError, write_checkpoint
-from shared.leader import conninfo
+from shared.eventstore.checkpoints import CheckpointChainError, write_checkpoint
+from shared.postgres import connect
 from shared.settings import AuditSettings
 
 log = logging.getLogger(__name__)
@@ -26,7 +25,7 @@ async def checkpoints(url: str, audit: AuditSettings) -> None:
         return
 
     def once() -> None:
-        with psycopg.connect(conninfo(url), autocommit=True, row_factory=dict_row) as conn:
+        with connect(url) as conn:
             mark = write_checkpoint(conn, key=audit.key, file=audit.checkpoint_file)
         if mark is not None:
             log.info("checkpoint at notification %d: %s", mark.notification_id, mark.head.hex())

@@ -3,7 +3,7 @@
 When Redis loses its data (FLUSHALL, eviction, a restart without persistence) the position goes
 with it and the projection rebuilds from the start of the log; a job whose hash was evicted alone
 is refolded from its events. Versions are compared in Lua, so re-applying is harmless. It follows
-the active generation (``shared.generations``), so a ``jobtrail replay`` can switch it over.
+the active generation (``shared.generations``), so a ``jobtrail rebuild`` can switch it over.
 An event that cannot be applied (nor decoded) is quarantined (``shared.quarantine``) and its
 job's hash deleted, so reads of that job fall back to the log; the projection goes on past it.
 """

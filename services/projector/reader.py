@@ -14,14 +14,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import dict_row
 
 from shared.domain import Job
 from shared.domain.cause import describe
 from shared.eventstore import JobStore, Undecodable
-from shared.leader import conninfo
-
-CONNECT_TIMEOUT_S = 5
+from shared.postgres import connect_async
 
 
 class LogReader:
@@ -65,12 +62,7 @@ class LogReader:
 
     async def _read(self, after: int, limit: int) -> list[dict[str, Any]]:
         if self._conn is None:
-            self._conn = await psycopg.AsyncConnection.connect(
-                conninfo(self.store.settings.postgres_url),
-                autocommit=True,
-                row_factory=dict_row,
-                connect_timeout=CONNECT_TIMEOUT_S,
-            )
+            self._conn = await connect_async(self.store.settings)
         try:
             cursor = await self._conn.execute(self._query, [after, limit], prepare=True)
             return await cursor.fetchall()

@@ -36,9 +36,10 @@ class PendingCap:
         now = time.monotonic()
         if now - read_at >= self.refresh_s:
             try:
-                pending, read_at = await self.view.tenant_count(tenant, NOT_FINAL), now
-            except Exception as exc:  # a cache: keep the last count
+                pending = await self.view.tenant_count(tenant, NOT_FINAL)
+            except Exception as exc:  # a cache: keep the last count, ask again in refresh_s
                 log.debug("pending count of %s unavailable: %r", tenant, exc)
+            read_at = now
         wait = pending_cap_retry_after(pending, self.cap, new)
         if wait is not None:
             self._counts[tenant] = (pending, read_at)

@@ -300,7 +300,12 @@ async def get_job(
             ],
         )
     if at is not None or version is not None:
-        then = await handlers.read_job_then(deps.store, job_id, at=at, version=version)
+        try:
+            then = await handlers.read_job_then(deps.store, job_id, at=at, version=version)
+        except JobNotFoundError:
+            # "no such version/time" says the job exists: only to its own tenant
+            await handlers.owned_job(deps.store, job_id, principal.tenant)
+            raise
         return _owned(then, principal, job_id)
     job = _owned(await handlers.read_job(deps.store, deps.view, job_id), principal, job_id)
     try:
@@ -311,7 +316,7 @@ async def get_job(
 
 
 router.add_api_route(  # ReadRoute: the fast path of a plain status read (media.py)
-    "/v1/jobs/{job_id}",
+    "/v1/jobs/{job_id:job}",  # not /v1/jobs/batch (media.JobIdConvertor)
     get_job,
     methods=["GET"],
     response_model=JobView,
@@ -409,8 +414,11 @@ async def list_jobs(
 
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics of this process (docs/operations.md lists them); admin scope."""
-    require(request.state, "admin")
+    """Prometheus metrics of this process (docs/operations.md lists them): the installation's,
+    so only to an admin key of the tenant ``default``."""
+    if require(request.state, "admin").tenant != DEFAULT_TENANT:
+        detail = "metrics are the installation's: use an admin key of the tenant 'default'"
+        return problem(403, "Forbidden", detail, scope="admin")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -11,18 +11,21 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.submitter import problems
 from services.submitter.api import problem, router
-from services.submitter.auth import PUBLIC_PATHS, Authenticate, MissingScopeError, RateLimitedError
+from services.submitter.auth import Authenticate, MissingScopeError, RateLimitedError
 from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
 from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
 from services.submitter.quarantine_api import router as quarantine_router
-from services.submitter.server import MAX_HEAD_BYTES, HeadLimit
+from services.submitter.server import MAX_HEAD_BYTES, HeadLimit, problem_body, send_problem
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
@@ -75,22 +78,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = (
-            b'{"type":"about:blank","title":"Payload too large","status":413,'
-            b'"detail":"request body over ' + str(self.max_bytes).encode() + b' bytes"}'
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body over {self.max_bytes} bytes"
+        body = problem_body(413, "Payload too large", detail)
+        await send_problem(send, 413, body, ((b"connection", b"close"),))
 
 
 MESSAGE_ID_HEADERS = ("X-Request-Id", "X-Correlation-Id")
@@ -132,64 +122,6 @@ class RequestId:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
-
-
-_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-_AUTH_ANSWERS = {
-    "401": "No valid API key (missing, malformed, unknown or revoked)",
-    "403": "The key lacks the scope this operation needs (the problem names it)",
-    "429": "Over the key's rate limit or the tenant's pending jobs; see Retry-After",
-}
-
-
-def _document_media_type(app: FastAPI) -> None:
-    """Completes the OpenAPI document with what the middleware and route classes answer: the
-    bearer key every operation but the probes needs (401/403/429), and the 415 of
-    ``media.check_media_type`` on every operation with a request body, so clients (and
-    schema-driven fuzzers) know they are part of the contract."""
-    generate = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = generate()
-            components = schema.setdefault("components", {})
-            components.setdefault("securitySchemes", {})["apiKey"] = {
-                "type": "http",
-                "scheme": "bearer",
-                "description": "an API key from `jobtrail keys create` (jt_<id>_<secret>)",
-            }
-            components.setdefault("schemas", {})["Problem"] = {
-                "type": "object",
-                "description": "An RFC 9457 problem document",
-                "properties": {
-                    "type": {"type": "string"},
-                    "title": {"type": "string"},
-                    "status": {"type": "integer"},
-                    "detail": {"type": "string"},
-                },
-                "required": ["title", "status", "detail"],
-            }
-            for path, operations in schema.get("paths", {}).items():
-                for operation in operations.values():
-                    if path not in PUBLIC_PATHS:
-                        operation["security"] = [{"apiKey": []}]
-                        for code, description in _AUTH_ANSWERS.items():
-                            operation["responses"].setdefault(
-                                code, {"description": description, "content": _PROBLEM}
-                            )
-                    if "requestBody" in operation:
-                        operation["responses"].setdefault(
-                            "415",
-                            {
-                                "description": f"The body is not {JSON_MEDIA_TYPE} "
-                                "(a problem document naming the type expected)",
-                                "content": {"application/problem+json": {}},
-                            },
-                        )
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -235,7 +167,7 @@ def create_app(
     # The routes on the app's own router: an included router is one more layer of matching and
     # dispatch on every request
     app.router.routes.extend([*router.routes, *quarantine_router.routes])
-    _document_media_type(app)
+    problems.document(app)  # the error answers in the OpenAPI document
 
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
@@ -329,6 +261,15 @@ def create_app(
     async def overloaded(_: Request, exc: StoreOverloadedError) -> Any:
         response = problem(503, "Overloaded", str(exc))
         response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
+
+    # Redis does not answer (the list is read from it alone): a 503 to retry, never a 500
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def redis_unavailable(_: Request, exc: Exception) -> Any:
+        log.warning("answering 503: %r", exc)
+        response = problem(503, "Unavailable", "Redis is unavailable; retry later")
+        response.headers["Retry-After"] = "5"
         return response
 
     return app

@@ -21,6 +21,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.submitter.server import send_problem
 from shared.domain import DEFAULT_TENANT
 from shared.keys import SCOPES, KeyRing, Principal
 
@@ -116,32 +117,17 @@ class Authenticate:
         else:
             principal = deps.anonymous
         if principal is None:
-            await _refuse(
-                send, 401, _UNAUTHORIZED, [(b"www-authenticate", b'Bearer realm="jobtrail"')]
+            await send_problem(
+                send, 401, _UNAUTHORIZED, ((b"www-authenticate", b'Bearer realm="jobtrail"'),)
             )
             return
         limiter: Callable[[str], int | None] | None = deps.rate_limit
         wait = limiter(principal.key_id) if limiter is not None else None
         if wait is not None:
-            await _refuse(send, 429, _RATE_LIMITED, [(b"retry-after", str(wait).encode())])
+            await send_problem(send, 429, _RATE_LIMITED, ((b"retry-after", str(wait).encode()),))
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/problem+json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 async def refresh_keys(keys: KeyRing, refresh: Callable[[], Any], every_s: float) -> None:

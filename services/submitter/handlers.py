@@ -148,6 +148,12 @@ async def requeue(
     )
 
 
+async def owned_job(store: AsyncJobStore, job_id: UUID, tenant: str) -> Job:
+    """The job when it exists and is ``tenant``'s; JobNotFoundError (naming only the id)
+    otherwise."""
+    return _of(tenant, await store.get(job_id))
+
+
 async def check_rows_job(store: AsyncJobStore, job_id: UUID, tenant: str) -> None:
     """Whether ``tenant`` may ask for the rows naming ``job_id`` (see ``tenants_rows``): its own
     job, or, for the default tenant, an id no job has; JobNotFoundError otherwise."""
@@ -213,6 +219,8 @@ async def read_job(store: AsyncJobStore, view: RedisView | None, job_id: UUID) -
             cached = await view.get(job_id)
         except Exception:  # Redis is a cache: any failure means "read the log"
             cached = None
+    if cached is not None and "tenant" not in cached:
+        cached = None  # written by a projector older than tenants: whose it is, the log says
     if cached is not None:
         job = parse_view(cached) | {"source": "cache"}
         if isinstance(job["result"], dict) and job["result"].get("truncated"):

@@ -17,10 +17,23 @@ from uuid import UUID
 from fastapi import Request, Response
 from fastapi.routing import APIRoute, serialize_response
 from pydantic import BaseModel, ValidationError
+from starlette.convertors import StringConvertor, register_url_convertor
 
 JSON_MEDIA_TYPE = "application/json"
 
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+class JobIdConvertor(StringConvertor):
+    """The ``{job_id:job}`` segment of ``/v1/jobs/{job_id:job}``: any segment but ``batch``,
+    so ``/v1/jobs/batch`` is only the batch route. Without it ``GET /v1/jobs/batch`` was read as
+    a job id (a 422) and every 405 there listed GET in Allow, though the OpenAPI document gives
+    ``/v1/jobs/batch`` POST alone. Any other id that is not a UUID is still a 422 naming it."""
+
+    regex = "(?!batch$)[^/]+"
+
+
+register_url_convertor("job", JobIdConvertor())
 
 
 class UnsupportedMediaTypeError(Exception):

@@ -58,6 +58,25 @@ def problem_body(status: int, title: str, detail: str) -> bytes:
     ).encode()
 
 
+async def send_problem(
+    send: Send, status: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """Answers an ASGI request with a problem document (``body``) and ``headers``, from a
+    middleware, before the application sees the request."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/problem+json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 def problem_response(status: int, title: str, detail: str) -> bytes:
     """A complete HTTP/1.1 response carrying an RFC 9457 problem document; closes."""
     body = problem_body(status, title, detail)
@@ -169,15 +188,4 @@ class HeadLimit:
             return
         status, title, detail = head_too_large(line <= self.max_bytes, self.max_bytes)
         body = problem_body(status, title, detail)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/problem+json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, status, body, ((b"connection", b"close"),))

@@ -76,8 +76,17 @@ class Job(Aggregate):
             job.last_event_at = self.timestamp
             self.evolve(job)
 
+        def changes(self) -> dict[str, Any]:
+            """The job's attributes this event sets, beyond its status and ``last_event_at``: the
+            one place that says what an event changes (the fold applies it, the Redis view
+            renders it: ``shared.redis_view.delta_view``)."""
+            return {}
+
         def evolve(self, job: Job) -> None:
-            """Sets the state this event changes beyond the status."""
+            """Sets the state this event changes beyond the status: ``changes()``, unless an
+            event's change depends on the job (Submitted, Requeued)."""
+            for name, value in self.changes().items():
+                setattr(job, name, value)
 
     class Submitted(Event, Aggregate.Created):
         """A job was accepted: PENDING, due at ``run_at`` or at once."""
@@ -119,8 +128,8 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.SCHEDULE
 
-        def evolve(self, job: Job) -> None:
-            job.due_at = None
+        def changes(self) -> dict[str, Any]:
+            return {"due_at": None}
 
     class Started(Event):
         """A worker claimed the job for ``attempt`` and holds it until ``lease_expires_at``.
@@ -138,10 +147,13 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.START
 
-        def evolve(self, job: Job) -> None:
-            job.attempt, job.worker_id = self.attempt, self.worker_id
-            job.lease_expires_at = self.lease_expires_at
-            job.cancel_requested = False
+        def changes(self) -> dict[str, Any]:
+            return {
+                "attempt": self.attempt,
+                "worker_id": self.worker_id,
+                "lease_expires_at": self.lease_expires_at,
+                "cancel_requested": False,
+            }
 
     class Completed(Event):
         """The running attempt finished with ``result``."""
@@ -153,8 +165,8 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.COMPLETE
 
-        def evolve(self, job: Job) -> None:
-            job.result, job.lease_expires_at = self.result, None
+        def changes(self) -> dict[str, Any]:
+            return {"result": self.result, "lease_expires_at": None}
 
     class AttemptFailed(Event):
         """The running attempt raised; the job is PENDING again, due at ``retry_at``."""
@@ -168,9 +180,13 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.RETRY
 
-        def evolve(self, job: Job) -> None:
-            job.error = {"type": self.error_type, "message": self.error_message}
-            job.due_at, job.worker_id, job.lease_expires_at = self.retry_at, None, None
+        def changes(self) -> dict[str, Any]:
+            return {
+                "error": {"type": self.error_type, "message": self.error_message},
+                "due_at": self.retry_at,
+                "worker_id": None,
+                "lease_expires_at": None,
+            }
 
     class Failed(Event):
         """The last attempt raised, or raised a non-retryable error: the job is FAILED."""
@@ -183,9 +199,11 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.FAIL
 
-        def evolve(self, job: Job) -> None:
-            job.error = {"type": self.error_type, "message": self.error_message}
-            job.lease_expires_at = None
+        def changes(self) -> dict[str, Any]:
+            return {
+                "error": {"type": self.error_type, "message": self.error_message},
+                "lease_expires_at": None,
+            }
 
     class LeaseExpired(Event):
         """The lease ran out (worker lost, or timed out): a retry at ``retry_at``, or FAILED."""
@@ -197,9 +215,13 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.EXPIRE_FAIL if self.retry_at is None else Move.EXPIRE_RETRY
 
-        def evolve(self, job: Job) -> None:
-            job.error = {"type": "LeaseExpired", "message": f"lease of {self.worker_id} expired"}
-            job.due_at, job.worker_id, job.lease_expires_at = self.retry_at, None, None
+        def changes(self) -> dict[str, Any]:
+            return {
+                "error": {"type": "LeaseExpired", "message": f"lease of {self.worker_id} expired"},
+                "due_at": self.retry_at,
+                "worker_id": None,
+                "lease_expires_at": None,
+            }
 
     class CancelRequested(Event):
         """Cancel was asked of a running job; the worker stops cooperatively."""
@@ -207,8 +229,8 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.REQUEST_CANCEL
 
-        def evolve(self, job: Job) -> None:
-            job.cancel_requested = True
+        def changes(self) -> dict[str, Any]:
+            return {"cancel_requested": True}
 
     class Cancelled(Event):
         """The job was cancelled; ``worker_id`` is set when a running worker acknowledged it.
@@ -222,8 +244,8 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.CANCEL
 
-        def evolve(self, job: Job) -> None:
-            job.lease_expires_at = None
+        def changes(self) -> dict[str, Any]:
+            return {"lease_expires_at": None}
 
     class Requeued(Event):
         """An operator gave a FAILED job ``extra_attempts`` more attempts."""
@@ -247,9 +269,12 @@ class Job(Aggregate):
         def move(self) -> Move:
             return Move.QUARANTINE
 
-        def evolve(self, job: Job) -> None:
-            job.error = {"type": "Quarantined", "message": self.error_message}
-            job.due_at = job.lease_expires_at = None
+        def changes(self) -> dict[str, Any]:
+            return {
+                "error": {"type": "Quarantined", "message": self.error_message},
+                "due_at": None,
+                "lease_expires_at": None,
+            }
 
     # State set by the events above (declared here for readers and type checkers).
     status: Status

@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from shared.domain.job import Job
-from shared.eventstore.store import Command, JobStore, Outcome, Undecodable
+from shared.eventstore.commands import Command, Outcome, Undecodable
+from shared.eventstore.store import JobStore
 
 log = logging.getLogger(__name__)
 

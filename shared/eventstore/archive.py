@@ -25,8 +25,10 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from shared.domain.job import Job
-from shared.eventstore.integrity import CHECKPOINTS, Problem, Row, _row
-from shared.eventstore.store import JobStore, lock_key
+from shared.eventstore.locks import job_key
+from shared.eventstore.rows import Problem, Row
+from shared.eventstore.schema import CHECKPOINTS
+from shared.eventstore.store import JobStore
 
 ENDING_EVENTS = (Job.Completed, Job.Failed, Job.Cancelled, Job.LeaseExpired)
 """Events that can end a job (a LeaseExpired does when no retry is left: ``ends_job``)."""
@@ -109,7 +111,7 @@ def _candidates(store: JobStore, before: datetime, limit: int) -> list[UUID]:
         "ORDER BY notification_id"
     ).format(events=store.table, checkpoints=sql.Identifier(CHECKPOINTS))
     chosen: list[UUID] = []
-    with store.recorder.datastore.get_connection() as conn:
+    with store.connection() as conn:
         for r in conn.execute(query, [topics]):
             event = store.decode(r)
             if event.timestamp >= before:
@@ -130,9 +132,9 @@ def archive(store: JobStore, before: datetime, directory: Path, limit: int) -> A
     if not jobs:
         return None
     table = store.table
-    with store.recorder.datastore.get_connection() as conn:
+    with store.connection() as conn:
         rows = [
-            _row(r)
+            Row.from_db(r)
             for r in conn.execute(
                 sql.SQL(
                     "SELECT * FROM {} WHERE originator_id = ANY(%s) ORDER BY notification_id"
@@ -159,11 +161,11 @@ def archive(store: JobStore, before: datetime, directory: Path, limit: int) -> A
     _write(data, payload)
     _write(manifest_path(data), json.dumps(manifest, indent=2).encode())
     try:
-        with store.recorder.datastore.get_connection() as conn, conn.transaction():
+        with store.connection() as conn, conn.transaction():
             conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
             conn.execute(
                 "SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k",
-                [sorted({lock_key(job) for job in jobs})],
+                [sorted({job_key(job) for job in jobs})],
             )
             deleted = conn.execute(
                 sql.SQL("DELETE FROM {} WHERE originator_id = ANY(%s)").format(table), [jobs]

@@ -27,6 +27,7 @@ from psycopg import sql
 
 from shared.domain.errors import JobNotFoundError
 from shared.domain.job import Job
+from shared.eventstore import archive
 from shared.eventstore.store import JobStore
 
 EVENT_TYPES: dict[str, type[Job.Event]] = {
@@ -206,7 +207,7 @@ class EventExport:
     def job_records(self, job_id: UUID) -> list[dict[str, Any]]:
         """Every event of one job as records, in version order; JobNotFoundError when none."""
         query = self._columns + sql.SQL("WHERE originator_id = %s ORDER BY originator_version")
-        with self.store.recorder.datastore.get_connection() as conn:
+        with self.store.connection() as conn:
             rows = conn.execute(query, [job_id]).fetchall()
         if not rows:
             raise JobNotFoundError(job_id)
@@ -245,7 +246,7 @@ class EventExport:
         )
         after = 0
         while True:
-            with self.store.recorder.datastore.get_connection() as conn:
+            with self.store.connection() as conn:
                 rows = conn.execute(query, params | {"after": after}).fetchall()
             for row in rows:
                 yield self._record(row)
@@ -259,8 +260,6 @@ class EventExport:
         """One job's history read back from archive files (``jobtrail archive``), with what is
         wrong with those files (a digest that does not match its manifest); JobNotFoundError
         when no archive holds the job."""
-        from shared.eventstore import archive
-
         rows, problems = [], []
         for path in paths:
             bundle = archive.read(path)
@@ -268,19 +267,7 @@ class EventExport:
             rows += [row for row in bundle.rows if row.job_id == job_id]
         if not rows:
             raise JobNotFoundError(job_id)
-        records = [
-            self._record(
-                {
-                    "notification_id": row.notification_id,
-                    "originator_id": row.job_id,
-                    "originator_version": row.version,
-                    "topic": row.topic,
-                    "state": row.state,
-                    "chain_hash": row.chain_hash,
-                }
-            )
-            for row in sorted(rows, key=lambda r: r.version)
-        ]
+        records = [self._record(row.to_db()) for row in sorted(rows, key=lambda r: r.version)]
         return records, problems
 
     def _record(self, row: dict[str, Any]) -> dict[str, Any]:

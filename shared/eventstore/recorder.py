@@ -1,10 +1,10 @@
 """A PostgreSQL recorder that can append inside a transaction its caller opened and holds.
 
-Appends are serialised by a transaction-scoped advisory lock (``LOG_LOCK``) instead of
+Appends are serialised by a transaction-scoped advisory lock (``locks.LOG_LOCK``) instead of
 eventsourcing's ``LOCK TABLE ... IN EXCLUSIVE MODE``: same effect (one appending transaction at a
 time, so notification ids commit in the order they are issued and a follower never passes over a
 gap that fills later), but PostgreSQL grants ``EXCLUSIVE`` table locks only to roles with UPDATE,
-DELETE or TRUNCATE on the table, and the services' role has none of those (integrity.grant).
+DELETE or TRUNCATE on the table, and the services' role has none of those (schema.grant).
 """
 
 from __future__ import annotations
@@ -16,10 +16,7 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg import sql
 
-LOG_LOCK = (7261, 50)
-"""The advisory-lock key every appender of the log takes (the two-int key space: it never meets
-the 64-bit per-job keys of store.py). ``lock_timeout`` bounds the wait as it bounded the table
-lock's: a writer that waits longer fails with ``LockNotAvailable`` (SQLSTATE 55P03)."""
+from shared.eventstore.locks import LOG_LOCK
 
 
 class JobRecorder(PostgresApplicationRecorder):

@@ -5,6 +5,10 @@ pessimistic lock). The append still goes through the (job id, version) primary k
 that bypassed the lock is caught (the optimistic backstop) and the command is decided again from
 a fresh load. Commands for many jobs share one transaction (group commit); locks are taken in key
 order so that two batches never deadlock.
+
+One class, ``JobStore``, kept whole (its commands and reads share the pool, the lock keys and
+the decoding): what a command is and returns lives in ``commands``, the schema in ``schema``,
+the derived tables in ``tables``; other modules reach the database through ``connection()``.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import logging
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import takewhile
 from typing import Any, cast
@@ -36,42 +40,26 @@ from eventsourcing.utils import get_topic
 from psycopg import sql
 
 from shared.domain.cause import describe
-from shared.domain.errors import JobError, JobNotFoundError
+from shared.domain.errors import JobNotFoundError
 from shared.domain.job import Job
-from shared.eventstore import integrity, tables
+from shared.eventstore import schema, tables
 from shared.eventstore.chain import GENESIS, event_hash
+from shared.eventstore.commands import (
+    Command,
+    ConcurrencyError,
+    Outcome,
+    StoreStats,
+    Undecodable,
+    UndecodableHistoryError,
+    UnstorableEventError,
+    fold,
+)
+from shared.eventstore.locks import job_key
 from shared.eventstore.recorder import JobRecorder
 from shared.eventstore.topics import JobEventsOnly
 from shared.settings import StoreSettings
 
 log = logging.getLogger(__name__)
-
-Command = Callable[[Job | None], Job]
-"""Given the job as it is (None when it does not exist yet), returns it with new pending events."""
-
-
-def existing(change: Callable[[Job], None]) -> Command:
-    """A command on a job that must already exist; JobNotFoundError otherwise."""
-
-    def command(job: Job | None) -> Job:
-        if job is None:
-            raise JobNotFoundError(None)  # the store names the job (see _decide)
-        change(job)
-        return job
-
-    return command
-
-
-def fold(events: Iterable[Job.Event], job: Job | None = None) -> Job | None:
-    """The job after ``events``, applied in order to ``job`` (None: from nothing).
-
-    eventsourcing's ``project_aggregate`` with its per-event ``isinstance`` check against a
-    runtime Protocol left out (that check alone cost more than applying the event): each
-    ``mutate`` still checks that the event's version follows the job's, as it always did.
-    """
-    for event in events:
-        job = event.mutate(job)
-    return job
 
 
 def _fold(job: Job | None, events: Iterable[Job.Event]) -> Job | None:
@@ -89,33 +77,6 @@ _TRANSIENT = (
 )
 
 
-class ConcurrencyError(Exception):
-    """The command kept meeting writers that bypassed the lock, or the database kept failing."""
-
-
-class UnstorableEventError(ValueError):
-    """An event holds a value the log cannot store (text that is not valid Unicode, say)."""
-
-    def __init__(self, event: Job.Event, cause: Exception) -> None:
-        detail = describe(cause, 500)
-        super().__init__(
-            f"job {event.originator_id}: {type(event).__name__} cannot be stored ({detail})"
-        )
-        self.job_id = event.originator_id
-
-
-class UndecodableHistoryError(JobError):
-    """A row of the job's history cannot be read (damaged state, a topic no code knows): the job
-    cannot move, but the commands on other jobs of its batch go on."""
-
-    def __init__(self, job_id: UUID, version: int, cause: Exception) -> None:
-        detail = describe(cause, 500)
-        super().__init__(
-            f"job {job_id}: version {version} of its history cannot be read ({detail})"
-        )
-        self.job_id = job_id
-
-
 class JobLog(Application[UUID]):
     """The eventsourcing application whose events table is the log (``jobtrail_events``)."""
 
@@ -126,104 +87,17 @@ class JobLog(Application[UUID]):
         return self.factory.mapper(self.construct_transcoder(), mapper_class=JobEventsOnly)
 
 
-@dataclass
-class Outcome:
-    """The result of one command in a batch: the job and its new events, or the error raised.
-
-    ``notification_ids``: the committed rows' notification ids, one per event, in the same order
-    (set only once the transaction that wrote them is known to have committed)."""
-
-    job: Job | None = None
-    events: list[Job.Event] = field(default_factory=list)
-    error: BaseException | None = None
-    notification_ids: list[int] = field(default_factory=list)
-
-    def unwrap(self) -> Job:
-        if self.error is not None:
-            raise self.error
-        assert self.job is not None
-        return self.job
-
-
-@dataclass(frozen=True)
-class Undecodable:
-    """A row of the log that does not decode into an event (unknown topic, damaged state)."""
-
-    notification_id: int
-    job_id: UUID | Any
-    version: int
-    topic: str
-    error: str
-
-
-@dataclass
-class StoreStats:
-    """Counters for metrics and for the tests that prove the lock works."""
-
-    batches: int = 0
-    commands: int = 0
-    events: int = 0
-    conflicts: int = 0
-    transient_retries: int = 0
-    unknown_commits: int = 0
-    overloaded: int = 0
-
-
-def lock_key(job_id: UUID) -> int:
-    """The 64-bit advisory-lock key of a job."""
-    return int.from_bytes(job_id.bytes[:8], "big", signed=True)
-
-
-def _connect(settings: StoreSettings, dbname: str | None = None) -> psycopg.Connection[Any]:
-    env = settings.eventsourcing_env()
-    return psycopg.connect(
-        settings.postgres_options(),  # the URL's sslmode, application_name ... (pool.py)
-        dbname=dbname or env["POSTGRES_DBNAME"],
-        host=env["POSTGRES_HOST"],
-        port=env["POSTGRES_PORT"],
-        user=env["POSTGRES_USER"],
-        password=env["POSTGRES_PASSWORD"],
-        autocommit=True,
-        connect_timeout=10,
-    )
-
-
-@contextmanager
-def _schema_lock(settings: StoreSettings) -> Iterator[None]:
-    """Holds a session advisory lock while eventsourcing creates its table and type.
-
-    ``CREATE TYPE`` has no IF NOT EXISTS: two processes creating the schema at once collide.
-    """
-    with _connect(settings) as conn:
-        conn.execute("SELECT pg_advisory_lock(7261000)")
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(7261000)")
-
-
-def ensure_database(url: str) -> None:
-    """Creates the database named in ``url`` when it does not exist yet."""
-    settings = StoreSettings(postgres_url=url)
-    with _connect(settings, dbname="postgres") as admin:
-        name = settings.eventsourcing_env()["POSTGRES_DBNAME"]
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
-        if not exists:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
 class JobStore:
     """Runs job commands under per-job locks and reads jobs and their histories."""
 
     def __init__(self, settings: StoreSettings | None = None) -> None:
         self.settings = settings or StoreSettings()
-        with _schema_lock(self.settings):  # services starting together create tables once
+        with schema.creating(self.settings):  # services starting together create tables once
             self.app = JobLog(env=self.settings.eventsourcing_env())
             self.recorder = cast(JobRecorder, self.app.recorder)
             if self.settings.postgres_create_schema:
-                with self.recorder.datastore.get_connection() as conn:
-                    tables.create(conn)
-                    integrity.create(conn, self.recorder.events_table_name)
+                with self.connection() as conn:
+                    schema.create(conn, self.recorder.events_table_name)
         self.stats = StoreStats()
         self._stats_lock = threading.Lock()
         self.table = table = sql.Identifier(
@@ -250,6 +124,14 @@ class JobStore:
 
     def close(self) -> None:
         self.app.close()
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        """A connection of the log's pool (autocommit, dict rows), returned to it on exit: the
+        one way other modules (archive, export, the derived tables) reach the database."""
+        return cast(
+            AbstractContextManager[psycopg.Connection[Any]],
+            self.recorder.datastore.get_connection(),
+        )
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -282,9 +164,9 @@ class JobStore:
         raise ConcurrencyError(f"gave up after {attempt + 1} attempts: {error}") from error
 
     def _run_batch(self, commands: Sequence[tuple[UUID, Command]]) -> list[Outcome]:
-        keys = sorted({lock_key(job_id) for job_id, _ in commands})
+        keys = sorted({job_key(job_id) for job_id, _ in commands})
         ids = list({job_id for job_id, _ in commands})
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             with self._transaction(conn) as committed:
                 self._lock(conn, keys)
                 heads: dict[UUID, bytes] = {}
@@ -364,7 +246,7 @@ class JobStore:
         """
         if not stored:
             return True
-        with self.recorder.datastore.get_connection() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             self._lock(conn, keys)
             rows = conn.execute(
                 self._select_states,
@@ -515,7 +397,7 @@ class JobStore:
 
     def get_many(self, job_ids: Sequence[UUID]) -> list[Job]:
         """The current state of several jobs in one query; unknown ids are left out."""
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             history = self._load(conn, list(job_ids))
         return [cast(Job, fold(events)) for events in history.values()]
 
@@ -523,33 +405,33 @@ class JobStore:
         return int(self.recorder.max_notification_id() or 0)
 
     def due_timers(self, limit: int = 500, grace_s: float = 5.0) -> list[tuple[UUID, int | None]]:
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             return tables.due_timers(conn, limit, grace_s)
 
     def expired_leases(self, limit: int = 500) -> list[tuple[UUID, int]]:
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             return tables.expired_leases(conn, limit)
 
     def renew_leases(
         self, worker_id: str, attempts: Sequence[tuple[UUID, int]], lease_s: float
     ) -> dict[tuple[UUID, int], bool]:
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             return tables.renew_leases(conn, worker_id, attempts, lease_s)
 
     def cancel_requests(self, worker_id: str) -> list[tuple[UUID, int]]:
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             return tables.cancel_requests(conn, worker_id)
 
     def position(self, name: str) -> int:
         """A follower's saved position in the log (0 when it has none)."""
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             row = conn.execute(
                 "SELECT position FROM jobtrail_positions WHERE name = %s", [name]
             ).fetchone()
         return int(row["position"]) if row else 0
 
     def set_position(self, name: str, position: int) -> None:
-        with self.recorder.datastore.get_connection() as conn:
+        with self.connection() as conn:
             conn.execute(
                 "INSERT INTO jobtrail_positions (name, position) VALUES (%s, %s) "
                 "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position, updated_at = now()",

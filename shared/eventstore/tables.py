@@ -24,81 +24,29 @@ time. A worker whose clock is a minute off then still writes a lease of the righ
 Outside the log, and not derived from it: ``jobtrail_dead_letters``, one row per message a
 consumer rejected to the dead-letter queue (never an event: it must not move a job), and
 ``jobtrail_quarantine``, one row per event of the log a follower could not process
-(``shared.quarantine``).
+(``shared.quarantine``). The DDL of every table here is in ``shared.eventstore.schema``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
 
 from shared.domain.job import Job
 
-if TYPE_CHECKING:
-    from shared.eventstore.store import JobStore
-
 T = TypeVar("T")
 
-DDL = """
-CREATE TABLE IF NOT EXISTS jobtrail_timers (
-    job_id uuid PRIMARY KEY,
-    due_at timestamptz NOT NULL,
-    delayed boolean NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobtrail_timers_due ON jobtrail_timers (due_at);
-CREATE TABLE IF NOT EXISTS jobtrail_leases (
-    job_id uuid PRIMARY KEY,
-    attempt integer NOT NULL,
-    worker_id text NOT NULL,
-    expires_at timestamptz NOT NULL,
-    cancel_requested boolean NOT NULL DEFAULT false
-);
-CREATE INDEX IF NOT EXISTS jobtrail_leases_expiry ON jobtrail_leases (expires_at);
-CREATE TABLE IF NOT EXISTS jobtrail_dispatches (
-    job_id uuid PRIMARY KEY,
-    attempt integer NOT NULL,
-    sent_at timestamptz NOT NULL,
-    resends integer NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS jobtrail_dispatches_sent ON jobtrail_dispatches (sent_at);
-CREATE TABLE IF NOT EXISTS jobtrail_dead_letters (
-    id bigserial PRIMARY KEY,
-    at timestamptz NOT NULL DEFAULT now(),
-    queue text NOT NULL,
-    reason text NOT NULL,
-    job_id uuid,
-    message_id text,
-    correlation_id text,
-    error text NOT NULL,
-    body bytea NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobtrail_dead_letters_job ON jobtrail_dead_letters (job_id, id);
-CREATE TABLE IF NOT EXISTS jobtrail_quarantine (
-    id bigserial PRIMARY KEY,
-    at timestamptz NOT NULL DEFAULT now(),
-    stage text NOT NULL,
-    notification_id bigint NOT NULL,
-    job_id uuid,
-    version bigint,
-    event_type text NOT NULL,
-    error text NOT NULL,
-    action text NOT NULL,
-    UNIQUE (stage, notification_id)
-);
-CREATE INDEX IF NOT EXISTS jobtrail_quarantine_job ON jobtrail_quarantine (job_id, id);
-ALTER TABLE jobtrail_dead_letters ADD COLUMN IF NOT EXISTS letter_key text;
-CREATE UNIQUE INDEX IF NOT EXISTS jobtrail_dead_letters_key ON jobtrail_dead_letters (letter_key);
-ALTER TABLE jobtrail_timers ADD COLUMN IF NOT EXISTS version bigint;
-CREATE TABLE IF NOT EXISTS jobtrail_positions (
-    name text PRIMARY KEY,
-    position bigint NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-"""
+
+class Connects(Protocol):
+    """Anything that lends a pooled connection (``JobStore.connection``)."""
+
+    def connection(self) -> AbstractContextManager[psycopg.Connection[Any]]: ...
+
 
 _UPSERT_TIMER_AT = (  # a time the user chose (run_at)
     "INSERT INTO jobtrail_timers (job_id, due_at, delayed, version) VALUES (%s, %s, %s, %s) "
@@ -131,15 +79,6 @@ _DELETE_DISPATCH = "DELETE FROM jobtrail_dispatches WHERE job_id = %s"
 _ENDS_LEASE = (Job.Completed, Job.AttemptFailed, Job.Failed, Job.LeaseExpired, Job.Cancelled)
 
 Op = tuple[str, tuple[Any, ...]]
-
-
-def create(conn: psycopg.Connection[Any]) -> None:
-    """Creates the tables when they do not exist."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(7261001)")  # concurrent first starts
-        for statement in DDL.split(";"):
-            if statement.strip():
-                conn.execute(statement)
 
 
 def _timer_op(event: Job.Event) -> Op | None:
@@ -327,9 +266,9 @@ def dead_letters(conn: psycopg.Connection[Any], job_id: Any, limit: int) -> list
     return [dict(row) for row in rows]
 
 
-def on_connection(store: JobStore, fn: Callable[..., T], *args: Any) -> T:
+def on_connection(store: Connects, fn: Callable[..., T], *args: Any) -> T:
     """Runs ``fn(conn, *args)`` on a pooled connection of the store (autocommit)."""
-    with store.recorder.datastore.get_connection() as conn:
+    with store.connection() as conn:
         return fn(conn, *args)
 
 

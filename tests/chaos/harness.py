@@ -18,8 +18,7 @@ import redis
 from shared.domain.errors import JobNotFoundError
 from shared.domain.status import TERMINAL
 from shared.eventstore import JobStore
-from shared.eventstore.integrity import verify_log
-from shared.leader import conninfo
+from shared.eventstore.verify import verify_log
 from shared.settings import StoreSettings
 from tests.chaos.checker import Report, check
 from tests.chaos.jobs import executions
@@ -31,7 +30,7 @@ ROWS: list[dict[str, Any]] = []
 """One row per scenario, printed as the reliability table at the end of the session."""
 
 CHAOS_ENV = {
-    "JOBTRAIL_JOB_MODULES": "shared.example_jobs,tests.chaos.jobs",
+    "JOBTRAIL_JOB_MODULES": "examples.jobs,tests.chaos.jobs",
     "JOBTRAIL_WORKER_LEASE_S": "3",
     "JOBTRAIL_WORKER_CONCURRENCY": "16",
     "JOBTRAIL_WORKER_CANCEL_POLL_S": "0.5",
@@ -175,7 +174,7 @@ class Scenario:
             with contextlib.suppress(JobNotFoundError):
                 histories[job_id] = self.store.history(job_id)
         report = check(histories, ids, cached, executions(self.chaos_dir), evictable=self.evictable)
-        integrity = verify_log(conninfo(self.store.settings.postgres_url))  # chains, checkpoints
+        integrity = verify_log(self.store.settings)  # chains, checkpoints
         for problem in integrity.problems:
             report.note("chain", problem.job_id, str(problem))
         ROWS.append(

@@ -8,10 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import psycopg
 import pytest
 import redis
-from psycopg.rows import dict_row
 
 from contracts.messages import SubmitJob, SubmitJobMessage
 from services.submitter.handlers import job_id_for_message
@@ -19,9 +17,10 @@ from shared.domain import Job, Status, job_id_for_key
 from shared.domain.errors import JobNotFoundError
 from shared.drift import expected_view
 from shared.eventstore import JobStore
-from shared.eventstore.integrity import checkpoints, verify_log
-from shared.leader import conninfo
+from shared.eventstore.checkpoints import checkpoints
+from shared.eventstore.verify import verify_log
 from shared.messaging import Routes
+from shared.postgres import connect
 from shared.settings import BusSettings
 from tests.e2e.helpers import assert_legal_history, settle, wait_for
 from tests.processes import System
@@ -101,13 +100,13 @@ def test_mixed_jobs_reach_their_final_state_with_legal_histories(
     # checkpoints the projector wrote meanwhile
     head = log_store.max_notification_id()
     wait_for(lambda: checkpointed(log_store) >= head, 30, "a checkpoint of the whole log")
-    report = verify_log(conninfo(log_store.settings.postgres_url))
+    report = verify_log(log_store.settings)
     assert report.ok, report.problems[:5]
     assert report.checkpoints >= 1 and report.events >= head
 
 
 def checkpointed(store: JobStore) -> int:
-    with psycopg.connect(conninfo(store.settings.postgres_url), row_factory=dict_row) as conn:
+    with connect(store.settings, autocommit=False) as conn:
         marks = checkpoints(conn)
     return marks[-1].notification_id if marks else 0
 

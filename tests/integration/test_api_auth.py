@@ -40,7 +40,7 @@ class Api:
 
 @pytest.fixture
 async def api(store_settings: StoreSettings, redis_url: str) -> AsyncIterator[Api]:
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-au-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default", "cpu", "io"})
@@ -155,6 +155,8 @@ async def test_another_tenants_job_is_not_found_on_every_endpoint(api: Api) -> N
         ("GET", "/v1/jobs/{job}", {}),
         ("GET", "/v1/jobs/{job}", {"params": {"version": 1}}),
         ("GET", "/v1/jobs/{job}", {"params": {"at": "2100-01-01T00:00:00Z"}}),
+        ("GET", "/v1/jobs/{job}", {"params": {"version": 99}}),  # past its last version
+        ("GET", "/v1/jobs/{job}", {"params": {"at": "2000-01-01T00:00:00Z"}}),  # before it
         ("GET", "/v1/jobs/{job}/events", {}),
         ("POST", "/v1/jobs/{job}/cancel", {"json": {"reason": "not yours"}}),
         ("POST", "/v1/jobs/{job}/requeue", {"json": {"reason": "not yours"}}),
@@ -312,3 +314,25 @@ async def test_a_tenant_over_its_pending_cap_gets_429_and_nothing_is_written(api
         await api.deps.store.get(job_id_for_key("over", "acme"))
     # And another tenant is not held back
     assert (await api.client.post("/v1/jobs", json=JOB, headers=globex)).status_code == 202
+
+
+async def test_metrics_are_the_installations_only_for_the_default_tenants_admins(api: Api) -> None:
+    assert (await api.client.get("/metrics", headers=api.key("default"))).status_code == 200
+    other = await api.client.get("/metrics", headers=api.key("acme"))
+    assert assert_problem(other, 403)["scope"] == "admin"
+
+
+async def test_the_pending_cap_asks_a_failing_redis_at_most_once_per_refresh(api: Api) -> None:
+    from services.submitter.admission import PendingCap
+
+    class Down:
+        calls = 0
+
+        async def tenant_count(self, tenant: str, statuses: Any) -> int:
+            Down.calls += 1
+            raise ConnectionError("Redis does not answer")
+
+    cap = PendingCap(Down(), cap=10, refresh_s=60)  # type: ignore[arg-type]
+    for _ in range(5):
+        await cap.admit("acme")
+    assert Down.calls == 1

@@ -31,7 +31,7 @@ Api = tuple[httpx.AsyncClient, SubmitRoute, ReadRoute, Deps]
 async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, SubmitRoute, ReadRoute, Deps]]:
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-fp-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         app = create_app()

@@ -21,6 +21,7 @@ from shared.redis_view import RedisView
 from shared.settings import RedisSettings, StoreSettings
 from tests.api import bearer, issue_key
 from tests.jobs import zulu
+from tests.processes import free_port
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ async def api(
     store_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Deps]]:
     """The submitter's app with real stores (no broker: these requests need none)."""
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-in-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(store_settings)) as store:
         deps = Deps(store, view, registry, {"default", "cpu", "io"})
@@ -163,7 +164,8 @@ async def test_json_bodies_and_an_empty_cancel_body_are_still_read(
         ("DELETE", "/v1/jobs", "GET, POST"),
         ("PUT", f"/v1/jobs/{uuid.uuid4()}", "GET"),
         ("GET", f"/v1/jobs/{uuid.uuid4()}/cancel", "POST"),
-        ("DELETE", "/v1/jobs/batch", "GET, POST"),  # GET: /v1/jobs/{job_id} (a 422 there)
+        ("DELETE", "/v1/jobs/batch", "POST"),  # not GET /v1/jobs/{job_id}
+        ("GET", "/v1/jobs/batch", "POST"),
         ("POST", "/healthz", "GET"),
     ],
 )
@@ -229,3 +231,26 @@ async def test_empty_id_headers_count_as_absent(api: tuple[httpx.AsyncClient, De
     assert generated
     submitted, *_ = await deps.store.history(uuid.UUID(response.json()["id"]))
     assert (submitted.causation_id, submitted.correlation_id) == (generated, generated)
+
+
+async def test_a_list_while_redis_is_away_is_a_503_with_retry_after(
+    store_settings: StoreSettings,
+) -> None:
+    """The list is read from Redis alone: when Redis does not answer, a 503 the client can retry
+    (found by tests/e2e/test_schemathesis.py while another test stopped Redis: it was a 500)."""
+    registry.load(["examples.jobs"])
+    nobody = free_port()  # nothing listens there
+    view = RedisView(RedisSettings(redis_url=f"redis://127.0.0.1:{nobody}/0", redis_prefix="jt"))
+    async with AsyncJobStore(JobStore(store_settings)) as store:
+        deps = Deps(store, view, registry, {"default"})
+        headers = bearer(issue_key(store_settings.postgres_url, deps.keys))
+        app = create_app()
+        app.state.deps = deps
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://jobtrail", headers=headers
+        ) as client:
+            response = await client.get("/v1/jobs")
+    await view.aclose()
+    assert "Redis" in assert_problem(response, 503)["detail"]
+    assert response.headers["retry-after"] == "5"

@@ -86,7 +86,7 @@ async def submitter(
         bus=bus,
         store=settings,
         redis=redis,
-        job_modules=["shared.example_jobs"],
+        job_modules=["examples.jobs"],
     )
     try:
         async with service:

@@ -156,7 +156,7 @@ async def test_a_replayed_message_that_dies_again_is_recorded_as_a_second_death(
     # Given a consumer that rejects a valid event with a new error at each delivery, with the
     # dead-letter middleware and the ledger
     from contracts.messages import JobEvent, JobEventMessage
-    from services.cli.dlq import list_dead_letters, replay
+    from services.cli.dlq import list_dead_letters, republish
 
     bus = BusSettings(amqp_url=amqp_url, topology_prefix=f"jt-dlr-{uuid.uuid4().hex[:6]}")
     routes = Routes.from_settings(bus)
@@ -208,7 +208,7 @@ async def test_a_replayed_message_that_dies_again_is_recorded_as_a_second_death(
             first = await rows_until(1)
             assert [r["error"] for r in first] == ["RuntimeError: death 1"]
             await in_dlq()
-            assert await replay(amqp_url, routes.topology, "m-again") == (1, 0)
+            assert await republish(amqp_url, routes.topology, "m-again") == (1, 0)
             rows = await rows_until(2)
             # Then each death has its own row, with its own error
             assert sorted(str(r["error"]) for r in rows) == [

@@ -11,7 +11,7 @@ import pytest
 
 from contracts.messages import JobEvent, JobEventMessage
 from contracts.names import Topology
-from services.cli.dlq import list_dead_letters, replay
+from services.cli.dlq import list_dead_letters, republish
 from shared.messaging import Routes, declare_topology, make_broker
 from shared.settings import BusSettings
 from tests.services import delete_topology
@@ -64,7 +64,7 @@ async def test_list_shows_dead_letters_and_replay_returns_only_valid_ones(
     assert bad.problem
 
     # And replay sends the valid one back to its queue and leaves the broken one
-    assert await replay(amqp_url, topology, None) == (1, 1)
+    assert await republish(amqp_url, topology, None) == (1, 1)
     assert [letter.valid for letter in await list_dead_letters(amqp_url, topology, 10)] == [False]
     connection = await aio_pika.connect(amqp_url)
     async with connection:

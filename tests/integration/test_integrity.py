@@ -21,7 +21,7 @@ from eventsourcing.persistence import ProgrammingError
 from psycopg.rows import dict_row
 
 from shared.domain import Job
-from shared.eventstore import Command, JobStore, archive, existing, integrity
+from shared.eventstore import Command, JobStore, archive, checkpoints, existing, schema, verify
 from shared.eventstore.chain import GENESIS, event_hash, head_hash, sign
 from shared.settings import StoreSettings
 from tests.jobs import CAUSE, NO_JITTER, Step, record
@@ -32,12 +32,12 @@ KEY = b"kept-by-the-auditor"
 
 @contextmanager
 def role(log: Log, *, read_only: bool = False) -> Iterator[str]:
-    """A login role granted by ``integrity.grant``; yields the URL that connects as it."""
+    """A login role granted by ``schema.grant``; yields the URL that connects as it."""
     name = f"jobtrail_role_{uuid.uuid4().hex[:8]}"
     log.sql(f'CREATE ROLE "{name}" LOGIN', maintenance=False)
     try:
         with psycopg.connect(log.url, autocommit=True, row_factory=dict_row) as owner:
-            integrity.grant(owner, name, read_only=read_only)
+            schema.grant(owner, name, read_only=read_only)
         yield log.url.replace("postgres@", f"{name}@")
     finally:
         log.sql(f'DROP OWNED BY "{name}"', maintenance=False)
@@ -58,14 +58,12 @@ class Log:
             cur = conn.execute(query, params)
             return cur.fetchall() if cur.description else []
 
-    def checkpoint(self) -> integrity.Checkpoint | None:
+    def checkpoint(self) -> checkpoints.Checkpoint | None:
         with psycopg.connect(self.url, row_factory=dict_row, autocommit=True) as conn:
-            return integrity.write_checkpoint(conn, key=KEY, file=self.checkpoint_file)
+            return checkpoints.write_checkpoint(conn, key=KEY, file=self.checkpoint_file)
 
-    def verify(self, **kwargs: Any) -> integrity.Report:
-        return integrity.verify_log(
-            self.url, key=KEY, checkpoint_file=self.checkpoint_file, **kwargs
-        )
+    def verify(self, **kwargs: Any) -> verify.Report:
+        return verify.verify_log(self.url, key=KEY, checkpoint_file=self.checkpoint_file, **kwargs)
 
     def row(self, job: uuid.UUID, version: int) -> dict[str, Any]:
         rows = self.sql(
@@ -109,7 +107,7 @@ def log(postgres_server: str, tmp_path: Path) -> Iterator[Log]:
             store.close()
 
 
-def kinds(report: integrity.Report) -> list[str]:
+def kinds(report: verify.Report) -> list[str]:
     return [p.kind for p in report.problems]
 
 
@@ -412,7 +410,7 @@ def test_an_auditor_role_reads_and_verifies_but_writes_nothing(log: Log) -> None
 
     log.checkpoint()
     with role(log, read_only=True) as url:
-        assert integrity.verify_log(url, key=KEY).ok
+        assert verify.verify_log(url, key=KEY).ok
         auditor = JobStore(StoreSettings(postgres_url=url, postgres_create_schema=False))
         try:
             assert len(EventExport(auditor).job_records(log.jobs[0])) == 4
@@ -535,7 +533,7 @@ def test_verify_without_any_checkpoint_fails_unless_told_to_allow_it(
     monkeypatch.delenv("JOBTRAIL_CHECKPOINT_FILE", raising=False)
     monkeypatch.setenv("JOBTRAIL_CHECKPOINT_KEY", KEY.decode())
     cli = CliRunner()
-    assert integrity.verify_log(log.url, key=KEY).checkpoints == 0
+    assert verify.verify_log(log.url, key=KEY).checkpoints == 0
 
     # When it is verified, then with --allow-no-checkpoints
     refused = cli.invoke(app, ["verify", "--no-redis"], env={"COLUMNS": "200"})
@@ -599,13 +597,13 @@ def test_checkpoints_chain_and_the_projector_refuses_to_re_anchor_a_rewritten_lo
     _more_events(log)
 
     # Then the projector, which keeps the file copy, refuses to sign over the gap
-    with pytest.raises(integrity.CheckpointChainError, match="checkpoint 2 of the file copy"):
+    with pytest.raises(checkpoints.CheckpointChainError, match="checkpoint 2 of the file copy"):
         log.checkpoint()
 
     # And a checkpoint written anyway (by a process without the file) chains to the first one,
     # but verify with the file copy names the checkpoint the database lost
     with psycopg.connect(log.url, row_factory=dict_row, autocommit=True) as conn:
-        forged = integrity.write_checkpoint(conn, key=KEY)
+        forged = checkpoints.write_checkpoint(conn, key=KEY)
     assert forged is not None and forged.seq == 2 and forged.previous == first.digest
     report = log.verify()
     assert any(
@@ -619,17 +617,17 @@ def test_a_checkpoint_deleted_or_replaced_among_others_breaks_their_chain(log: L
     for _ in range(3):
         assert log.checkpoint() is not None
         _more_events(log)
-    assert integrity.verify_log(log.url).ok
+    assert verify.verify_log(log.url).ok
 
     # When the middle one is deleted
     with psycopg.connect(log.url, row_factory=dict_row) as conn:
-        marks = integrity.checkpoints(conn)
+        marks = checkpoints.checkpoints(conn)
     middle = {"notification_id": marks[1].notification_id, "events": marks[1].events}
     first = {"digest": marks[0].digest}
     log.sql("DELETE FROM jobtrail_checkpoints WHERE seq = 2")
 
     # Then the third no longer follows the first
-    report = integrity.verify_log(log.url)
+    report = verify.verify_log(log.url)
     assert kinds(report) == ["checkpoint-chain"]
     assert "checkpoint 2 deleted or replaced" in report.problems[0].detail
 
@@ -640,6 +638,6 @@ def test_a_checkpoint_deleted_or_replaced_among_others_breaks_their_chain(log: L
         "VALUES (%s, %s, %s, 2, %s)",
         [middle["notification_id"], bytes(32), middle["events"], first["digest"]],
     )
-    report = integrity.verify_log(log.url)
+    report = verify.verify_log(log.url)
     assert "checkpoint-chain" in kinds(report)
     assert any("checkpoint 3" in p.detail for p in report.problems), report.problems

@@ -46,7 +46,7 @@ def test_a_created_key_is_printed_once_stored_as_a_hash_and_checked_from_memory(
     assert re.fullmatch(r"jt_[0-9a-f]{12}_[A-Za-z0-9_-]{43}", key)
     with psycopg.connect(url, row_factory=dict_row) as conn:
         (row,) = conn.execute("SELECT * FROM jobtrail_api_keys").fetchall()
-    assert key not in str(row) and key.split("_")[2] not in str(row)
+    assert key not in str(row) and key.split("_", 2)[2] not in str(row)
     assert bytes(row["key_hash"]) == keys.digest(key)
 
     # And a key ring knows it, with its tenant and scopes; a wrong or malformed one is nobody

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from services.cli.app import app
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, JobStore
-from shared.eventstore.recorder import LOG_LOCK
-from shared.eventstore.store import ConcurrencyError
+from shared.eventstore.commands import ConcurrencyError
+from shared.eventstore.locks import LOG_LOCK
 from shared.settings import StoreSettings
 from tests.jobs import CAUSE
 from tests.services import fresh_database

@@ -1,4 +1,4 @@
-"""`jobtrail replay` and drift detection, in process, against real PostgreSQL and Redis."""
+"""`jobtrail rebuild` and drift detection, in process, against real PostgreSQL and Redis."""
 
 from __future__ import annotations
 

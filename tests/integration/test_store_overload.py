@@ -153,7 +153,7 @@ async def api(
     overload_settings: StoreSettings, redis_url: str
 ) -> AsyncIterator[tuple[httpx.AsyncClient, AsyncJobStore]]:
     """The submitter's app over a real store whose queue is bounded at MAX_WAITING."""
-    registry.load(["shared.example_jobs"])
+    registry.load(["examples.jobs"])
     view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-ovl-{uuid.uuid4().hex}"))
     async with AsyncJobStore(JobStore(overload_settings)) as store:
         app = create_app()
@@ -224,7 +224,7 @@ async def test_a_consumer_holds_a_command_through_a_full_queue_and_never_dead_le
         bus=bus,
         store=overload_settings,
         redis=redis,
-        job_modules=["shared.example_jobs"],
+        job_modules=["examples.jobs"],
     )
     keys = [f"ovl-bus-{uuid.uuid4().hex[:8]}-{n}" for n in range(3)]
     try:

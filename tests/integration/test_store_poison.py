@@ -16,7 +16,7 @@ import pytest
 
 from shared.domain import Job, Status
 from shared.eventstore import JobStore, UndecodableHistoryError, UnstorableEventError, existing
-from shared.eventstore.store import Undecodable
+from shared.eventstore.commands import Undecodable
 from shared.settings import StoreSettings
 from tests.jobs import CAUSE, insert_row
 

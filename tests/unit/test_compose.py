@@ -129,3 +129,11 @@ def test_the_permissions_are_as_tight_as_the_topology_allows() -> None:
         assert bool(re.fullmatch(permission.write, "amq.default")) == (
             service in ("scheduler", "submitter")
         )
+
+
+def test_the_services_load_the_example_job_types_by_name(compose: dict[str, Any]) -> None:
+    # production loads none by default: compose names them, and the image holds them
+    for name in SERVICES:
+        modules = environment(compose["services"][name])["JOBTRAIL_JOB_MODULES"]
+        assert "examples.jobs" in modules, name
+    assert "COPY examples ./examples" in (COMPOSE / "Dockerfile").read_text()

@@ -8,7 +8,7 @@ import pytest
 from eventsourcing.domain import OriginatorVersionError
 
 from shared.domain import Job
-from shared.eventstore.store import fold
+from shared.eventstore.commands import fold
 from tests.jobs import CAUSE, NOW
 
 

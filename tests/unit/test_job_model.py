@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from shared.domain import Cause, Job, JobError, Status
-from shared.eventstore.store import fold
+from shared.eventstore.commands import fold
 from tests.jobs import CAUSE, NO_JITTER, NOW
 
 WORKERS = st.sampled_from(["w1", "w2"])

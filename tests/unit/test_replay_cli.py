@@ -1,4 +1,4 @@
-"""`jobtrail replay` refuses bad options with a message saying what to fix (no service needed)."""
+"""`jobtrail rebuild` refuses bad options with a message saying what to fix (no service needed)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from services.cli.app import app
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--job", "nope"], "--job 'nope' is not a job id (a UUID)"),
-        (["--since", "2020-01-01"], "--since needs an ISO time with a zone"),
-        (["--until", "yesterday"], "--until needs an ISO time with a zone"),
+        (["--job", "nope"], "--job 'nope' is not a job id (a UUID"),
+        (["--since", "2020-01-01"], "--since '2020-01-01' has no time zone"),
+        (["--until", "yesterday"], "--until 'yesterday' is not an ISO 8601 time"),
         (
             ["--since", "2030-01-01T00:00:00Z", "--until", "2020-01-01T00:00:00Z"],
             "--since must be before --until",

@@ -43,3 +43,20 @@ def test_up_runs_each_service_and_the_requested_workers() -> None:
         "services.worker",
         "services.submitter",
     }
+
+
+def test_a_stop_request_ends_the_watch_loop_from_another_thread() -> None:
+    # Given a supervisor watching (no children: this is about the loop)
+    import threading
+
+    supervisor = Supervisor(workers=1)
+    supervisor.children = []
+    watcher = threading.Thread(target=supervisor.run_until_stopped)
+    watcher.start()
+
+    # When a signal handler (or another thread) asks it to stop
+    supervisor.request_stop()
+
+    # Then the loop returns
+    watcher.join(timeout=5)
+    assert not watcher.is_alive()

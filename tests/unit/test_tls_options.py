@@ -61,11 +61,39 @@ def intercept(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("intercept")
-def test_the_store_s_own_connections_keep_the_url_s_tls_options() -> None:
-    from shared.eventstore.store import _connect
+def test_the_connection_factory_keeps_the_url_s_tls_options() -> None:
+    from shared import postgres
 
+    for target in (StoreSettings(postgres_url=PG_URL), PG_URL):
+        with pytest.raises(Intercepted) as caught:
+            postgres.connect(target)
+        _assert_tls(caught.value.options)
+        with pytest.raises(Intercepted) as caught:
+            asyncio.run(postgres.connect_async(target))
+        _assert_tls(caught.value.options)
+
+
+@pytest.mark.usefixtures("intercept")
+def test_every_connection_gets_the_one_timeout_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared import postgres
+
+    monkeypatch.setenv("JOBTRAIL_POSTGRES_CONNECT_TIMEOUT_S", "7")
     with pytest.raises(Intercepted) as caught:
-        _connect(StoreSettings(postgres_url=PG_URL))
+        postgres.connect(PG_URL + "&connect_timeout=30", dbname="postgres")
+    assert caught.value.options["connect_timeout"] == "7"  # as the log's pool is given it
+    assert caught.value.options["dbname"] == "postgres"
+    assert StoreSettings().eventsourcing_env()["POSTGRES_CONNECT_TIMEOUT"] == "7"
+
+
+@pytest.mark.usefixtures("intercept")
+def test_the_store_s_schema_lock_and_database_creation_keep_the_url_s_tls_options() -> None:
+    from shared.eventstore import schema
+
+    with pytest.raises(Intercepted) as caught, schema.creating(StoreSettings(postgres_url=PG_URL)):
+        pass
+    _assert_tls(caught.value.options)
+    with pytest.raises(Intercepted) as caught:
+        schema.ensure_database(PG_URL)
     _assert_tls(caught.value.options)
 
 
@@ -100,7 +128,7 @@ def test_the_projector_s_log_reader_keeps_the_url_s_tls_options() -> None:
 
 @pytest.mark.usefixtures("intercept")
 def test_the_cli_s_connections_keep_the_url_s_tls_options(monkeypatch: pytest.MonkeyPatch) -> None:
-    from services.cli.integrity import connect
+    from services.cli.database import connect
 
     monkeypatch.setenv("JOBTRAIL_POSTGRES_URL", PG_URL)
     with pytest.raises(Intercepted) as caught:

@@ -1,4 +1,9 @@
-"""Example job types, used by the demo and the tests (JOBTRAIL_JOB_MODULES=shared.example_jobs)."""
+"""Example job types for the demo, the tests and the benchmarks: JOBTRAIL_JOB_MODULES=examples.jobs.
+
+They show what a job type can do: a CPU-bound function, an async one with progress and
+cancellation, input validation, retries (``test.flaky``), and a result the log cannot store
+(``test.listing``). No production process loads them unless its JOBTRAIL_JOB_MODULES says so.
+"""
 
 from __future__ import annotations
 
