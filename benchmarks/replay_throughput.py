@@ -72,7 +72,8 @@ async def measure(store: AsyncJobStore, view: RedisView, rounds: int, batch: int
         done = await replay.rebuild(store, view, batch=batch)
         rates.append(done.rate)
     print(
-        f"jobtrail rebuild (batch {batch}, rebuild + switch): median {statistics.median(rates):8.0f}"
+        f"jobtrail rebuild (batch {batch}, rebuild + switch): "
+        f"median {statistics.median(rates):8.0f}"
         f" events/s (runs: {', '.join(f'{r:.0f}' for r in rates)}); last dropped {done.dropped}"
         " old keys after the switch"
     )

@@ -7,7 +7,6 @@ python -m services.specs --check  # exits 1 when the committed documents differ 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from pathlib import Path
@@ -18,13 +17,12 @@ from faststream.specification import AsyncAPI
 from services.scheduler import subscribers as scheduler_subscribers
 from services.submitter import subscribers as submitter_subscribers
 from services.submitter.app import create_app
-from services.submitter.deps import Deps
 from services.worker import subscribers as worker_subscribers
-from shared import dead_letters
-from shared.jobtypes import registry
-from shared.messaging import Routes, make_broker
+from services.worker.settings import WorkerSettings
+from services.worker.state import WorkerState
 from shared.publishing import declare_publishers
-from shared.settings import BusSettings, JobSettings
+from shared.service import Service
+from shared.settings import BusSettings, RedisSettings, RetrySettings, StoreSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 ASYNCAPI = ROOT / "contracts" / "asyncapi.json"
@@ -32,26 +30,33 @@ OPENAPI = ROOT / "contracts" / "openapi.json"
 
 
 def asyncapi() -> dict[str, Any]:
-    """The AsyncAPI 3.0 document of every service's channels (default names and queues)."""
+    """The AsyncAPI 3.0 document of every service's channels (default names and queues): the
+    routers the services run, built over services that are never opened (nothing connects)."""
     bus = BusSettings(amqp_url="amqp://guest:guest@localhost:5672/", topology_prefix="jobtrail")
-    registry.load(JobSettings(job_modules=["examples.jobs"]).job_modules)
-    routes = Routes.from_settings(bus)
-    queues = registry.declared_queues(bus.queues)
-    brokers = {name: make_broker(bus) for name in ("submitter", "scheduler", "worker", "projector")}
-    none: Any = None
-    submitter_subscribers.register(brokers["submitter"], routes, cast(Deps, none))
-    scheduler_subscribers.register(brokers["scheduler"], routes, none, "scheduler")
-    dead_letters.register_ledger(brokers["scheduler"], routes, none)
-
-    async def register_worker() -> None:  # the worker's semaphore wants a running loop
-        worker_subscribers.register(
-            brokers["worker"], routes, queues, none, none, 1, lambda job_id: lambda f, m: None
+    services = {
+        name: Service(
+            name,
+            bus=bus,
+            store=StoreSettings(),
+            redis=RedisSettings(),
+            job_modules=["examples.jobs"],
         )
-
-    asyncio.run(register_worker())
-    declare_publishers(brokers["projector"], routes, bus.publish_timeout_s)
+        for name in ("submitter", "scheduler", "worker", "projector")
+    }
+    worker = services["worker"]
+    settings = WorkerSettings(concurrency=1, queues=[])
+    state = WorkerState("worker", settings.lease_s, RetrySettings().backoff(), worker.registry)
+    routers = {
+        "submitter": submitter_subscribers.router(services["submitter"]),
+        "scheduler": scheduler_subscribers.router(services["scheduler"]),
+        "worker": worker_subscribers.router(worker, state, settings, worker.queues),
+    }
+    for name, router in routers.items():
+        services[name].broker.include_router(router)
+    projector = services["projector"]
+    declare_publishers(projector.broker, projector.routes, bus.publish_timeout_s)
     spec = AsyncAPI(
-        *brokers.values(),
+        *(service.broker for service in services.values()),
         title="jobtrail",
         version="0.1.0",
         description="Messages between the jobtrail services. Every job event is committed to "

@@ -4,7 +4,7 @@ topology) and Redis's ACL file.
 
 Why a module: the permission patterns follow from the topology in shared/messaging.py and from
 what each service's subscribers and publishers touch; written next to each other and generated
-into ``compose/rabbitmq/definitions.json`` (``python -m shared.bus_access``), they cannot drift
+into ``compose/rabbitmq/definitions.json`` (``python -m shared.access``), they cannot drift
 (tests/unit/test_compose.py checks the committed files are the generated ones).
 
 What every service does at start (``declare_topology`` and FastStream's subscribers): declares
@@ -56,7 +56,7 @@ LOAD; TIME inside them), MULTI/EXEC pipelines, HELLO/PING. Nothing dangerous or 
 is refused and it logs that it cannot read the policy, which compose sets (allkeys-lru)."""
 PLACEHOLDER = "change-me-{service}"
 """The password the committed definitions hash, per service: a placeholder to replace (see
-docs/operations.md); ``python -m shared.bus_access`` hashes ``JOBTRAIL_AMQP_PASSWORD_<SERVICE>``
+docs/operations.md); ``python -m shared.access`` hashes ``JOBTRAIL_AMQP_PASSWORD_<SERVICE>``
 from the environment instead when set."""
 
 

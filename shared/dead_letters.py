@@ -9,11 +9,16 @@ even when PostgreSQL was away when the message died:
   effort: the database may be the very thing that is away.
 - The ledger queue (``<prefix>.dlq.ledger``, bound to the dead-letter exchange beside the
   dead-letter queue) gets a copy of every dead letter, whoever killed it (a consumer, a quorum
-  queue's delivery limit, an overflow). The scheduler records each copy and acknowledges it only
-  once it is recorded; while the database is away it holds the copy (and parks it at the back of
-  the ledger queue, see shared/retrying.py), so the record is written when the database is back.
-  It reads the raw bytes and the ``x-death`` header only: it never parses a body as a contract,
-  since a body that fails its contract is what it exists to record.
+  queue's delivery limit, an overflow). The scheduler records each copy (services/scheduler/
+  ledger.py) and acknowledges it only once it is recorded; while the database is away it holds
+  the copy (and parks it at the back of the ledger queue, see shared/retrying.py), so the record
+  is written when the database is back. It reads the raw bytes and the ``x-death`` header only:
+  it never parses a body as a contract, since a body that fails its contract is what it exists
+  to record.
+
+This module holds what both paths, the consumers' middleware and the readers of the table (the
+submitter's ``GET /v1/dead-letters``, ``jobtrail dlq``) share: the record, its key, writing and
+reading it.
 
 Both write under one key, a digest of (message id, or the body's SHA-256 when there is none; the
 queue it died in; its death count there; how often ``jobtrail dlq republish`` has replayed it, from
@@ -40,9 +45,7 @@ from faststream.rabbit import RabbitBroker
 from pydantic import ValidationError
 
 from shared.eventstore import AsyncJobStore, JobStore, tables
-from shared.messaging import Routes, delivery, park
 from shared.metrics import CONSUMED, DEAD_LETTERS, child, watch_store
-from shared.retrying import hold
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +183,7 @@ def recorder(store: AsyncJobStore, *, replace: bool = True) -> Recorder:
     return record
 
 
-def _announce(letter: DeadLetter) -> None:
+def announce(letter: DeadLetter) -> None:
     """Counts and logs a dead letter (once: by its consumer, or by the ledger when RabbitMQ
     made it)."""
     DEAD_LETTERS.labels(letter.queue, letter.reason).inc()
@@ -190,7 +193,7 @@ def _announce(letter: DeadLetter) -> None:
 async def report(letter: DeadLetter, record: Recorder) -> None:
     """Counts, logs and records a dead letter. Recording here is best effort: when it fails, the
     ledger records the dead letter's copy once the database answers again."""
-    _announce(letter)
+    announce(letter)
     try:
         await record(letter)
     except Exception as exc:
@@ -243,54 +246,13 @@ def watch(broker: RabbitBroker, store: AsyncJobStore) -> None:
     watch_store(store.store)
 
 
-def ledger_entry(message: Any) -> DeadLetter:
-    """The record of a dead letter's copy in the ledger queue, from its ``x-death`` header and raw
-    bytes only; never raises, whatever the message holds."""
+def last_death(message: Any) -> tuple[str, str, int]:
+    """The queue, reason and count of a message's newest ``x-death`` entry (``unknown``,
+    ``unknown``, 1 when it has none); never raises, whatever the header holds."""
     deaths = deaths_in(message)
     death = deaths[0] if deaths else {}
     queue = _text(death.get("queue"), 1000) or "unknown"
-    reason = _text(death.get("reason"), 100) or "unknown"
-    count = _count(death)
-    if reason == "rejected":
-        error = "rejected by its consumer (recorded from the ledger; the consumer logged why)"
-    else:
-        error = f"dead-lettered by RabbitMQ ({reason}) after {count} death(s)"
-    return dead_letter(queue, message, reason, error, deaths=count)
-
-
-async def _raw_body(message: Any) -> Any:
-    """The ledger's decoder: the body as bytes, never parsed (it may be anything)."""
-    return bytes(getattr(message, "body", b"") or b"")
-
-
-def register_ledger(broker: RabbitBroker, routes: Routes, store: AsyncJobStore) -> None:
-    """Records every dead letter, once, from its copy in the ledger queue; acknowledges the copy
-    only once it is recorded (held, and parked at the back of the ledger queue, while the
-    database is away; see shared/retrying.py)."""
-
-    record = recorder(store, replace=False)
-    queue = routes.ledger.name
-
-    @broker.subscriber(routes.ledger, routes.dlx, title="dead-letter-ledger", decoder=_raw_body)
-    async def on_dead_letter(body: bytes) -> None:
-        """A copy of a dead letter: recorded (a consumer's own record, when it wrote one first,
-        is kept); counted when RabbitMQ killed it (a consumer's reject is counted by the
-        consumer)."""
-        raw = delivery(broker).raw_message  # with or without FastDepends (apply_types)
-        try:
-            letter = ledger_entry(raw)
-        except Exception:  # a bug here must not drop the copy: keep it for later
-            log.exception("cannot read a dead letter's copy; parking it")
-            await park(broker, raw, queue)
-            return
-        if letter.reason != "rejected":
-            _announce(letter)
-        await hold(
-            lambda: record(letter),
-            hold_s=routes.hold_s,
-            park=lambda: park(broker, raw, queue),
-            retry_on=(Exception,),
-        )
+    return queue, _text(death.get("reason"), 100) or "unknown", _count(death)
 
 
 def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str, Any]]:

@@ -199,10 +199,11 @@ async def declare_topology(
     """Declares every exchange, queue and binding (idempotent), so no committed event is unroutable
     just because its consumer has not started yet.
 
-    ``channels`` gives the channel each work queue is consumed on (the worker's, whose prefetch
-    is its concurrency). FastStream keeps a declared queue with the channel that declared it, and
-    a subscriber of that queue then consumes on that channel: declared here on the default one
-    (no prefetch), a work queue would push its whole backlog to the first worker."""
+    ``channels`` gives, by queue name, the channel each work queue is consumed on (the
+    worker's, whose prefetch is its concurrency). FastStream keeps a declared queue with the
+    channel that declared it, and a subscriber of that queue then consumes on that channel:
+    declared here on the default one (no prefetch), a work queue would push its whole backlog
+    to the first worker."""
     events = await broker.declare_exchange(routes.events)
     commands = await broker.declare_exchange(routes.commands)
     dlx = await broker.declare_exchange(routes.dlx)
@@ -218,6 +219,6 @@ async def declare_topology(
         await declared.bind(commands, routing_key=queue.routing_key)
     for name in queues:
         work = routes.work(name)
-        channel = (channels or {}).get(name)
+        channel = (channels or {}).get(work.name)
         declared = await broker.config.declarer.declare_queue(work, channel=channel)
         await declared.bind(events, routing_key=work.routing_key)

@@ -1,16 +1,22 @@
-"""The scheduler's use cases, as plain functions of their dependencies."""
+"""The scheduler's use cases, as plain functions of their dependencies, and the leader's loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from uuid import UUID
 
+from faststream.rabbit import RabbitBroker
+
+from services.scheduler.settings import SchedulerSettings
 from shared.domain import Backoff, Cause, Job, JobError
 from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing, tables
+from shared.messaging import Routes
 from shared.metrics import REDISPATCHED
 from shared.outbox import Outgoing, PoisonEventError, to_message
+from shared.settings import BusSettings
 
 log = logging.getLogger(__name__)
 
@@ -108,3 +114,46 @@ def _count(outcomes: list[Outcome]) -> int:
         if outcome.error is not None and not isinstance(outcome.error, JobError):
             raise ConcurrencyError(str(outcome.error)) from outcome.error
     return sum(1 for o in outcomes if o.error is None)
+
+
+def resender(
+    broker: RabbitBroker, routes: Routes, bus: BusSettings
+) -> Callable[[Outgoing], Awaitable[None]]:
+    """Publishes a work message again as the relay does: persistent, mandatory, confirmed."""
+
+    async def publish(message: Outgoing) -> None:
+        await broker.publish(
+            message.body,
+            exchange=routes.events,
+            routing_key=message.routing_key,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            priority=message.priority,
+            content_type="application/json",
+            persist=True,
+            mandatory=True,
+            timeout=bus.publish_timeout_s,
+        )
+
+    return publish
+
+
+async def leader_loop(
+    store: AsyncJobStore,
+    settings: SchedulerSettings,
+    backoff: Backoff,
+    actor: str,
+    publish: Callable[[Outgoing], Awaitable[None]],
+) -> None:
+    """What the scheduler leader does, for ever: dispatches due timers, expires lapsed leases,
+    sends unclaimed work messages again; sleeps a tick when a round had less than a batch."""
+    cause = Cause(actor, correlation_id=f"{actor}/sweep")
+    while True:
+        scheduled = await schedule_due(store, cause, settings.sweep_batch, settings.missed_grace_s)
+        expired = await expire_leases(store, cause, backoff, settings.sweep_batch)
+        if settings.dispatch_deadline_s:
+            await redispatch(store, publish, settings.sweep_batch, settings.dispatch_deadline_s)
+        if scheduled or expired:
+            log.info("leader: %d timers dispatched, %d leases expired", scheduled, expired)
+        if scheduled < settings.sweep_batch and expired < settings.sweep_batch:
+            await asyncio.sleep(settings.tick_s)

@@ -1,25 +1,48 @@
-"""The scheduler's inbound adapter: job events that may make a job due.
+"""The scheduler's inbound adapter: a router for job events that may make a job due, and for the
+dead-letter ledger.
 
-Without FastDepends (the broker is made with ``apply_types=False``): the envelope comes from
-``decoder_of``, validated once from the bytes, and the delivery from FastStream's context.
+Without FastDepends (the service's broker is made with ``apply_types=False``): the envelope comes
+from ``decoder_of``, validated once from the bytes, and the delivery from FastStream's context.
 """
 
 from __future__ import annotations
 
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import RabbitRouter
 
 from contracts.messages import JobEventMessage
+from services.scheduler import ledger
 from services.scheduler.handlers import schedule_job
+from shared.dead_letters import recorder
 from shared.domain import Cause
-from shared.eventstore import AsyncJobStore
-from shared.messaging import Routes, decoder_of, delivery, park
+from shared.messaging import decoder_of, delivery, park
 from shared.retrying import hold
+from shared.service import Service
 
 
-def register(broker: RabbitBroker, routes: Routes, store: AsyncJobStore, actor: str) -> None:
-    queue = routes.scheduler.name
+def router(service: Service) -> RabbitRouter:
+    """The scheduler's subscribers over ``service`` (its store once open, its broker, its
+    routes): job events and the dead-letter ledger."""
+    # one router, not nested ones: each level costs every message a lookup through one more
+    # configuration (about a microsecond)
+    router = RabbitRouter()
+    add_job_events(router, service)
+    add_dead_letter_ledger(router, service)
+    return router
 
-    @broker.subscriber(
+
+def dead_letter_ledger(service: Service) -> RabbitRouter:
+    """The dead-letter ledger alone (for a process that consumes the scheduler queue otherwise)."""
+    router = RabbitRouter()
+    add_dead_letter_ledger(router, service)
+    return router
+
+
+def add_job_events(router: RabbitRouter, service: Service) -> None:
+    """Job events that may make a job due; acts as ``service.instance``."""
+    routes, broker, actor = service.routes, service.broker, service.instance
+    events_queue = routes.scheduler.name
+
+    @router.subscriber(
         routes.scheduler,
         routes.events,
         decoder=decoder_of(JobEventMessage),
@@ -39,8 +62,30 @@ def register(broker: RabbitBroker, routes: Routes, store: AsyncJobStore, actor: 
             return  # the job FAILED: nothing to dispatch
         cause = Cause.following(actor, message.correlation_id, str(message.message_id))
         msg = delivery(broker)
+        store = service.store
         await hold(
             lambda: schedule_job(store, event.job_id, cause, event.version),
             hold_s=routes.hold_s,
-            park=lambda: park(broker, msg.raw_message, queue),
+            park=lambda: park(broker, msg.raw_message, events_queue),
+        )
+
+
+def add_dead_letter_ledger(router: RabbitRouter, service: Service) -> None:
+    """The copies of dead letters in the ledger queue, each recorded once (ledger.py)."""
+    routes, broker = service.routes, service.broker
+    ledger_queue = routes.ledger.name
+
+    @router.subscriber(
+        routes.ledger, routes.dlx, title="dead-letter-ledger", decoder=ledger.raw_body
+    )
+    async def on_dead_letter(body: bytes) -> None:
+        """A copy of a dead letter: recorded (a consumer's own record, when it wrote one first,
+        is kept); counted when RabbitMQ killed it (a consumer's reject is counted by the
+        consumer)."""
+        raw = delivery(broker).raw_message
+        await ledger.record_copy(
+            raw,
+            recorder(service.store, replace=False),
+            hold_s=routes.hold_s,
+            park=lambda: park(broker, raw, ledger_queue),
         )

@@ -1,4 +1,5 @@
-"""Builds the submitter: the API, its broker (command subscribers) and the server."""
+"""Wires the submitter: the HTTP API and its server, the command router, the service skeleton
+(shared/service.py) run from the API's lifespan."""
 
 from __future__ import annotations
 
@@ -18,22 +19,11 @@ from services.submitter.app import create_app, lifespan_for
 from services.submitter.auth import AuthSettings, anonymous_principal, refresh_keys
 from services.submitter.deps import Deps
 from services.submitter.server import MAX_HEAD_BYTES, BoundedHttpToolsProtocol
-from shared import dead_letters, keys
-from shared.eventstore import AsyncJobStore, JobStore
+from shared import keys
 from shared.eventstore.tables import on_connection
-from shared.jobtypes import registry
-from shared.messaging import Routes, declare_topology, make_broker
-from shared.publishing import publish_on_commit
 from shared.ratelimit import RateLimiter
-from shared.redis_view import RedisView
-from shared.runtime import instance_id
-from shared.settings import (
-    BusSettings,
-    JobSettings,
-    LimitSettings,
-    RedisSettings,
-    StoreSettings,
-)
+from shared.service import Service
+from shared.settings import LimitSettings
 
 
 class SubmitterSettings(BaseSettings):
@@ -51,21 +41,25 @@ class SubmitterSettings(BaseSettings):
 
 @asynccontextmanager
 async def dependencies() -> AsyncIterator[Deps]:
-    bus, store_settings = BusSettings(), StoreSettings()
-    registry.load(JobSettings().job_modules)
-    queues = set(registry.declared_queues(bus.queues))
-    routes = Routes.from_settings(bus)
-    broker = make_broker(bus, prefetch=64, apply_types=False)
-    redis_settings = RedisSettings()
-    view = RedisView(redis_settings)
+    """The submitter's service (shared/service.py: store, broker, Redis, the command router,
+    publish on commit) and what its HTTP side needs on top: keys, rate limits, pending caps."""
+    service = Service("submitter", prefetch=64, serve_metrics=False)  # /metrics is the API's
     auth, limits = AuthSettings(), LimitSettings()
-    async with AsyncJobStore(JobStore(store_settings)) as store:
-        deps = Deps(store, view, registry, queues, broker, instance_id("submitter"))
+    async with service:
+        store = service.store
+        deps = Deps(
+            store,
+            service.view,
+            service.registry,
+            set(service.queues),
+            service.broker,
+            service.instance,
+        )
         deps.anonymous = anonymous_principal(auth)
         limiter = RateLimiter.from_settings(limits)
         deps.rate_limit = limiter.check if limiter.enabled else None
-        deps.pending_cap = PendingCap(view, limits.tenant_max_pending)
-        if store_settings.postgres_create_schema:
+        deps.pending_cap = PendingCap(service.view, limits.tenant_max_pending)
+        if service.store_settings.postgres_create_schema:
             await store.run_sync(on_connection, store.store, keys.create_table)
 
         async def refresh(full: bool = False) -> None:
@@ -76,22 +70,11 @@ async def dependencies() -> AsyncIterator[Deps]:
 
         await refresh(full=True)
         refreshing = asyncio.create_task(refresh_keys(deps.keys, refresh, auth.refresh_s))
-        dead_letters.watch(broker, store)
-        subscribers.register(broker, routes, deps)
-        publisher = publish_on_commit(store, broker, routes, bus, view.redis, redis_settings)
-        await broker.connect()
-        await declare_topology(broker, routes, sorted(queues))
-        await broker.start()
-        if publisher is not None:
-            publisher.start()
         try:
+            await service.start(subscribers.router(service))
             yield deps
         finally:
             refreshing.cancel()
-            if publisher is not None:
-                await publisher.aclose()
-            await broker.stop()
-            await view.aclose()
 
 
 def build_app() -> FastAPI:

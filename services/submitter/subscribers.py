@@ -6,8 +6,9 @@ delivery while the store is away and parks the message at the back of its queue 
 queue's delivery limit, nor RabbitMQ's consumer_timeout can send a valid command to the
 dead-letter queue. Only a command that cannot be valid is rejected there, at once.
 
-Without FastDepends (the broker is made with ``apply_types=False``): each command comes from
-``decoder_of``, validated once from the bytes, and the delivery from FastStream's context.
+Without FastDepends (the service's broker is made with ``apply_types=False``): each command
+comes from ``decoder_of``, validated once from the bytes, and the delivery from FastStream's
+context.
 """
 
 from __future__ import annotations
@@ -15,22 +16,27 @@ from __future__ import annotations
 import logging
 
 from faststream.exceptions import RejectMessage
-from faststream.rabbit import RabbitBroker
+from faststream.rabbit import RabbitRouter
 
 from contracts.messages import CancelJobMessage, SubmitJobMessage
 from services.submitter import handlers
-from services.submitter.deps import Deps
 from shared.domain import Cause, JobError
-from shared.messaging import Routes, decoder_of, delivery, park
+from shared.messaging import decoder_of, delivery, park
 from shared.retrying import hold
+from shared.service import Service
 
 log = logging.getLogger(__name__)
 
 
-def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
+def router(service: Service) -> RabbitRouter:
+    """The command subscribers over ``service`` (its store once open, its registry and work
+    queues, its broker); the actor of what they record is ``bus:<service.instance>``."""
+    routes, broker, registry = service.routes, service.broker, service.registry
+    queues, actor = set(service.queues), f"bus:{service.instance}"
     submit_queue, cancel_queue = routes.submit.name, routes.cancel.name
+    router = RabbitRouter()
 
-    @broker.subscriber(
+    @router.subscriber(
         routes.submit,
         routes.commands,
         decoder=decoder_of(SubmitJobMessage),
@@ -41,19 +47,19 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
         that cannot be valid (ids the bus could not carry on included) is rejected to the
         dead-letter queue at once; one that meets the store away is held, then parked, until the
         store is back."""
-        raw = delivery(broker).raw_message
+        raw, store = delivery(broker).raw_message, service.store
         try:
-            cause = Cause(f"bus:{deps.instance}", message.correlation_id, str(message.message_id))
+            cause = Cause(actor, message.correlation_id, str(message.message_id))
             submission = handlers.prepare(
                 message.data,
-                deps.registry,
-                deps.queues,
+                registry,
+                queues,
                 cause,
                 message_id=message.message_id,
                 tenant=message.tenant,
             )
             done = await hold(
-                lambda: handlers.submit(deps.store, submission),
+                lambda: handlers.submit(store, submission),
                 hold_s=routes.hold_s,
                 park=lambda: park(broker, raw, submit_queue),
             )
@@ -64,7 +70,7 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
             job, replayed = done
             log.info("submitted %s from a message (replayed: %s)", job.id, replayed)
 
-    @broker.subscriber(
+    @router.subscriber(
         routes.cancel,
         routes.commands,
         decoder=decoder_of(CancelJobMessage),
@@ -74,10 +80,10 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
         """Cancels a job (or asks its worker to stop); a final or unknown job is logged and
         dropped; one whose ids the bus could not carry on is rejected to the dead letters; the
         store away: held, then parked, until it is back."""
-        raw = delivery(broker).raw_message
+        raw, store = delivery(broker).raw_message, service.store
         try:
             cause = Cause(
-                f"bus:{deps.instance}",
+                actor,
                 message.correlation_id,
                 str(message.message_id),
                 message.data.reason,
@@ -87,9 +93,11 @@ def register(broker: RabbitBroker, routes: Routes, deps: Deps) -> None:
             raise RejectMessage from exc
         try:
             await hold(
-                lambda: handlers.cancel(deps.store, message.data.job_id, cause),
+                lambda: handlers.cancel(store, message.data.job_id, cause),
                 hold_s=routes.hold_s,
                 park=lambda: park(broker, raw, cancel_queue),
             )
         except JobError as exc:
             log.info("cancel of %s refused: %s", message.data.job_id, exc)
+
+    return router

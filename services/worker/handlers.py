@@ -1,97 +1,30 @@
-"""The worker's use cases: claim a job, run it under its timeout, record the outcome (fenced)."""
+"""The worker's use cases and loops: claim a job, run it under its timeout, record the outcome
+(fenced); renew leases, pass cancels on, report progress, stop gracefully."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 from uuid import UUID
 
+from faststream.rabbit import RabbitBroker
+from redis.exceptions import RedisError
+
+from services.worker.settings import WorkerSettings
+from services.worker.state import UNSTORABLE, Outcome, Running, WorkerState
 from shared.domain import Backoff, Cause, Job, JobError
 from shared.eventstore import AsyncJobStore, UnstorableEventError, existing
-from shared.jobtypes import JobCancelledError, JobContext, NonRetryableError, Registry
+from shared.jobtypes import JobCancelledError, NonRetryableError
 from shared.metrics import JOB_SECONDS, JOBS_FINISHED, child
+from shared.redis_view import RedisView
 from shared.retrying import retry_transient
 
 log = logging.getLogger(__name__)
 
 NO_BACKOFF = Backoff(base_s=0.0, cap_s=0.0, jitter=0.0)
-
-
-Attempt = tuple[UUID, int]
-"""(job id, attempt): what a worker runs and holds a lease for. One worker may run two attempts
-of one job at once: the first lost its lease while still running, and the second was then
-scheduled onto the same worker."""
-
-
-@dataclass
-class Running:
-    """An attempt of a job this worker runs now."""
-
-    job_id: UUID
-    attempt: int
-    context: JobContext
-    task: asyncio.Task[Any] | None = None
-    lease_lost: bool = False
-    cancel_asked: bool = False  # a cancel of this attempt was requested (jobtrail_leases)
-    handed_back: bool = False  # the worker is stopping and gives this attempt back (a retry)
-
-    @property
-    def key(self) -> Attempt:
-        return (self.job_id, self.attempt)
-
-    def stop(self) -> None:
-        """Asks the handler to stop: cooperatively (its context), and by cancelling its task."""
-        self.context.cancelled.set()
-        if self.task is not None:
-            self.task.cancel()
-
-
-UNSTORABLE = "UnstorableResult"
-"""The error type of a job whose result or error the log cannot store: it ends FAILED."""
-
-
-@dataclass
-class Outcome:
-    kind: str  # completed | failed | cancelled
-    result: Any = None
-    error_type: str = ""
-    error_message: str = ""
-    retryable: bool = True
-    retry_at_once: bool = False  # not the job's fault (the worker stops): no backoff
-
-
-@dataclass
-class WorkerState:
-    """What the worker holds: its id, its running jobs, its handlers' thread budget."""
-
-    worker_id: str
-    lease_s: float
-    backoff: Backoff
-    registry: Registry
-    running: dict[Attempt, Running] = field(default_factory=dict)
-    executions: int = 0
-    stopping: bool = False  # set on SIGTERM: deliveries not yet started go back to the queue
-    handing_back: bool = False  # the shutdown grace is over: what starts now is handed back
-
-    def add(self, running: Running) -> None:
-        """Registers an attempt; an older attempt of the same job still running here lost its
-        lease (the job was scheduled again), so it is stopped: its outcome would be refused."""
-        for key, other in list(self.running.items()):
-            if key[0] == running.job_id and key[1] < running.attempt and not other.lease_lost:
-                log.warning("%s attempt %d is superseded: stopping it", key[0], key[1])
-                other.lease_lost = True
-                other.stop()
-        running.handed_back = self.handing_back
-        self.running[running.key] = running
-
-    def remove(self, running: Running) -> None:
-        """Forgets this attempt, and only this one."""
-        if self.running.get(running.key) is running:
-            del self.running[running.key]
 
 
 async def claim(
@@ -253,3 +186,91 @@ async def poll_cancels(store: AsyncJobStore, state: WorkerState, grace_s: float)
 def _cancel_if_running(running: Running) -> None:
     if running.task is not None and not running.task.done():
         running.task.cancel()
+
+
+async def heartbeat_loop(
+    store: AsyncJobStore, state: WorkerState, settings: WorkerSettings
+) -> None:
+    """Renews leases at once, then every third of the lease (a beat with nothing running does
+    no I/O, so starting with one costs nothing)."""
+    every = settings.heartbeat_s or settings.lease_s / 3
+    while True:
+        try:
+            await heartbeat(store, state)
+        except Exception as exc:  # the database may be away; the lease is what protects us
+            log.warning("heartbeat failed: %r", exc)
+        await asyncio.sleep(every)
+
+
+async def cancel_loop(store: AsyncJobStore, state: WorkerState, settings: WorkerSettings) -> None:
+    while True:
+        await asyncio.sleep(settings.cancel_poll_s)
+        try:
+            await poll_cancels(store, state, settings.cancel_grace_s)
+        except Exception as exc:
+            log.warning("cancel poll failed: %r", exc)
+
+
+async def shutdown(
+    broker: RabbitBroker,
+    store: AsyncJobStore,
+    state: WorkerState,
+    settings: WorkerSettings,
+) -> None:
+    """Stops taking work and lets the jobs in flight record their outcomes while their leases
+    are still renewed and cancels still polled: a lease that lapsed during the wait would let the
+    scheduler record LeaseExpired and run the job again elsewhere while it finishes here.
+
+    After ``shutdown_grace_s``, the jobs still running are handed back: their handlers are
+    stopped and each attempt is recorded as failed ("WorkerShutdown") with no backoff, so another
+    worker retries it at once. That is preferred to letting the lease expire, which would leave
+    the job idle for up to a lease and then retry it after a backoff; either way the attempt
+    counts. Only then do the heartbeat and cancel loops stop, and the broker closes.
+    """
+    state.stopping = True  # deliveries waiting for a slot go back to the queue
+    loops = [
+        asyncio.create_task(heartbeat_loop(store, state, settings)),
+        asyncio.create_task(cancel_loop(store, state, settings)),
+    ]
+    # stops consuming at once, then waits (bounded) for the handlers running now
+    stopping = asyncio.create_task(broker.stop())
+    try:
+        done, _ = await asyncio.wait({stopping}, timeout=settings.shutdown_grace_s)
+        if not done:
+            handed = hand_back(state)
+            log.warning(
+                "%d jobs still running after %.0f s: handed back", handed, settings.shutdown_grace_s
+            )
+        await stopping
+    finally:
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+
+
+def progress_reporter(view: RedisView) -> Callable[..., Callable[[float, str], None]]:
+    """``reporter(job_id)`` gives a job's ``report(fraction, message)``, callable from any thread:
+    the write to Redis (telemetry, not in the log) runs on the loop that asked for the reporter,
+    in the background, and a failure is only logged."""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def write(job_id: UUID, fraction: float, message: str) -> None:
+        try:
+            await view.set_progress(job_id, fraction, message)
+        except (RedisError, OSError) as exc:
+            log.debug("progress of %s not written: %r", job_id, exc)
+
+    def reporter(job_id: UUID) -> Callable[[float, str], None]:
+        loop = asyncio.get_running_loop()
+
+        def report(fraction: float, message: str) -> None:
+            def schedule() -> None:
+                task = loop.create_task(write(job_id, fraction, message))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+            loop.call_soon_threadsafe(schedule)
+
+        return report
+
+    return reporter

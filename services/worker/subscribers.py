@@ -1,9 +1,10 @@
-"""The worker's inbound adapter: one subscriber per work queue, prefetch a small multiple of
-concurrency, a delivery waiting for a slot handed back after ``slot_wait_s``.
+"""The worker's inbound adapter: a router with one subscriber per work queue, each consumed on a
+channel of its own whose prefetch is a small multiple of concurrency, a delivery waiting for a
+slot handed back after ``slot_wait_s``.
 
-The broker runs without FastDepends (``make_broker(apply_types=False)``): the handler receives
-the envelope from ``decoder_of`` (validated once, from the bytes) and reads the delivery from
-FastStream's context, which spares every message a resolution of its signature.
+The service's broker runs without FastDepends (``make_broker(apply_types=False)``): the handler
+receives the envelope from ``decoder_of`` (validated once, from the bytes) and reads the delivery
+from FastStream's context, which spares every message a resolution of its signature.
 """
 
 from __future__ import annotations
@@ -12,41 +13,36 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
 
-from faststream.rabbit import Channel, RabbitBroker
+from faststream.rabbit import Channel, RabbitRouter
 from faststream.rabbit.message import RabbitMessage
 
 from contracts.messages import JobEventMessage
-from services.worker.handlers import Running, WorkerState, claim, execute, record
+from services.worker.handlers import claim, execute, progress_reporter, record
+from services.worker.settings import WorkerSettings
+from services.worker.state import Running, WorkerState
 from shared.domain import Cause
-from shared.eventstore import AsyncJobStore
 from shared.jobtypes import JobContext
-from shared.messaging import Routes, decoder_of, delivery
+from shared.messaging import decoder_of, delivery
 from shared.retrying import TRANSIENT
+from shared.service import Service
 
 log = logging.getLogger(__name__)
 
 
-def register(
-    broker: RabbitBroker,
-    routes: Routes,
-    queues: list[str],
-    store: AsyncJobStore,
-    state: WorkerState,
-    concurrency: int,
-    reporter: Callable[..., Callable[[float, str], None]],
-    *,
-    prefetch: int | None = None,
-    slot_wait_s: float = 60.0,
-) -> dict[str, Channel]:
-    """Subscribes to each work queue on a channel of its own whose prefetch is ``prefetch``
-    (default: ``concurrency``); at most ``concurrency`` jobs run at once, the other deliveries
-    wait for a slot unclaimed, for ``slot_wait_s`` at most: then the delivery goes back to the
-    queue (any worker with a free slot may take it), so a delivery never sits unacknowledged
-    behind long jobs until the broker's consumer timeout closes the channel, nor past the
-    scheduler's dispatch deadline. Returns the channels by queue, for ``declare_topology``."""
-    slots = asyncio.Semaphore(concurrency)
+def router(
+    service: Service, state: WorkerState, settings: WorkerSettings, queues: list[str]
+) -> RabbitRouter:
+    """Subscribes to each of ``queues`` on a channel of its own whose prefetch is concurrency x
+    ``prefetch_multiplier``; at most ``concurrency`` jobs run at once, the other deliveries wait
+    for a slot unclaimed, for ``slot_wait_s`` at most: then the delivery goes back to the queue
+    (any worker with a free slot may take it), so a delivery never sits unacknowledged behind
+    long jobs until the broker's consumer timeout closes the channel, nor past the scheduler's
+    dispatch deadline. ``Service.start`` declares each work queue on its subscriber's channel."""
+    broker = service.broker
+    slots = asyncio.Semaphore(settings.concurrency)
+    slot_wait_s = settings.slot_wait_s
+    reporter = progress_reporter(service.view)
 
     async def on_scheduled(message: JobEventMessage) -> None:
         """A job was scheduled on this queue: claim it (a stale or duplicate delivery is
@@ -79,6 +75,7 @@ def register(
             if state.stopping:  # shutting down: hand the un-started delivery back
                 await msg.nack(requeue=True)
                 return
+            store = service.store
             cause = Cause.following(
                 state.worker_id, message.correlation_id, str(message.message_id)
             )
@@ -116,15 +113,16 @@ def register(
         finally:
             slots.release()
 
-    channels = {queue: Channel(prefetch_count=prefetch or concurrency) for queue in queues}
+    router = RabbitRouter()
+    prefetch = settings.concurrency * settings.prefetch_multiplier
     decode = decoder_of(JobEventMessage)
-    for queue, channel in channels.items():
-        broker.subscriber(
-            routes.work(queue),
-            routes.events,
-            channel=channel,
+    for queue in queues:
+        router.subscriber(
+            service.routes.work(queue),
+            service.routes.events,
+            channel=Channel(prefetch_count=prefetch),
             decoder=decode,
             title=f"worker/{queue}",
             description=inspect.cleandoc(on_scheduled.__doc__ or ""),
         )(on_scheduled)
-    return channels
+    return router

@@ -30,15 +30,14 @@ from contracts.messages import (
     SubmitJob,
     SubmitJobMessage,
 )
+from services.scheduler import ledger
 from services.scheduler import subscribers as scheduler_subscribers
 from services.submitter import subscribers
-from services.submitter.deps import Deps
 from shared import dead_letters
 from shared.domain import Cause, Job, Status, job_id_for_key
 from shared.eventstore import AsyncJobStore, JobStore
-from shared.jobtypes import registry
-from shared.messaging import Routes, declare_topology, make_broker
-from shared.redis_view import RedisView
+from shared.messaging import Routes
+from shared.service import Service
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.chaos.proxy import Proxy
 from tests.services import delete_topology
@@ -72,34 +71,35 @@ async def submitter(
         hold_s=HOLD_S,
     )
     routes = Routes.from_settings(bus)
-    broker = make_broker(bus, prefetch=16, apply_types=False)  # as the services make it
-    registry.load(["examples.jobs"])
     settings = StoreSettings(
         postgres_url=proxied,
         postgres_pool_size=2,
         store_retry_budget_s=0.5,
         postgres_connect_timeout_s=1,
     )
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-cmd-{uuid.uuid4().hex}"))
+    redis = RedisSettings(redis_url=redis_url, redis_prefix=f"jt-cmd-{uuid.uuid4().hex}")
+    # one process with both routers, as the services make them (prefetch as the submitter's)
+    service = Service(
+        "submitter",
+        prefetch=16,
+        serve_metrics=False,
+        bus=bus,
+        store=settings,
+        redis=redis,
+        job_modules=["examples.jobs"],
+    )
     try:
-        async with AsyncJobStore(JobStore(settings)) as proxied_store:
-            deps = Deps(proxied_store, view, registry, {"default"}, broker, "submitter/test")
-            dead_letters.watch(broker, proxied_store)
-            subscribers.register(broker, routes, deps)
-            scheduler_subscribers.register(broker, routes, proxied_store, "scheduler/test")
-            dead_letters.register_ledger(broker, routes, proxied_store)
-            await broker.connect()
-            await declare_topology(broker, routes, ["default"])
-            await broker.start()
+        async with service:
+            await service.start(
+                subscribers.router(service), scheduler_subscribers.router(service), publish=False
+            )
             try:
-                yield Submitter(proxied_store, store, routes, proxy)
+                yield Submitter(service.store, store, routes, proxy)
             finally:
                 proxy.heal()
-                await broker.stop()
     finally:
         proxy.stop()
-        await view.aclose()
-        await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix, ["default"])
+        await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)
         with psycopg.connect(postgres_url, autocommit=True) as conn:  # the session's table
             conn.execute(
                 "DELETE FROM jobtrail_dead_letters WHERE queue LIKE %s",
@@ -273,14 +273,14 @@ def test_a_death_is_keyed_by_message_queue_and_count() -> None:
     # A consumer's reject now and the ledger's copy of that death carry the same key
     rejected = dead_letters.dead_letter("q", once, "invalid", "boom")
     copy = Raw(b"x", None, {"x-death": [{"queue": "q", "reason": "rejected", "count": 1}]})
-    assert dead_letters.ledger_entry(copy).key == rejected.key
+    assert ledger.ledger_entry(copy).key == rejected.key
     # The next death of the same message, another queue or another message: other keys
     assert dead_letters.dead_letter("q", twice, "invalid", "boom").key != rejected.key
     assert dead_letters.dead_letter("r", once, "invalid", "boom").key != rejected.key
     assert dead_letters.dead_letter("q", Raw(b"y", None, {}), "invalid", "e").key != rejected.key
     # And whatever a header holds, reading it never fails, and NUL never reaches PostgreSQL
     odd = Raw(b"\xff", "id\x00", {"x-death": "nonsense"})
-    letter = dead_letters.ledger_entry(odd)
+    letter = ledger.ledger_entry(odd)
     assert letter.queue == "unknown" and letter.message_id == "id\ufffd"
     assert json.dumps(letter.error)
 

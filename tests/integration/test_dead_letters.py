@@ -15,8 +15,9 @@ from prometheus_client import REGISTRY
 from services.scheduler import subscribers
 from shared import dead_letters
 from shared.domain import Cause, Job
-from shared.eventstore import AsyncJobStore, JobStore
-from shared.messaging import Routes, declare_topology, make_broker
+from shared.eventstore import AsyncJobStore
+from shared.messaging import Routes
+from shared.service import Service
 from shared.settings import BusSettings, StoreSettings
 from tests.services import delete_topology
 
@@ -34,20 +35,12 @@ async def scheduler(postgres_url: str, amqp_url: str) -> AsyncIterator[Consumer]
         amqp_url=amqp_url, topology_prefix=f"jt-dl-{uuid.uuid4().hex[:6]}", delivery_limit=2
     )
     routes = Routes.from_settings(bus)
-    broker = make_broker(bus, apply_types=False)  # as the scheduler makes it
     settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
+    service = Service("scheduler", bus=bus, store=settings, serve_metrics=False)
     try:
-        async with AsyncJobStore(JobStore(settings)) as store:
-            dead_letters.watch(broker, store)
-            subscribers.register(broker, routes, store, "scheduler/test")
-            dead_letters.register_ledger(broker, routes, store)
-            await broker.connect()
-            await declare_topology(broker, routes, ["default"])
-            await broker.start()
-            try:
-                yield Consumer(store, routes)
-            finally:
-                await broker.stop()
+        async with service:  # with the dead-letter middleware, as the scheduler runs
+            await service.start(subscribers.router(service), publish=False)
+            yield Consumer(service.store, routes)
     finally:
         await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)
 
@@ -167,13 +160,13 @@ async def test_a_replayed_message_that_dies_again_is_recorded_as_a_second_death(
 
     bus = BusSettings(amqp_url=amqp_url, topology_prefix=f"jt-dlr-{uuid.uuid4().hex[:6]}")
     routes = Routes.from_settings(bus)
-    broker = make_broker(bus)
     deliveries = 0
     settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
+    service = Service("scheduler", bus=bus, store=settings, serve_metrics=False)
+    broker = service.broker
     job_id = uuid.uuid4()
     try:
-        async with AsyncJobStore(JobStore(settings)) as store:
-            dead_letters.watch(broker, store)
+        async with service:  # the dead-letter middleware, as every service has it
 
             @broker.subscriber(routes.scheduler, routes.events)
             async def failing(message: JobEventMessage) -> None:
@@ -181,54 +174,47 @@ async def test_a_replayed_message_that_dies_again_is_recorded_as_a_second_death(
                 deliveries += 1
                 raise RuntimeError(f"death {deliveries}")
 
-            dead_letters.register_ledger(broker, routes, store)
-            await broker.connect()
-            await declare_topology(broker, routes, ["default"])
-            await broker.start()
-            try:
+            await service.start(subscribers.dead_letter_ledger(service), publish=False)
+            store = service.store
 
-                async def rows_until(n: int) -> list[dict[str, object]]:
-                    deadline = asyncio.get_running_loop().time() + 15
-                    rows: list[dict[str, object]] = []
-                    while asyncio.get_running_loop().time() < deadline:
-                        rows = await store.run_sync(dead_letters.recorded, store.store, job_id, 10)
-                        if len(rows) >= n and deliveries >= n:
-                            break
-                        await asyncio.sleep(0.2)
-                    await asyncio.sleep(1.0)  # the ledger's copy too
-                    return await store.run_sync(dead_letters.recorded, store.store, job_id, 10)
+            async def rows_until(n: int) -> list[dict[str, object]]:
+                deadline = asyncio.get_running_loop().time() + 15
+                rows: list[dict[str, object]] = []
+                while asyncio.get_running_loop().time() < deadline:
+                    rows = await store.run_sync(dead_letters.recorded, store.store, job_id, 10)
+                    if len(rows) >= n and deliveries >= n:
+                        break
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1.0)  # the ledger's copy too
+                return await store.run_sync(dead_letters.recorded, store.store, job_id, 10)
 
-                async def in_dlq() -> None:
-                    deadline = asyncio.get_running_loop().time() + 15
-                    while not await list_dead_letters(amqp_url, routes.topology, 10):
-                        assert asyncio.get_running_loop().time() < deadline
-                        await asyncio.sleep(0.2)
+            async def in_dlq() -> None:
+                deadline = asyncio.get_running_loop().time() + 15
+                while not await list_dead_letters(amqp_url, routes.topology, 10):
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.2)
 
-                event = JobEventMessage(
-                    correlation_id="c-r",
-                    data=JobEvent(
-                        job_id=job_id, version=1, notification_id=1, event_type="Submitted"
-                    ),
-                )
-                await broker.publish(
-                    event,
-                    exchange=routes.events,
-                    routing_key="job.submitted",
-                    message_id="m-again",
-                )
-                # When it dies, is replayed, and dies again in the same queue
-                first = await rows_until(1)
-                assert [r["error"] for r in first] == ["RuntimeError: death 1"]
-                await in_dlq()
-                assert await republish(amqp_url, routes.topology, "m-again") == (1, 0)
-                rows = await rows_until(2)
-                # Then each death has its own row, with its own error
-                assert sorted(str(r["error"]) for r in rows) == [
-                    "RuntimeError: death 1",
-                    "RuntimeError: death 2",
-                ]
-                assert {r["message_id"] for r in rows} == {"m-again"}
-            finally:
-                await broker.stop()
+            event = JobEventMessage(
+                correlation_id="c-r",
+                data=JobEvent(job_id=job_id, version=1, notification_id=1, event_type="Submitted"),
+            )
+            await broker.publish(
+                event,
+                exchange=routes.events,
+                routing_key="job.submitted",
+                message_id="m-again",
+            )
+            # When it dies, is replayed, and dies again in the same queue
+            first = await rows_until(1)
+            assert [r["error"] for r in first] == ["RuntimeError: death 1"]
+            await in_dlq()
+            assert await republish(amqp_url, routes.topology, "m-again") == (1, 0)
+            rows = await rows_until(2)
+            # Then each death has its own row, with its own error
+            assert sorted(str(r["error"]) for r in rows) == [
+                "RuntimeError: death 1",
+                "RuntimeError: death 2",
+            ]
+            assert {r["message_id"] for r in rows} == {"m-again"}
     finally:
         await asyncio.to_thread(delete_topology, amqp_url, routes.topology.prefix)

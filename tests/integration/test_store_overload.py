@@ -25,8 +25,9 @@ from services.submitter.deps import Deps
 from shared.domain import Job, job_id_for_key
 from shared.eventstore import AsyncJobStore, Command, JobStore, StoreOverloadedError
 from shared.jobtypes import registry
-from shared.messaging import Routes, declare_topology, make_broker
+from shared.messaging import Routes
 from shared.redis_view import RedisView
+from shared.service import Service
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.api import served
 from tests.integration.test_commands_outage import depth, eventually, publish, submit_message
@@ -55,8 +56,7 @@ def overload_settings(store_settings: StoreSettings) -> StoreSettings:
 
 @contextmanager
 def table_locked(postgres_url: str, store: JobStore) -> Iterator[psycopg.Connection[Any]]:
-    """Holds the events table in EXCLUSIVE mode from another connection until the block ends:
-    every append waits (its INSERT needs ROW EXCLUSIVE, which conflicts), so commands queue."""
+    """Holds the events table's lock from another connection until the block ends."""
     with psycopg.connect(postgres_url) as conn:
         conn.execute(
             sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(
@@ -204,46 +204,47 @@ async def test_a_consumer_holds_a_command_through_a_full_queue_and_never_dead_le
         delivery_limit=2,
         hold_s=HOLD_S,
     )
-    routes, topology = Routes.from_settings(bus), Routes.from_settings(bus).topology
-    broker = make_broker(bus, prefetch=16, apply_types=False)
-    registry.load(["examples.jobs"])
-    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=f"jt-ovl-{uuid.uuid4().hex}"))
+    topology = Routes.from_settings(bus).topology
+    redis = RedisSettings(redis_url=redis_url, redis_prefix=f"jt-ovl-{uuid.uuid4().hex}")
+    service = Service(
+        "submitter",
+        prefetch=16,
+        serve_metrics=False,
+        bus=bus,
+        store=overload_settings,
+        redis=redis,
+        job_modules=["examples.jobs"],
+    )
     keys = [f"ovl-bus-{uuid.uuid4().hex[:8]}-{n}" for n in range(3)]
     try:
-        async with AsyncJobStore(JobStore(overload_settings)) as store:
-            subscribers.register(broker, routes, Deps(store, view, registry, {"default"}, broker))
-            await broker.connect()
-            await declare_topology(broker, routes, ["default"])
-            await broker.start()
-            try:
-                with table_locked(postgres_url, store.store):
-                    # And a full queue
-                    first, queued = await fill(postgres_url, store)
-                    # When commands arrive and the queue stays full for four holds
-                    messages = [submit_message(k) for k in keys]
-                    await publish(amqp_url, topology.commands_exchange, "job.submit", messages)
-                    await asyncio.sleep(4 * HOLD_S)
-                    # Then they were refused (not queued) and none was dead-lettered
-                    assert store.store.stats.overloaded >= len(keys)
-                    assert store.waiting == MAX_WAITING
-                    assert await depth(amqp_url, topology.dead_letter_queue) == 0
-
-                # When the queue moves again, every command takes effect, once
-                await asyncio.wait_for(asyncio.gather(first, *queued), 30)
-                ids = [job_id_for_key(k) for k in keys]
-
-                async def submitted() -> bool:
-                    return len(await store.get_many(ids)) == len(ids)
-
-                await eventually(submitted, 30, "the commands held through the overload")
-                for job_id in ids:
-                    assert [type(e).__name__ for e in await store.history(job_id)] == [
-                        "Submitted",
-                        "Scheduled",
-                    ]
+        async with service:
+            store = service.store
+            await service.start(subscribers.router(service), publish=False)
+            with table_locked(postgres_url, store.store):
+                # And a full queue
+                first, queued = await fill(postgres_url, store)
+                # When commands arrive and the queue stays full for four holds
+                messages = [submit_message(k) for k in keys]
+                await publish(amqp_url, topology.commands_exchange, "job.submit", messages)
+                await asyncio.sleep(4 * HOLD_S)
+                # Then they were refused (not queued) and none was dead-lettered
+                assert store.store.stats.overloaded >= len(keys)
+                assert store.waiting == MAX_WAITING
                 assert await depth(amqp_url, topology.dead_letter_queue) == 0
-            finally:
-                await broker.stop()
+
+            # When the queue moves again, every command takes effect, once
+            await asyncio.wait_for(asyncio.gather(first, *queued), 30)
+            ids = [job_id_for_key(k) for k in keys]
+
+            async def submitted() -> bool:
+                return len(await store.get_many(ids)) == len(ids)
+
+            await eventually(submitted, 30, "the commands held through the overload")
+            for job_id in ids:
+                assert [type(e).__name__ for e in await store.history(job_id)] == [
+                    "Submitted",
+                    "Scheduled",
+                ]
+            assert await depth(amqp_url, topology.dead_letter_queue) == 0
     finally:
-        await view.aclose()
-        await asyncio.to_thread(delete_topology, amqp_url, topology.prefix, ["default"])
+        await asyncio.to_thread(delete_topology, amqp_url, topology.prefix)

@@ -11,7 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from services.worker.handlers import Running, WorkerState, heartbeat
+from services.worker.handlers import heartbeat
+from services.worker.state import Running, WorkerState
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.jobtypes import JobContext, registry

@@ -50,7 +50,8 @@ CROSS_SERVICE_ALLOWED = {
     ("services.specs", "services.scheduler.subscribers"),
     ("services.specs", "services.submitter.subscribers"),
     ("services.specs", "services.submitter.app"),
-    ("services.specs", "services.submitter.deps"),
+    ("services.specs", "services.worker.settings"),
+    ("services.specs", "services.worker.state"),
     ("services.specs", "services.worker.subscribers"),
     # `jobtrail rebuild` rebuilds the projection with the projector's own code, in the CLI's
     # process. To go when the rebuild moves to shared/.
