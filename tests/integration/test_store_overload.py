@@ -21,12 +21,9 @@ import pytest
 from psycopg import sql
 
 from services.submitter import subscribers
-from services.submitter.deps import Deps
 from shared.domain import Job, job_id_for_key
 from shared.eventstore import AsyncJobStore, Command, JobStore, StoreOverloadedError
-from shared.jobtypes import registry
 from shared.messaging import Routes
-from shared.redis_view import RedisView
 from shared.service import Service
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.api import served
