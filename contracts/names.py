@@ -8,18 +8,29 @@ from dataclasses import dataclass
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-EVENT_KINDS = (
-    "submitted",
-    "scheduled",
-    "started",
-    "completed",
-    "attempt_failed",
-    "failed",
-    "lease_expired",
-    "cancel_requested",
-    "cancelled",
-    "requeued",
+EVENT_TYPES = (
+    "Submitted",
+    "Scheduled",
+    "Started",
+    "Completed",
+    "AttemptFailed",
+    "Failed",
+    "LeaseExpired",
+    "CancelRequested",
+    "Cancelled",
+    "Requeued",
 )
+"""The one list of the job events a message can carry, by their class names
+(``contracts.messages.EventType`` spells it for the schema; tests/unit/test_event_names.py keeps
+the two, and the domain's event classes, in step). The domain's Quarantined never travels."""
+
+
+def kind_of(event_type: str) -> str:
+    """An event's kind, the word of its routing key: ``AttemptFailed`` -> ``attempt_failed``."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", event_type).lower()
+
+
+EVENT_KINDS = tuple(kind_of(name) for name in EVENT_TYPES)
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from uuid import NAMESPACE_OID, uuid5
 
 from contracts.messages import JobEvent, JobEventMessage
-from contracts.names import Topology
+from contracts.names import Topology, kind_of
 from shared.domain.job import Job
 
 KINDS: dict[type[Job.Event], str] = {
-    Job.Scheduled: "scheduled",
-    Job.AttemptFailed: "attempt_failed",
-    Job.LeaseExpired: "lease_expired",
-    Job.Requeued: "requeued",
+    kind: kind_of(kind.__name__)
+    for kind in (Job.Scheduled, Job.AttemptFailed, Job.LeaseExpired, Job.Requeued)
 }
 """The events a service consumes; the rest stay in the log (and reach Redis via the projector).
 
