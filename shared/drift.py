@@ -19,7 +19,8 @@ from uuid import UUID
 from shared.domain import Job
 from shared.domain.status import TERMINAL
 from shared.eventstore import AsyncJobStore
-from shared.redis_view import RedisView, full_view
+from shared.redis_view import RedisView
+from shared.views import full_view
 
 Kind = Literal["differs", "missing", "unknown"]
 

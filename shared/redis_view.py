@@ -14,7 +14,7 @@ does not bring back jobs that had already left Redis.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 from uuid import UUID
@@ -23,87 +23,14 @@ from redis.asyncio import Redis
 
 from shared import generations
 from shared.domain.job import DEFAULT_TENANT, Job
-from shared.domain.status import MOVE_TARGET, TERMINAL, Status
+from shared.domain.status import TERMINAL, Status
 from shared.generations import KeySpace
 from shared.redis_scripts import APPLY, APPLY_CHUNK, FORGET, LOCATE, PRUNE, READ, SET_POSITION
 from shared.settings import RedisSettings
+from shared.views import delta_view, full_view
 
-MAX_RESULT_BYTES = 65_536
 INTERSECT_CHUNK = 1000
 """Ids of the smaller index checked against the other one per round trip (``page``)."""
-
-
-def _iso(value: Any) -> str:
-    return value.isoformat() if value is not None else ""
-
-
-def _json(value: Any) -> str:
-    if value is None:
-        return ""
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
-    if len(text) > MAX_RESULT_BYTES:
-        return json.dumps({"truncated": True, "bytes": len(text)})
-    return text
-
-
-def _flag(value: Any) -> str:
-    return "1" if value else "0"
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-RENDERED: dict[str, tuple[str, Callable[[Any], str]]] = {
-    "attempt": ("attempt", str),
-    "max_attempts": ("max_attempts", str),
-    "queue": ("queue", str),
-    "priority": ("priority", str),
-    "run_at": ("run_at", _iso),
-    "due_at": ("due_at", _iso),
-    "worker_id": ("worker", _text),
-    "result": ("result", _json),
-    "error": ("error", _json),
-    "cancel_requested": ("cancel_requested", _flag),
-}
-"""How each attribute of the folded job that the view keeps becomes a field of its hash (all
-strings): one rendering for the whole job (``full_view``) and for what one event changes
-(``delta_view``). Attributes not named here (the payload, leases, timeouts) stay in the log."""
-
-
-def _rendered(attributes: Mapping[str, Any]) -> dict[str, str]:
-    fields = {}
-    for name, value in attributes.items():
-        rendering = RENDERED.get(name)
-        if rendering is not None:
-            field, render = rendering
-            fields[field] = render(value)
-    return fields
-
-
-def full_view(job: Job) -> dict[str, str]:
-    """Every field of a job's hash, from the job folded from its events."""
-    return {
-        "id": str(job.id),
-        "tenant": job.tenant,
-        "type": job.job_type,
-        "status": str(job.status),
-        "created_at": _iso(job.created_on),
-        "created_ms": str(int(job.created_on.timestamp() * 1000)),
-        "updated_at": _iso(job.last_event_at),
-        **_rendered({name: getattr(job, name) for name in RENDERED}),
-    }
-
-
-def delta_view(event: Job.Event) -> dict[str, str] | None:
-    """The fields one event changes (``Job.Event.changes``, rendered as ``full_view`` renders
-    them), or None when only a full refold can tell (Submitted, Requeued)."""
-    if isinstance(event, (Job.Submitted, Job.Requeued)):
-        return None
-    move = event.move()
-    assert move is not None
-    fields = {"status": str(MOVE_TARGET[move]), "updated_at": _iso(event.timestamp)}
-    return fields | _rendered(event.changes())
 
 
 class GenerationMovedError(Exception):

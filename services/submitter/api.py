@@ -33,6 +33,7 @@ from shared.domain import DEFAULT_TENANT, Cause
 from shared.domain.errors import JobNotFoundError
 from shared.eventstore.export import job_state
 from shared.keys import Principal
+from shared.views import api_view
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ async def list_jobs(
         limit=limit,
         before=float(cursor) if cursor else None,
     )
-    jobs = [handlers.parse_view(v) | {"source": "cache"} for v in views]
+    jobs = [api_view(v) | {"source": "cache"} for v in views]
     next_cursor = views[-1]["created_ms"] if len(views) == limit else None
     return Page(jobs=jobs, next_cursor=next_cursor)
 

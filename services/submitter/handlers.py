@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +16,7 @@ from shared.eventstore import AsyncJobStore, Command, Outcome, existing
 from shared.eventstore.export import job_state, state_at_time, state_at_version
 from shared.jobtypes import Registry, UnknownJobTypeError
 from shared.redis_view import RedisView
+from shared.views import api_view
 
 _SUBMIT_MESSAGE_NAMESPACE = uuid5(NAMESPACE_URL, "urn:jobtrail:submit-message")
 
@@ -180,37 +180,6 @@ async def tenants_rows(
     return [row for row in rows if visible(row)]
 
 
-def parse_view(view: dict[str, str]) -> dict[str, Any]:
-    """A Redis hash (all strings) as the API's typed job."""
-
-    def number(name: str) -> int:
-        return int(view.get(name) or 0)
-
-    def loaded(name: str) -> Any:
-        raw = view.get(name)
-        return json.loads(raw) if raw else None
-
-    return {
-        "id": view["id"],
-        "tenant": view.get("tenant") or DEFAULT_TENANT,
-        "type": view["type"],
-        "status": view["status"],
-        "attempt": number("attempt"),
-        "max_attempts": number("max_attempts"),
-        "version": number("version"),
-        "queue": view.get("queue", ""),
-        "priority": number("priority"),
-        "created_at": view.get("created_at") or None,
-        "updated_at": view.get("updated_at") or None,
-        "run_at": view.get("run_at") or None,
-        "due_at": view.get("due_at") or None,
-        "worker": view.get("worker") or None,
-        "cancel_requested": view.get("cancel_requested") == "1",
-        "result": loaded("result"),
-        "error": loaded("error"),
-    }
-
-
 async def read_job(store: AsyncJobStore, view: RedisView | None, job_id: UUID) -> dict[str, Any]:
     """The job from Redis, or from the log when Redis has no entry or does not answer."""
     cached: dict[str, str] | None = None
@@ -222,7 +191,7 @@ async def read_job(store: AsyncJobStore, view: RedisView | None, job_id: UUID) -
     if cached is not None and "tenant" not in cached:
         cached = None  # written by a projector older than tenants: whose it is, the log says
     if cached is not None:
-        job = parse_view(cached) | {"source": "cache"}
+        job = api_view(cached) | {"source": "cache"}
         if isinstance(job["result"], dict) and job["result"].get("truncated"):
             job["result"] = (await store.get(job_id)).result
         return job

@@ -79,7 +79,7 @@ class Job(Aggregate):
         def changes(self) -> dict[str, Any]:
             """The job's attributes this event sets, beyond its status and ``last_event_at``: the
             one place that says what an event changes (the fold applies it, the Redis view
-            renders it: ``shared.redis_view.delta_view``)."""
+            renders it: ``shared.views.delta_view``)."""
             return {}
 
         def evolve(self, job: Job) -> None:

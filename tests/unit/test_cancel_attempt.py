@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from shared.domain import Job, JobError, Status
-from shared.redis_view import delta_view
+from shared.views import delta_view
 from tests.jobs import CAUSE, NO_JITTER, NOW, fail, job_in
 
 

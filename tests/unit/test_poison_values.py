@@ -17,7 +17,7 @@ from contracts.messages import SubmitJob
 from shared.domain import Cause, Job, Status
 from shared.domain.cause import MAX_MESSAGE_ID, printable
 from shared.outbox import PoisonEventError, to_message
-from shared.redis_view import delta_view, full_view
+from shared.views import delta_view, full_view
 from tests.jobs import CAUSE, job_in, unchecked_cause
 
 
