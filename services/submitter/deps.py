@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -13,6 +14,9 @@ from shared.eventstore import AsyncJobStore
 from shared.jobtypes import Registry
 from shared.keys import KeyRing, Principal
 from shared.redis_view import RedisView
+
+READY_CACHE_S = 1.0
+"""How long a readiness check's answer is reused (``Deps.check``)."""
 
 
 @dataclass
@@ -30,8 +34,21 @@ class Deps:
     """A key id's wait in seconds when it is over its rate, else None (None: no limit)."""
     pending_cap: PendingCap | None = None
     """The per-tenant cap on jobs not yet final (None: no cap)."""
+    _checked: tuple[float, dict[str, str]] | None = field(default=None, init=False, repr=False)
+    _checking: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def check(self) -> dict[str, str]:
+        """The last readiness check when it is under ``READY_CACHE_S`` old, else a new one;
+        probes arriving together share one check. ``/readyz`` needs no key: however often it is
+        called, the submitter pings its three servers at most once a second."""
+        async with self._checking:
+            if self._checked is not None and time.monotonic() - self._checked[0] < READY_CACHE_S:
+                return self._checked[1]
+            results = await self._probe()
+            self._checked = (time.monotonic(), results)
+            return results
+
+    async def _probe(self) -> dict[str, str]:
         """Pings PostgreSQL, RabbitMQ and Redis, each within two seconds."""
 
         async def postgres() -> None:

@@ -4,9 +4,11 @@ over real PostgreSQL and Redis; nothing is written."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -234,3 +236,26 @@ async def test_a_list_while_redis_is_away_is_a_503_with_retry_after(
     await view.aclose()
     assert "Redis" in assert_problem(response, 503)["detail"]
     assert response.headers["retry-after"] == "5"
+
+
+async def test_readiness_probes_ping_the_servers_at_most_once_a_second(
+    api: tuple[httpx.AsyncClient, Deps],
+) -> None:
+    # /readyz needs no key: a flood of probes must not become a flood of pings
+    client, deps = api
+    pings = 0
+    ping = deps.view.redis.ping
+
+    async def counted() -> Any:
+        nonlocal pings
+        pings += 1
+        return await ping()
+
+    deps.view.redis.ping = counted  # type: ignore[method-assign]
+    answers = await asyncio.gather(*(client.get("/readyz") for _ in range(20)))
+    answers += [await client.get("/readyz") for _ in range(20)]
+    assert {a.json()["checks"]["redis"] for a in answers} == {"ok"}
+    assert pings == 1
+    await asyncio.sleep(1.1)
+    await client.get("/readyz")
+    assert pings == 2
