@@ -22,7 +22,7 @@ from shared.domain import Backoff, Cause, Job, Status
 from shared.eventstore import JobStore, existing
 from shared.service import Service
 from tests.handlers import deliver, forget_dead_letters, in_memory, last_message, service_for
-from tests.jobs import CAUSE, NO_JITTER, record
+from tests.jobs import CAUSE, NO_JITTER, fail, record
 
 AT_ONCE = Backoff(base_s=0.0, cap_s=0.0, jitter=0.0)
 KEY = "job.submitted"  # the binding the in-memory broker knows (tests/handlers.py ``deliver``)
@@ -43,16 +43,7 @@ def failed_once(store: JobStore, backoff: Backoff) -> uuid.UUID:
         [
             lambda j: j.schedule(CAUSE, now),
             lambda j: j.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=now),
-            lambda j: j.fail_attempt(
-                CAUSE,
-                worker_id="w1",
-                attempt=1,
-                error_type="E",
-                error_message="m",
-                retryable=True,
-                now=now,
-                backoff=backoff,
-            ),
+            lambda j: fail(j, attempt=1, retryable=True, now=now, backoff=backoff),
         ],
         max_attempts=3,
     )
@@ -137,16 +128,7 @@ async def test_a_requeued_job_runs_again(store: JobStore, scheduler: Service) ->
         [
             lambda j: j.schedule(CAUSE, now),
             lambda j: j.start(CAUSE, worker_id="w1", attempt=1, lease_s=30, now=now),
-            lambda j: j.fail_attempt(
-                CAUSE,
-                worker_id="w1",
-                attempt=1,
-                error_type="E",
-                error_message="m",
-                retryable=False,
-                now=now,
-                backoff=NO_JITTER,
-            ),
+            lambda j: fail(j, attempt=1, retryable=False, now=now, backoff=NO_JITTER),
             lambda j: j.requeue(Cause("operator", "c-rq", reason="fixed the input")),
         ],
         max_attempts=1,
