@@ -89,8 +89,8 @@ def deployment(postgres_server: str, amqp_url: str, redis_url: str) -> Iterator[
     tag = uuid.uuid4().hex[:8]
     prefix = f"jt-lp-{tag}"
     names = {service: f"jt_lp_{tag}_{service}" for service in SERVICES}
-    passwords = {service: secrets.token_urlsafe(16) for service in SERVICES}
-    acl_user, acl_password = f"jt_lp_{tag}", secrets.token_urlsafe(16)
+    passwords = {service: secrets.token_hex(16) for service in SERVICES}
+    acl_user, acl_password = f"jt_lp_{tag}", secrets.token_hex(16)
     admin_redis = redis.Redis.from_url(redis_url)
     with fresh_database(postgres_server, "lp") as owner_url:
         role = f"jt_lp_{tag}"
