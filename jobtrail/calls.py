@@ -78,7 +78,7 @@ class RetryPolicy:
 
     def should_retry(self, call: Call) -> Callable[[BaseException], bool]:
         def retry(exc: BaseException) -> bool:
-            if isinstance(exc, RetryLaterError | REFUSED):
+            if isinstance(exc, (RetryLaterError, *REFUSED)):
                 return True
             return call.repeatable and isinstance(exc, UNANSWERED)
 
