@@ -4,12 +4,16 @@ problem document, retries that keep the idempotency key, and waits that do not p
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
+import re
 import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -302,3 +306,22 @@ def test_wait_falls_back_to_polling_with_backoff_without_the_wait_endpoint(
     assert len(recording.requests("GET", "/wait")) == 1
     reads = recording.requests("GET", f"/v1/jobs/{accepted.id}")
     assert 2 <= len(reads) <= 12, len(reads)
+
+
+def test_the_readme_s_example_runs(system: System) -> None:
+    # Given the Python example of the README's "From Python", pointed at the test's system
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## From Python", 1)[1]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "no Python example under From Python"
+    code = match.group(1)
+    code = code.replace('Path(".jobtrail/api-key").read_text().strip()', repr(system.api_key))
+    code = code.replace('"http://127.0.0.1:8080"', repr(system.base_url))
+    # When it runs
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "README.md", "exec"), {})
+    # Then it printed the job's id and digest, then its history through Completed
+    lines = printed.getvalue().splitlines()
+    assert lines[0].endswith(hashlib.sha256(b"hi").hexdigest())
+    assert lines[1].startswith("1 Submitted key:") and "Completed" in lines[-1]
