@@ -94,13 +94,13 @@ async def test_a_waiting_request_reads_the_job_a_few_times_a_second_not_in_a_loo
     assert 3 <= reads <= 8, reads
 
 
-@pytest.mark.parametrize("timeout", ["-1", "60.5", "soon"])
+@pytest.mark.parametrize("asked", ["-1", "60.5", "soon"])
 async def test_a_timeout_out_of_range_is_refused_naming_it(
-    api: tuple[httpx.AsyncClient, Deps], timeout: str
+    api: tuple[httpx.AsyncClient, Deps], asked: str
 ) -> None:
     client, _ = api
     job_id = await submitted(client)
-    answer = await client.get(f"/v1/jobs/{job_id}/wait", params={"timeout": timeout})
+    answer = await client.get(f"/v1/jobs/{job_id}/wait", params={"timeout": asked})
     assert [e["field"] for e in assert_problem(answer, 422)["errors"]] == ["query.timeout"]
 
 
