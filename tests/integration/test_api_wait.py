@@ -10,12 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from services.submitter import handlers
 from services.submitter.admission import Waiters
 from services.submitter.deps import Deps
 from shared.settings import StoreSettings
 from tests.api import assert_problem, served
+from tests.processes import free_port
 
 JOB = {"type": "cpu.hash", "payload": {"text": "waited for"}}
 
@@ -131,3 +133,35 @@ async def test_past_the_waiters_bound_a_wait_is_refused_with_retry_after(
     # And once the first has answered, a wait is served again
     again = await client.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 0})
     assert again.status_code == 200, again.text
+
+
+async def test_a_wait_whose_client_went_away_gives_its_place_back(
+    store_settings: StoreSettings, redis_url: str
+) -> None:
+    async with served(store_settings, redis_url) as api:
+        # Given the app served over TCP by uvicorn, and a job that does not end
+        job_id = await submitted(api.client)
+        port = free_port()
+        config = uvicorn.Config(api.app, port=port, lifespan="off", log_level="error")
+        server = uvicorn.Server(config)
+        serving = asyncio.create_task(server.serve())
+        try:
+            for _ in range(100):
+                if server.started:
+                    break
+                await asyncio.sleep(0.05)
+            # When a client asks for a 30 s wait, then gives up after half a second
+            async with httpx.AsyncClient(
+                base_url=f"http://127.0.0.1:{port}", headers=api.client.headers
+            ) as remote:
+                with pytest.raises(httpx.ReadTimeout):
+                    await remote.get(f"/v1/jobs/{job_id}/wait", params={"timeout": 30}, timeout=0.5)
+            # Then the server stops waiting at its next read, not after 30 s
+            for _ in range(40):
+                if api.deps.waiters.waiting == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert api.deps.waiters.waiting == 0
+        finally:
+            server.should_exit = True
+            await serving
