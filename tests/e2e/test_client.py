@@ -91,6 +91,25 @@ class Recording(httpx.HTTPTransport):
         return [r for r in self.sent if r.method == method and r.url.path.endswith(ending)]
 
 
+class AsyncRecording(httpx.AsyncHTTPTransport):
+    """``Recording``'s lost answers, for the asyncio client."""
+
+    def __init__(self, lose: dict[str, int]) -> None:
+        super().__init__()
+        self.lose = dict(lose)
+        self.sent: list[httpx.Request] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        response = await super().handle_async_request(request)
+        if self.lose.get(request.url.path, 0) > 0:
+            self.lose[request.url.path] -= 1
+            await response.aread()
+            await response.aclose()
+            raise httpx.ReadTimeout("the answer was lost on its way", request=request)
+        return response
+
+
 def test_a_job_type_submits_a_typed_payload_and_gives_back_its_typed_result(
     system: System,
 ) -> None:
@@ -234,6 +253,27 @@ def test_a_submission_whose_answer_was_lost_is_sent_again_with_its_key_leaving_o
     # And it did because both sends were the same request, idempotency key included
     sent = [json.loads(r.content) for r in recording.requests("POST", "/v1/jobs")]
     assert len(sent) == 2 and sent[0] == sent[1]
+
+
+async def test_the_async_client_retries_with_the_key_and_waits_without_polling(
+    system: System,
+) -> None:
+    # Given a tenant of its own, and a network that loses the first submission's answer
+    key = new_key(system)
+    recording = AsyncRecording(lose={"/v1/jobs": 1})
+    async with AsyncClient(system.base_url, key, transport=recording, retry=FAST_RETRIES) as c:
+        # When a job of about 3 s is submitted, then waited for
+        job = await c.job(sleep).submit(SleepIn(seconds=3, steps=3))
+        started = time.monotonic()
+        assert (await job.wait(timeout=60)).status == "COMPLETED"
+        elapsed = time.monotonic() - started
+    # Then the retry met the first send's job: the tenant has that one job
+    assert job.accepted.replayed
+    wait_for(lambda: str(job.id) in listed(system, key), 30, "the job to be listed")
+    assert listed(system, key) == [str(job.id)]
+    # And the wait was held by the server, about one request per 2 s
+    waits = [r for r in recording.sent if r.url.path.endswith("/wait")]
+    assert 1 <= len(waits) <= elapsed / 1.5 + 1, (len(waits), elapsed)
 
 
 def test_a_batch_whose_answer_was_lost_is_sent_again_leaving_one_job_each(
