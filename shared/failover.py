@@ -22,6 +22,7 @@ import aio_pika
 from aio_pika import RobustConnection
 from aio_pika.abc import AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from faststream.rabbit import RabbitBroker
 from yarl import URL
 
 _HOST = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]+)(?::(?P<port>[0-9]{1,5}))?")
@@ -93,6 +94,16 @@ async def connect(url: str, **options: Any) -> AbstractConnection:
             failure = exc
     assert failure is not None
     raise failure
+
+
+class FailoverBroker(RabbitBroker):
+    """FastStream's RabbitBroker whose robust connection is ``connection_class``: FastStream
+    hands its connection arguments to aio-pika's ``connect_robust``, which builds the
+    connection from that class."""
+
+    def __init__(self, *args: Any, connection_class: type[RobustConnection], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._connection_kwargs["connection_class"] = connection_class
 
 
 def connection_class(url: str) -> type[RobustConnection] | None:

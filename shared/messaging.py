@@ -26,7 +26,7 @@ from faststream.rabbit.message import RabbitMessage
 from pydantic import BaseModel
 
 from contracts.names import Topology
-from shared.failover import connection_class, first_url
+from shared.failover import FailoverBroker, connection_class, first_url
 from shared.settings import BusSettings
 
 M = TypeVar("M", bound=BaseModel)
@@ -145,7 +145,9 @@ def make_broker(
     then receives what its ``decoder`` returns (see ``decoder_of``) and nothing else, and reads
     the delivery itself with ``delivery``. That spares each message FastDepends' resolution of
     the handler's signature, whose context lookups run in a thread of their own."""
-    broker = RabbitBroker(
+    failover = connection_class(settings.amqp_url)
+    options: dict[str, Any] = {"connection_class": failover} if failover else {}
+    broker = (FailoverBroker if failover else RabbitBroker)(
         first_url(settings.amqp_url),
         default_channel=Channel(
             prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True
@@ -155,10 +157,8 @@ def make_broker(
         fail_fast=True,
         log_level=logging.DEBUG,  # a line per message costs more Python than the message itself
         description="jobtrail: event-sourced, auditable job processing",
+        **options,
     )
-    failover = connection_class(settings.amqp_url)
-    if failover is not None:  # several hosts: FastStream hands this on to aio-pika's connect_robust
-        broker._connection_kwargs["connection_class"] = failover
     return broker
 
 

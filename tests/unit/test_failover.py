@@ -8,7 +8,13 @@ from aio_pika import RobustConnection
 from faststream.rabbit import QueueType
 
 from contracts.names import Topology
-from shared.failover import FailoverConnection, amqp_hosts, connection_class, first_url
+from shared.failover import (
+    FailoverBroker,
+    FailoverConnection,
+    amqp_hosts,
+    connection_class,
+    first_url,
+)
 from shared.messaging import Routes, make_broker
 from shared.settings import BusSettings
 
@@ -35,8 +41,8 @@ def test_several_hosts_get_the_failover_connection() -> None:
     assert cls.HOSTS == (("rabbit-1", 5681), ("rabbit-2", 5682), ("rabbit-3", None))
     # the step it overrides is still aio-pika's (a name-mangled private method of 10.2)
     assert callable(getattr(RobustConnection, "_RobustConnection__connect_transport", None))
-    broker = make_broker(BusSettings(amqp_url=CLUSTER))
-    assert broker._connection_kwargs["connection_class"] is not None
+    assert isinstance(make_broker(BusSettings(amqp_url=CLUSTER)), FailoverBroker)
+    assert not isinstance(make_broker(BusSettings()), FailoverBroker)
 
 
 def test_quorum_work_queues_drop_the_priorities() -> None:
