@@ -93,6 +93,7 @@ async def test_every_endpoint_but_the_probes_needs_a_valid_key(api: Api) -> None
         (("read",), "POST", "/v1/jobs/batch", {"jobs": [JOB]}, "submit"),
         (("submit",), "GET", "/v1/jobs/{job}", None, "read"),
         (("submit",), "GET", "/v1/jobs/{job}/events", None, "read"),
+        (("submit",), "GET", "/v1/jobs/{job}/wait?timeout=0", None, "read"),
         (("submit",), "GET", "/v1/jobs", None, "read"),
         (("read",), "POST", "/v1/jobs/{job}/cancel", None, "cancel"),
         (("read",), "POST", "/v1/jobs/{job}/requeue", {"reason": "r"}, "cancel"),
@@ -140,6 +141,7 @@ async def test_another_tenants_job_is_not_found_on_every_endpoint(api: Api) -> N
         ("GET", "/v1/jobs/{job}", {"params": {"version": 99}}),  # past its last version
         ("GET", "/v1/jobs/{job}", {"params": {"at": "2000-01-01T00:00:00Z"}}),  # before it
         ("GET", "/v1/jobs/{job}/events", {}),
+        ("GET", "/v1/jobs/{job}/wait", {"params": {"timeout": 5}}),  # 404 at once, not after 5 s
         ("POST", "/v1/jobs/{job}/cancel", {"json": {"reason": "not yours"}}),
         ("POST", "/v1/jobs/{job}/requeue", {"json": {"reason": "not yours"}}),
         ("GET", "/v1/dead-letters?job_id={job}", {}),
