@@ -29,7 +29,7 @@ from services.submitter.models import (
     StatusName,
 )
 from shared import dead_letters
-from shared.domain import DEFAULT_TENANT, Cause
+from shared.domain import DEFAULT_TENANT, Cause, job_id_for_key
 from shared.domain.errors import JobNotFoundError
 from shared.eventstore.export import job_state
 from shared.keys import Principal
@@ -298,17 +298,40 @@ async def list_jobs(
     type: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, pattern=r"^\d+(\.\d+)?$")] = None,
+    since: Annotated[
+        AwareDatetime | None, Query(description="only jobs created at or after this time")
+    ] = None,
+    until: Annotated[
+        AwareDatetime | None, Query(description="only jobs created before this time")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, Query(min_length=1, max_length=256, description="the job of this key, if any")
+    ] = None,
 ) -> Any:
     """A page of the key's tenant's jobs from the projection, newest first; pass next_cursor to
-    get the next."""
+    get the next. ``since``/``until`` bound their creation time; ``idempotency_key`` finds the
+    one job submitted with that key (in the tenant), whatever its age."""
     principal = require(request.state, "read")
     deps = _deps(request)
+    if idempotency_key is not None:
+        job_id = job_id_for_key(idempotency_key, principal.tenant)
+        try:
+            job = _owned(await handlers.read_job(deps.store, deps.view, job_id), principal, job_id)
+        except JobNotFoundError:
+            return Page(jobs=[], next_cursor=None)
+        matches = (not status or job["status"] == status) and (not type or job["type"] == type)
+        return Page(jobs=[job] if matches else [], next_cursor=None)
+    before = float(cursor) if cursor else None
+    if until is not None:
+        until_ms = until.timestamp() * 1000
+        before = until_ms if before is None else min(before, until_ms)
     views = await deps.view.page(
         tenant=principal.tenant,
         status=status,
         job_type=type,
         limit=limit,
-        before=float(cursor) if cursor else None,
+        before=before,
+        after=since.timestamp() * 1000 if since is not None else None,
     )
     jobs = [api_view(v) | {"source": "cache"} for v in views]
     next_cursor = views[-1]["created_ms"] if len(views) == limit else None

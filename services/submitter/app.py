@@ -26,6 +26,7 @@ from services.submitter.handlers import InvalidRequestError
 from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
 from services.submitter.quarantine_api import router as quarantine_router
 from services.submitter.server import MAX_HEAD_BYTES, HeadLimit, problem_body, send_problem
+from services.submitter.ui import router as ui_router
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
@@ -167,6 +168,7 @@ def create_app(
     # The routes on the app's own router: an included router is one more layer of matching and
     # dispatch on every request
     app.router.routes.extend([*router.routes, *quarantine_router.routes])
+    app.router.routes.extend(ui_router.routes)  # the dashboard, /ui (docs/dashboard.md)
     problems.document(app)  # the error answers in the OpenAPI document
 
     app.add_middleware(RequestId)
