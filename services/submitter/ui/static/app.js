@@ -136,7 +136,7 @@ function showLogin(main, message) {
       if (!location.hash || location.hash === "#/login") location.hash = "#/";
       else render();
     } catch (err) {
-      error.textContent = "Signing in failed: " + err.message;
+      error.textContent = err instanceof Unauthorized ? "The key was refused (401): " + err.message : "Signing in failed: " + err.message;
       input.focus();
     }
   });
@@ -467,6 +467,7 @@ async function showJob(main, id, params) {
   if (!job.ok) throw new Error(problemText(job));
   if (!events.ok) throw new Error(problemText(events));
   const j = job.body, history = events.body;
+  const showError = Boolean(j.error) && j.status !== "COMPLETED"; // a retried error stays on the job
   const submitted = history.find((e) => e.event_type === "Submitted");
   const traces = [...new Set(history.map((e) => e.trace_id || e.data.trace_id).filter(Boolean))];
   const facts = h("dl", { class: "facts", id: "job-facts" },
@@ -542,8 +543,8 @@ async function showJob(main, id, params) {
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "payload-title" }, h("h2", { id: "payload-title", text: "Payload" }),
         h("pre", { id: "payload", tabindex: "0", text: submitted ? json(submitted.data.payload) : "(not in the history)" })),
-      h("section", { class: "panel", "aria-labelledby": "outcome-title" }, h("h2", { id: "outcome-title", text: j.error ? "Error" : "Result" }),
-        h("pre", { id: "outcome", tabindex: "0", text: j.error ? json(j.error) : j.result === null || j.result === undefined ? "(none yet)" : json(j.result) }))),
+      h("section", { class: "panel", "aria-labelledby": "outcome-title" }, h("h2", { id: "outcome-title", text: showError ? "Error" : "Result" }),
+        h("pre", { id: "outcome", tabindex: "0", text: showError ? json(j.error) : j.result === null || j.result === undefined ? "(none yet)" : json(j.result) }))),
     h("section", { class: "panel", "aria-labelledby": "attempts-title" }, h("h2", { id: "attempts-title", text: "Attempts" }), attemptsTable),
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title", text: `Timeline (${history.length} events)` }), timeline),
