@@ -125,6 +125,12 @@ def test_a_jobs_timeline_lists_its_attempts_in_order(
     expect(page.locator("#state-json")).to_contain_text('"attempt": 1')
     expect(page.locator("#state-title")).to_be_focused()
     page.screenshot(path=str(screenshots / "job.png"), full_page=True)
+    # or at a time: the fold of every event stamped at or before it
+    at = first_failure["timestamp"]
+    then = max(e["version"] for e in events if e["timestamp"] <= at)
+    page.get_by_label("Time (ISO 8601 with a zone)").fill(at)
+    page.get_by_role("button", name="Show the state then").click()
+    expect(page.locator("#state-title")).to_have_text(re.compile(rf"\(version {then}\)$"))
 
 
 def test_a_bulk_cancel_is_recorded_in_each_history_with_the_principal(

@@ -4,6 +4,7 @@
 "use strict";
 
 const KEY = "jobtrail.key";
+const TENANT = "jobtrail.tenant";
 const POLL_MS = 3000;
 const STATUSES = ["PENDING", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"];
 const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -94,6 +95,8 @@ async function render() {
   document.getElementById("logout").hidden = !signedIn;
   document.querySelector("nav").hidden = !signedIn;
   if (!signedIn) { setCurrent(null); return showLogin(main); }
+  const tenant = sessionStorage.getItem(TENANT);
+  document.getElementById("who").textContent = tenant ? "tenant " + tenant : "";
   const { path, params } = route();
   try {
     if (path === "/" || path === "/overview") { setCurrent("nav-overview"); await showOverview(main); }
@@ -133,6 +136,7 @@ function showLogin(main, message) {
     try {
       const answer = await api("/v1/overview");
       if (!answer.ok) { sessionStorage.removeItem(KEY); error.textContent = problemText(answer); return; }
+      sessionStorage.setItem(TENANT, answer.body.tenant);
       if (!location.hash || location.hash === "#/login") location.hash = "#/";
       else render();
     } catch (err) {
@@ -500,7 +504,28 @@ async function showJob(main, id, params) {
       h("td", { text: when(a.ended) }), h("td", { text: a.outcome }), h("td", { text: a.error })))
       : h("tr", {}, h("td", { colspan: 6, class: "muted", text: "Not started yet." }))));
 
-  const stateBox = h("div", { id: "state-at", "aria-live": "polite" }, h("p", { class: "muted", text: "Choose “State after this event” on any event of the timeline to see the job as it was then." }));
+  const stateBox = h("div", { id: "state-at", "aria-live": "polite" }, h("p", { class: "muted", text: "Choose “State after this event” on any event of the timeline, or give a time, to see the job as it was then." }));
+  const atInput = h("input", { id: "state-time", size: 32, maxlength: 64, value: history.length ? history[history.length - 1].timestamp : "", "aria-describedby": "state-time-help" });
+  const atForm = h("form", { class: "filters", id: "state-time-form" },
+    h("label", { for: "state-time" }, "Time (ISO 8601 with a zone)", atInput),
+    h("button", { type: "submit", text: "Show the state then" }),
+    h("span", { id: "state-time-help", class: "muted", text: "The fold of every event stamped at or before that time." }));
+  atForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    stateAtTime(atInput.value.trim()).catch((err) => { stateBox.replaceChildren(h("p", { class: "error", text: String(err.message) })); });
+  });
+  async function stateAtTime(at) {
+    const answer = await api(`/v1/jobs/${id}?at=${encodeURIComponent(at)}`);
+    timeline.querySelectorAll("li.selected").forEach((li) => li.classList.remove("selected"));
+    if (!answer.ok) { stateBox.replaceChildren(h("p", { class: "error", role: "alert", text: problemText(answer) })); return; }
+    const st = answer.body;
+    const item = timeline.querySelector(`li[data-version="${st.version}"]`);
+    if (item) item.classList.add("selected");
+    stateBox.replaceChildren(
+      h("h3", { id: "state-title", tabindex: "-1", text: `At ${at}: ${st.status} (version ${st.version})` }),
+      h("pre", { id: "state-json", text: json(st) }));
+    document.getElementById("state-title").focus();
+  }
   const timeline = h("ol", { class: "timeline", id: "timeline", "aria-label": "History, oldest first" },
     history.map((e) => {
       const d = e.data;
@@ -516,11 +541,11 @@ async function showJob(main, id, params) {
           h("span", { class: "muted mono", text: "v" + e.version }),
           h("span", { class: "badge e-" + e.event_type, text: e.event_type }),
           h("span", { text: when(e.timestamp) }),
-          h("span", {}, "by ", h("code", { class: "actor", text: e.actor }))),
+          h("span", {}, "by ", h("code", { class: "actor", text: e.actor })),
+          button),
         h("div", { class: "ev-meta" }, meta,
           e.reason ? h("span", { class: "reason" }, "reason: ", h("q", { text: e.reason })) : "",
-          d.error_message ? h("span", { class: "error-text" }, d.error_type ? d.error_type + ": " : "", d.error_message) : ""),
-        button);
+          d.error_message ? h("span", { class: "error-text" }, d.error_type ? d.error_type + ": " : "", d.error_message) : ""));
       button.addEventListener("click", () => stateAt(e, item).catch((err) => { stateBox.replaceChildren(h("p", { class: "error", text: String(err.message) })); }));
       return item;
     }));
@@ -548,7 +573,7 @@ async function showJob(main, id, params) {
     h("section", { class: "panel", "aria-labelledby": "attempts-title" }, h("h2", { id: "attempts-title", text: "Attempts" }), attemptsTable),
     h("div", { class: "grid" },
       h("section", { class: "panel", "aria-labelledby": "timeline-title" }, h("h2", { id: "timeline-title", text: `Timeline (${history.length} events)` }), timeline),
-      h("section", { class: "panel", "aria-labelledby": "state-at-title" }, h("h2", { id: "state-at-title", text: "State at a point of the timeline" }), stateBox)));
+      h("section", { class: "panel", "aria-labelledby": "state-at-title" }, h("h2", { id: "state-at-title", text: "State at a point of the timeline" }), atForm, stateBox)));
   const wanted = parseInt(params.get("version") || "", 10);
   if (wanted) {
     const item = timeline.querySelector(`li[data-version="${wanted}"]`);
@@ -562,6 +587,7 @@ async function showJob(main, id, params) {
 document.addEventListener("DOMContentLoaded", () => {
   document.getElementById("logout").addEventListener("click", () => {
     sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(TENANT);
     location.hash = "#/";
     render();
   });
