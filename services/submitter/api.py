@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -309,8 +310,9 @@ async def list_jobs(
     ] = None,
 ) -> Any:
     """A page of the key's tenant's jobs from the projection, newest first; pass next_cursor to
-    get the next. ``since``/``until`` bound their creation time; ``idempotency_key`` finds the
-    one job submitted with that key (in the tenant), whatever its age."""
+    get the next. ``since`` (inclusive) and ``until`` (exclusive) bound their creation time, to
+    the millisecond; ``idempotency_key`` finds the one job submitted with that key in the
+    tenant, whatever its age."""
     principal = require(request.state, "read")
     deps = _deps(request)
     if idempotency_key is not None:
@@ -322,8 +324,8 @@ async def list_jobs(
         matches = (not status or job["status"] == status) and (not type or job["type"] == type)
         return Page(jobs=[job] if matches else [], next_cursor=None)
     before = float(cursor) if cursor else None
-    if until is not None:
-        until_ms = until.timestamp() * 1000
+    if until is not None:  # the index holds whole milliseconds: compare in them
+        until_ms = float(math.floor(until.timestamp() * 1000))
         before = until_ms if before is None else min(before, until_ms)
     views = await deps.view.page(
         tenant=principal.tenant,
@@ -331,7 +333,7 @@ async def list_jobs(
         job_type=type,
         limit=limit,
         before=before,
-        after=since.timestamp() * 1000 if since is not None else None,
+        after=float(math.floor(since.timestamp() * 1000)) if since is not None else None,
     )
     jobs = [api_view(v) | {"source": "cache"} for v in views]
     next_cursor = views[-1]["created_ms"] if len(views) == limit else None

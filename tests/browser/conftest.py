@@ -121,6 +121,7 @@ def page(browser: Any, system: System) -> Iterator[Any]:
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+
     def console(message: Any) -> None:
         # an API answer of 4xx is logged by the browser as "Failed to load resource"; the
         # tests look at what the page makes of it. Any other error is the page's fault.
