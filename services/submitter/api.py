@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from contracts.messages import SubmitJob
 from services.submitter import handlers
@@ -60,6 +61,17 @@ def _owned(job: dict[str, Any], principal: Principal, job_id: UUID) -> dict[str,
     if job.get("tenant", DEFAULT_TENANT) != principal.tenant:
         raise JobNotFoundError(job_id)
     return job
+
+
+def _iso_time(value: Any) -> Any:
+    """A time in a query is ISO 8601 text: pydantic would also read ``0.5`` as a Unix time."""
+    if isinstance(value, str) and not ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 time with a zone, e.g. 2026-11-29T09:00:00Z")
+    return value
+
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_time)]
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -300,10 +312,10 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, pattern=r"^\d+(\.\d+)?$")] = None,
     since: Annotated[
-        AwareDatetime | None, Query(description="only jobs created at or after this time")
+        IsoTime | None, Query(description="only jobs created at or after this time")
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="only jobs created before this time")
+        IsoTime | None, Query(description="only jobs created before this time")
     ] = None,
     idempotency_key: Annotated[
         str | None, Query(min_length=1, max_length=256, description="the job of this key, if any")

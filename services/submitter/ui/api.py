@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from services.submitter import handlers
@@ -219,17 +219,25 @@ class BulkAnswer(BaseModel):
     items: list[BulkItem]
 
 
-@router.post("/v1/bulk/{action}", response_model=BulkAnswer, tags=["dashboard"])
-async def bulk(
-    request: Request,
-    action: Annotated[Literal["cancel", "requeue"], Path()],
-    body: BulkRequest,
-) -> Any:
-    """Cancels or requeues up to 100 of the key's tenant's jobs, each in its own transaction,
-    as ``POST /v1/jobs/{id}/cancel`` or ``/requeue`` would (scope cancel). Each event records
-    the acting key and the reason (required to requeue). Answers 200 with each job's outcome:
-    another tenant's job or an unknown one is not found; a job that ended (cancel) or is not
-    FAILED (requeue) is a conflict, and nothing is recorded for it."""
+@router.post("/v1/bulk/cancel", response_model=BulkAnswer, tags=["dashboard"])
+async def bulk_cancel(request: Request, body: BulkRequest) -> Any:
+    """Cancels up to 100 of the key's tenant's jobs, each in its own transaction, as
+    ``POST /v1/jobs/{id}/cancel`` would (scope cancel); each event records the acting key and the
+    reason. Answers 200 with each job's outcome: another tenant's job or an unknown one is not
+    found (404); a job that already ended is a conflict (409), and nothing is recorded for it."""
+    return await _bulk(request, "cancel", body)
+
+
+@router.post("/v1/bulk/requeue", response_model=BulkAnswer, tags=["dashboard"])
+async def bulk_requeue(request: Request, body: BulkRequest) -> Any:
+    """Gives up to 100 of the key's tenant's FAILED jobs ``extra_attempts`` more attempts, each
+    as ``POST /v1/jobs/{id}/requeue`` would (scope cancel); ``reason`` is required and recorded
+    with the acting key. Answers 200 with each job's outcome: not found (404), or a conflict
+    (409: the job is not FAILED, nothing recorded)."""
+    return await _bulk(request, "requeue", body)
+
+
+async def _bulk(request: Request, action: Literal["cancel", "requeue"], body: BulkRequest) -> Any:
     principal = require(request.state, "cancel")
     if action == "requeue" and body.reason is None:
         errors = [{"field": "reason", "message": "Field required", "type": "missing"}]
