@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from fastapi import FastAPI
 
 from services.submitter.deps import Deps
 from services.submitter.ui import pages
@@ -22,8 +23,8 @@ from tests.jobs import CAUSE, fail
 
 
 class Api:
-    def __init__(self, client: httpx.AsyncClient, deps: Deps, url: str) -> None:
-        self.client, self.deps, self.url = client, deps, url
+    def __init__(self, client: httpx.AsyncClient, deps: Deps, url: str, app: FastAPI) -> None:
+        self.client, self.deps, self.url, self.app = client, deps, url, app
 
     def key(self, tenant: str, scopes: tuple[str, ...] = ("admin",)) -> dict[str, str]:
         return bearer(issue_key(self.url, self.deps.keys, tenant, scopes))
@@ -68,7 +69,7 @@ class Api:
 @pytest.fixture
 async def api(store_settings: StoreSettings, redis_url: str) -> AsyncIterator[Api]:
     async with served(store_settings, redis_url, with_key=False) as api:
-        yield Api(api.client, api.deps, store_settings.postgres_url)
+        yield Api(api.client, api.deps, store_settings.postgres_url, api.app)
 
 
 async def test_the_overview_counts_the_keys_tenant_only(api: Api) -> None:
@@ -278,3 +279,23 @@ async def test_the_dashboards_files_are_served_without_a_key_with_strict_headers
     assert (await api.client.get("/ui")).headers["location"] == "/ui/"
     assert (await api.client.get("/ui/secret.txt")).status_code == 404  # only our three files
     assert (await api.client.get("/v1/overview")).status_code == 401
+
+
+async def test_the_overview_says_when_its_bounded_read_of_the_log_misses_part_of_the_window(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three completed jobs of acme this minute, and a read bounded to the last 4 events
+    acme = f"acme-{uuid.uuid4().hex[:6]}"
+    for _ in range(3):
+        await api.job(acme, "COMPLETED")
+    key = api.key(acme, ("read",))
+    whole = (await api.client.get("/v1/overview", headers=key)).json()
+    assert (sum(m["completed"] for m in whole["minutes"]), whole["partial"]) == (3, False)
+    monkeypatch.setattr("services.submitter.ui.figures.SCAN_EVENTS", 4)
+    del api.app.state.ui_figures  # a fresh cache: the app keeps its figures a few seconds
+
+    # When the overview is read again
+    bounded = (await api.client.get("/v1/overview", headers=key)).json()
+
+    # Then it counts only the last job's completion, and says the chart is partial
+    assert (sum(m["completed"] for m in bounded["minutes"]), bounded["partial"]) == (1, True)

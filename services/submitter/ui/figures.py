@@ -9,7 +9,7 @@
   one's tenant in its job's first event (a primary-key lookup). One query serves every tenant,
   and its answer is kept ``CACHE_S``: however many dashboards poll, the log is read at most once
   per ``CACHE_S`` per submitter. When the window holds more than ``SCAN_EVENTS`` events, the
-  answer says how far back it reaches (``covered_since``).
+  answer says so (``partial``: the oldest event read is newer than the window's start).
 - Lag: how many notifications of the log the relay and the projection have not handled yet.
 """
 
@@ -59,6 +59,11 @@ WHERE r.at >= %(since)s
 GROUP BY 1, 2, 3
 """
 
+_OLDEST = """
+SELECT (convert_from(state, 'UTF8')::jsonb #>> '{{timestamp,_data_}}')::timestamptz AS at
+FROM {events} WHERE notification_id > %(floor)s ORDER BY notification_id LIMIT 1
+"""
+
 
 def throughput(store: JobStore, now: datetime) -> dict[str, Any]:
     """Per tenant and minute, how many jobs completed, failed for good and attempts failed
@@ -67,14 +72,21 @@ def throughput(store: JobStore, now: datetime) -> dict[str, Any]:
     head = store.max_notification_id()
     since = now.replace(second=0, microsecond=0) - timedelta(minutes=MINUTES - 1)
     query = sql.SQL(_THROUGHPUT).format(events=store.table)
+    floor = max(head - SCAN_EVENTS, 0)
     params = {
-        "floor": max(head - SCAN_EVENTS, 0),
+        "floor": floor,
         "topics": list(KINDS),
         "default": DEFAULT_TENANT,
         "since": since,
     }
     with store.connection() as conn:
         rows = conn.execute(query, params).fetchall()
+        oldest = None
+        if floor:  # the scan starts inside the log: does it reach back to the window's start?
+            found = conn.execute(
+                sql.SQL(_OLDEST).format(events=store.table), {"floor": floor}
+            ).fetchone()
+            oldest = found["at"] if found else None
     tenants: dict[str, dict[datetime, dict[str, int]]] = {}
     for row in rows:
         minute = row["minute"].astimezone(UTC)
@@ -82,7 +94,7 @@ def throughput(store: JobStore, now: datetime) -> dict[str, Any]:
         counts[KINDS[row["topic"]]] = int(row["n"])
     return {
         "since": since,
-        "partial": head > SCAN_EVENTS,  # the scan may not reach back to ``since``
+        "partial": oldest is not None and oldest > since,
         "tenants": tenants,
     }
 

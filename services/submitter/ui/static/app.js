@@ -172,6 +172,7 @@ async function showOverview(main) {
     letters);
 
   async function poll() {
+    if (document.hidden) { timer = setTimeout(() => poll().catch(onPollError), POLL_MS); return; } // a hidden tab asks nothing
     const answer = await api("/v1/overview");
     if (mine !== generation) return;
     if (!answer.ok) { updated.textContent = "Could not refresh: " + problemText(answer); }
