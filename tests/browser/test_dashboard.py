@@ -214,3 +214,41 @@ def test_the_page_is_served_with_strict_headers_and_no_data_without_a_key(
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#login-error")).to_contain_text("refused", timeout=10_000)
     assert httpx.get(f"{system.base_url}/v1/overview").status_code == 401
+
+
+def test_the_pages_work_from_the_keyboard_and_escape_records_nothing(
+    page: Any, tenant: Tenant
+) -> None:
+    # given a job waiting for its time
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    job_id = submit(tenant.client, "cpu.hash", {"text": "k"}, run_at=later)
+
+    # when the operator signs in with the keyboard alone (the key field has the focus)
+    page.goto("/ui/#/jobs")
+    page.keyboard.type(tenant.key)
+    page.keyboard.press("Enter")
+    expect(page.locator(f'tr[data-id="{job_id}"]')).to_be_visible(timeout=15_000)
+
+    # and tabs to the job's checkbox, ticks it, opens the bulk cancel and presses Escape
+    page.locator(f'tr[data-id="{job_id}"] input[type=checkbox]').focus()
+    page.keyboard.press("Space")
+    expect(page.locator("#selected-count")).to_have_text("1 selected")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")  # back past the select-all box to "Requeue", then "Cancel"
+    page.keyboard.press("Shift+Tab")
+    expect(page.locator("#bulk-cancel")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("dialog")).to_be_visible()
+    expect(page.get_by_label(re.compile("^Reason"))).to_be_focused()
+    page.keyboard.press("Escape")
+
+    # then nothing was recorded
+    expect(page.get_by_role("dialog")).to_be_hidden()
+    assert [e["event_type"] for e in tenant.client.get(f"/v1/jobs/{job_id}/events").json()][
+        -1
+    ] != "Cancelled"
+    # and the job's page opens from its link with Enter, its heading reachable
+    page.get_by_role("link", name=job_id).focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-title")).to_have_text(f"Job {job_id[:8]}", timeout=15_000)
+    expect(page.locator("#main")).to_be_focused()
