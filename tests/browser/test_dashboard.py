@@ -66,7 +66,10 @@ def test_overview_shows_the_counts_of_a_seeded_workload(
     expect(page.locator('#type-counts tr[data-type="cpu.hash"] td.num')).to_have_text("5")
     expect(page.locator('#type-counts tr[data-type="test.flaky"] td.num')).to_have_text("2")
     # the chart's figures come from the log: 4 completed, 2 failed this quarter of an hour
-    expect(page.locator("#chart svg title")).to_contain_text("4 completed, 2 failed")
+    expect(page.locator("#chart svg title")).to_contain_text(
+        "4 completed, 2 failed",
+        timeout=30_000,  # the log's figures are read every 10 s
+    )
     expect(page.locator("#lag-relay")).to_have_text(re.compile(r"^\d+ events$"))
     # a key without the admin scope is not shown the dead letters
     expect(page.locator("#dead-letters")).to_be_hidden()
