@@ -99,7 +99,7 @@ async def test_the_overview_counts_the_keys_tenant_only(api: Api) -> None:
     assert len(body["minutes"]) == 15
     assert sum(m["completed"] for m in body["minutes"]) == 3
     assert sum(m["failed"] for m in body["minutes"]) == 1
-    assert body["lag"]["head"] > 0
+    assert set(body["lag"]) == {"relay_events", "projection_events"}  # not the log's size
     # a reader is not shown the dead letters; an admin of the tenant is
     assert body["dead_letters"] is None
     admin = (await api.client.get("/v1/overview", headers=api.key(acme))).json()

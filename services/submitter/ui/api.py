@@ -55,7 +55,9 @@ class Minute(BaseModel):
 
 
 class Lag(BaseModel):
-    head: int = Field(description="the log's newest notification id")
+    """How far the followers of the log are behind it (the log's size is not shown: it is the
+    installation's, every tenant's)."""
+
     relay_events: int = Field(description="notifications the relay has not handled yet")
     projection_events: int = Field(description="notifications not applied to Redis yet")
 
@@ -71,7 +73,9 @@ class Overview(BaseModel):
     tenant: str
     at: datetime
     statuses: dict[str, int] = Field(description="the tenant's jobs by status (the projection)")
-    types: dict[str, int] = Field(description="the tenant's jobs held in Redis, by job type")
+    types: dict[str, int] = Field(
+        description="the tenant's jobs held in Redis, by job type (the types this submitter knows)"
+    )
     minutes: list[Minute] = Field(description="oldest first, the current minute last")
     partial: bool = Field(description="the log was read only back to a bound: see docs")
     lag: Lag | None = Field(description="null when the log or Redis did not answer")
@@ -96,7 +100,6 @@ async def _lag(deps: Deps, cache: figures.Figures) -> Lag | None:
         _, projected = await deps.view.locate()
         head = log_lag["head"]
         return Lag(
-            head=head,
             relay_events=max(head - log_lag["relay"], 0),
             projection_events=max(head - projected, 0),
         )
@@ -130,15 +133,14 @@ async def overview(request: Request) -> Any:
     deps = _deps(request)
     cache = _figures(request)
     view = await deps.view.current()
-    counts = await view.counts()
-    prefix = f"tenant:{principal.tenant}:"
-    statuses = {status: counts.get(prefix + status, 0) for status in STATUSES}
-    space = await view.active_space() if view.space is None else view.space
+    space = view.space or await view.active_space()  # current() is pinned: space is set
     names = sorted(deps.registry.names())
     pipe = view.redis.pipeline(transaction=False)
+    pipe.hmget(space.counts_key, [f"tenant:{principal.tenant}:{s}" for s in STATUSES])
     for name in names:
         pipe.zcard(space.index_key("type", name, principal.tenant))
-    sizes = await pipe.execute()
+    counts, *sizes = await pipe.execute()
+    statuses = {status: int(n or 0) for status, n in zip(STATUSES, counts, strict=True)}
     types = {name: int(size) for name, size in zip(names, sizes, strict=True) if int(size)}
     now = datetime.now(UTC)
 

@@ -197,8 +197,7 @@ async function showOverview(main) {
     if (o.lag) {
       lag.replaceChildren(
         h("dt", { text: "Relay" }), h("dd", { id: "lag-relay", text: o.lag.relay_events + " events" }),
-        h("dt", { text: "Projection" }), h("dd", { id: "lag-projection", text: o.lag.projection_events + " events" }),
-        h("dt", { text: "Log head" }), h("dd", { text: "notification " + o.lag.head }));
+        h("dt", { text: "Projection" }), h("dd", { id: "lag-projection", text: o.lag.projection_events + " events" }));
     } else lag.replaceChildren(h("dt", { text: "Lag" }), h("dd", { class: "error", text: "unavailable" }));
     drawChart(chart, o.minutes, o.partial);
     if (o.dead_letters) {
