@@ -255,3 +255,41 @@ def test_the_pages_work_from_the_keyboard_and_escape_records_nothing(
     page.keyboard.press("Enter")
     expect(page.locator("#page-title")).to_have_text(f"Job {job_id[:8]}", timeout=15_000)
     expect(page.locator("#main")).to_be_focused()
+
+
+def test_failed_jobs_filtered_by_status_are_requeued_with_a_required_reason(
+    page: Any, tenant: Tenant
+) -> None:
+    # given a job that failed for good and one that completed
+    failed = submit(tenant.client, "test.flaky", {"fail_times": 9, "retryable": False})
+    done = submit(tenant.client, "cpu.hash", {"text": "ok"})
+    wait_final(tenant.client, [failed, done])
+
+    # when the operator lists the FAILED jobs with the filter form
+    sign_in(page, tenant.key, "#/jobs")
+    expect(page.locator("#jobs-table tbody tr[data-id]")).to_have_count(2, timeout=15_000)
+    page.get_by_label("Status").select_option("FAILED")
+    page.get_by_role("button", name="Apply").click()
+    rows = page.locator("#jobs-table tbody tr[data-id]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-id", failed)
+    assert "status=FAILED" in page.url
+
+    # and requeues it: the dialog refuses an empty reason, then takes one
+    page.get_by_label("Select every job on this page").check()
+    page.get_by_role("button", name="Requeue selected…").click()
+    page.get_by_role("dialog").get_by_role("button", name="Requeue 1 job(s)").click()
+    expect(page.locator("#confirm-error")).to_have_text("Say why the jobs run again.")
+    page.get_by_label(re.compile("^Reason")).fill("flaky upstream fixed")
+    page.get_by_role("dialog").get_by_role("button", name="Requeue 1 job(s)").click()
+
+    # then it is recorded with the key and the reason
+    expect(page.locator("#bulk-result")).to_contain_text(
+        f"Requeued: 1 of 1 job(s), recorded as {tenant.actor}."
+    )
+    requeued = [
+        e
+        for e in tenant.client.get(f"/v1/jobs/{failed}/events").json()
+        if e["event_type"] == "Requeued"
+    ]
+    assert [(e["actor"], e["reason"]) for e in requeued] == [(tenant.actor, "flaky upstream fixed")]

@@ -402,7 +402,7 @@ function confirmDialog(action, count) {
     ? `Cancel ${count} job(s)? A running job is asked to stop; a job that already ended is left as it is. Your key is recorded as the actor.`
     : `Give ${count} FAILED job(s) one more attempt each? Jobs that are not FAILED are left as they are. Your key and the reason are recorded.`;
   document.getElementById("confirm-reason-label").textContent = needsReason ? "Reason (required, recorded in each job's history)" : "Reason (optional, recorded in each job's history)";
-  reason.required = needsReason;
+  reason.setAttribute("aria-required", needsReason ? "true" : "false"); // checked below, with a message
   reason.value = "";
   error.textContent = "";
   ok.textContent = action === "cancel" ? `Cancel ${count} job(s)` : `Requeue ${count} job(s)`;
