@@ -48,6 +48,10 @@ def system(
     try:
         running.wait_ready()
         yield running
+        crashed = [
+            s.name for s in running.services.values() if s.process and s.process.poll() is not None
+        ]
+        assert not crashed, f"services died during the tests: {crashed}\n{running.logs()}"
     finally:
         running.stop()
         print(running.logs())
