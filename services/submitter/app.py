@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.submitter import problems
+from services.submitter import problems, ui
 from services.submitter.api import problem, router
 from services.submitter.auth import Authenticate, MissingScopeError, RateLimitedError
 from services.submitter.deps import Deps
@@ -168,6 +168,7 @@ def create_app(
     # The routes on the app's own router: an included router is one more layer of matching and
     # dispatch on every request
     app.router.routes.extend([*router.routes, *quarantine_router.routes, *wait_router.routes])
+    app.router.routes.extend(ui.routes)  # the dashboard, /ui (docs/dashboard.md)
     problems.document(app)  # the error answers in the OpenAPI document
 
     app.add_middleware(RequestId)
