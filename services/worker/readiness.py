@@ -1,0 +1,41 @@
+"""The worker's readiness: it is consuming, not merely connected.
+
+Why a module: a worker whose consumer is gone (its channel closed, the consumer cancelled), or
+whose every slot is held by handlers that do not return, still answers and holds its
+connections, while the jobs of its queues wait. Readiness compares, without I/O, the last time a
+delivery took a slot (``WorkerState.took_at``, set by the subscriber) with the depth of its
+queues as the service's health monitor last read them (``Service.depths``, a passive declare per
+queue every ``JOBTRAIL_HEALTH_CHECK_S``).
+"""
+
+from __future__ import annotations
+
+import time
+
+from services.worker.state import WorkerState
+from shared.health import Check
+from shared.service import Service
+
+
+def consuming(service: Service, state: WorkerState, concurrency: int, stall_s: float) -> Check:
+    """Not ready when messages have waited in the worker's queues for ``stall_s`` with no
+    delivery taking a slot here, or when the queues' depths could not be read for as long."""
+    since = time.monotonic()
+
+    def check() -> str | None:
+        now = time.monotonic()
+        unread = now - max(service.depths_at, since)
+        if unread > stall_s:
+            return f"queue depths not read for {unread:.0f} s: RabbitMQ does not answer"
+        waiting = {queue: n for queue, n in service.depths.items() if n}
+        still = now - max(state.took_at, service.drained_at)
+        if waiting and still > stall_s:
+            queues = ", ".join(f"{queue} ({n})" for queue, n in sorted(waiting.items()))
+            return (
+                f"not consuming: messages wait in {queues} and no delivery took a slot for "
+                f"{still:.0f} s (bound {stall_s:g} s; {len(state.running)} of {concurrency} "
+                "slots busy)"
+            )
+        return None
+
+    return check
