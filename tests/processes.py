@@ -121,12 +121,14 @@ class System:
             base_url=self.base_url, timeout=timeout, headers=self.headers, **options
         )
 
-    def start(self, names: tuple[str, ...]) -> None:
+    def start(self, names: tuple[str, ...], extra: dict[str, str] | None = None) -> None:
+        """Starts the named services; ``extra`` settings for these ones only."""
         if not self.api_key:
             self.api_key = issue_key(self.env["JOBTRAIL_POSTGRES_URL"], name="tests")
             self.env["JOBTRAIL_API_KEY"] = self.api_key
         for name in names:
-            self.services[name] = Service(name, self.env, self.log_dir).start()
+            env = self.env | (extra or {})
+            self.services[name] = Service(name, env, self.log_dir).start()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
