@@ -50,7 +50,7 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         return (self.log_dir / f"{child.name}.log").open("ab")
 
-    def _environment(self, child: Child) -> dict[str, str]:
+    def environment(self, child: Child) -> dict[str, str]:
         """The child's environment: its instance id and, unless the environment names a health
         port, a free one (several processes share this host), written to ``<name>.port`` of
         the log directory when there is one (and logged by the service)."""
@@ -65,7 +65,7 @@ class Supervisor:
         out = self._output(child)
         child.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             [sys.executable, "-m", child.module],
-            env=self._environment(child),
+            env=self.environment(child),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
         )
