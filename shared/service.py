@@ -91,6 +91,8 @@ class Service:
         """Messages ready in each queue this service consumes, as last sampled."""
         self.depths_at = 0.0
         """time.monotonic() of the last sample of ``depths`` that read every queue."""
+        self.consumers: dict[str, int] = {}
+        """Consumers of each queue this service consumes (every process's), as last sampled."""
         self.drained_at = 0.0
         """time.monotonic() of the last sample that found every consumed queue empty."""
         self._sampling = Channel(publisher_confirms=False)  # a channel of its own
@@ -154,17 +156,26 @@ class Service:
 
     async def sample_depths(self) -> None:
         """Reads each consumed queue's ready messages and consumers (a passive declare each, on
-        a channel of its own) into ``depths`` and the queue gauges."""
+        a channel of its own) into ``depths``, ``consumers`` and the queue gauges."""
         manager = self.broker.config.channel_manager
         channel = await manager.get_channel(self._sampling)
         depths: dict[str, int] = {}
-        for name in self.consumed():
-            queue = await channel.declare_queue(name, passive=True, robust=False, timeout=2.0)
-            result = queue.declaration_result
-            depths[name] = result.message_count or 0
-            child(QUEUE_MESSAGES, name).set(depths[name])
-            child(QUEUE_CONSUMERS, name).set(result.consumer_count or 0)
-        self.depths, self.depths_at = depths, time.monotonic()
+        consumers: dict[str, int] = {}
+        try:
+            for name in self.consumed():
+                queue = await channel.declare_queue(name, passive=True, robust=False, timeout=2.0)
+                result = queue.declaration_result
+                depths[name], consumers[name] = (
+                    result.message_count or 0,
+                    result.consumer_count or 0,
+                )
+                child(QUEUE_MESSAGES, name).set(depths[name])
+                child(QUEUE_CONSUMERS, name).set(consumers[name])
+        except BaseException:
+            if channel.is_closed:  # a missing queue closes it: the next sample opens another
+                self._sampling = Channel(publisher_confirms=False)
+            raise
+        self.depths, self.consumers, self.depths_at = depths, consumers, time.monotonic()
         if not any(depths.values()):
             self.drained_at = self.depths_at
 

@@ -8,6 +8,7 @@ Redis (the projection), through tests/chaos/proxy.py. The shared servers are nev
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,13 +17,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import httpx
 import pytest
 import redis
 
 from shared.eventstore.locks import job_key
+from shared.messaging import Routes, declare_topology, make_broker
 from shared.postgres import connect
-from shared.settings import StoreSettings
+from shared.settings import BusSettings, StoreSettings
 from tests.chaos.proxy import Proxy
 from tests.e2e.helpers import wait_for
 from tests.processes import System, free_port, system_env
@@ -163,6 +166,49 @@ def test_a_worker_whose_only_slot_hangs_while_jobs_wait_is_not_ready(isolated: S
         assert http.post(f"/v1/jobs/{long}/cancel").status_code == 202
     wait_for(lambda: status_of(isolated, short) == "COMPLETED" or None, 30, "the short job")
     wait_ready(url)
+
+
+def redeclare(amqp_url: str, prefix: str, queue: str) -> None:
+    """Deletes a work queue (RabbitMQ cancels its consumers) and declares it again, bound."""
+
+    async def run() -> None:
+        bus = BusSettings(amqp_url=amqp_url, topology_prefix=prefix)
+        routes = Routes.from_settings(bus)
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(routes.work(queue).name)
+        broker = make_broker(bus)
+        await broker.connect()
+        try:
+            await declare_topology(broker, routes, [queue])
+        finally:
+            await broker.stop()
+
+    asyncio.run(run())
+
+
+def test_a_worker_whose_consumer_the_broker_cancelled_is_not_ready(
+    isolated: System, amqp_url: str
+) -> None:
+    # Given a worker of the io queue
+    isolated.start(("submitter",))
+    isolated.start(("worker",), {"JOBTRAIL_WORKER_QUEUES": "io"})
+    isolated.wait_ready()
+    wait_ready(isolated.services["worker"].health_url())
+
+    # When its queue is deleted and declared again: RabbitMQ cancels the worker's consumer
+    redeclare(amqp_url, isolated.env["JOBTRAIL_TOPOLOGY_PREFIX"], "io")
+
+    # Then the worker, connected but consuming nothing, is not ready, saying so
+    url = isolated.services["worker"].health_url()
+    reason = wait_not_ready(url, "consuming", "no consumer on")
+    assert reason.endswith(".work.io")
+
+    # And a worker started again consumes, and is ready
+    isolated.services["worker"].stop()
+    isolated.start(("worker",), {"JOBTRAIL_WORKER_QUEUES": "io"})
+    wait_ready(isolated.services["worker"].health_url())
 
 
 def test_a_scheduler_leader_whose_sweep_is_blocked_is_not_ready(isolated: System) -> None:
