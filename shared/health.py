@@ -47,7 +47,9 @@ REQUEST_LIMIT = 8192
 class HealthSettings(BaseSettings):
     """Where the health server listens and the bounds of readiness (prefix JOBTRAIL_HEALTH_)."""
 
-    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_HEALTH_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="JOBTRAIL_HEALTH_", extra="ignore", populate_by_name=True
+    )
 
     port: int | None = Field(
         default=None,

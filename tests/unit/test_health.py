@@ -8,7 +8,15 @@ import httpx
 import pytest
 
 from services.scheduler.handlers import Sweeps
-from shared.health import Health, HealthSettings, LogHead, Progress, lagging, stuck
+from shared.health import (
+    DEFAULT_PORTS,
+    Health,
+    HealthSettings,
+    LogHead,
+    Progress,
+    lagging,
+    stuck,
+)
 
 
 async def test_the_health_port_answers_healthz_readyz_metrics() -> None:
@@ -47,10 +55,11 @@ async def test_a_port_file_names_the_free_port_picked(tmp_path: object) -> None:
     health = Health("worker", HealthSettings(port=0, port_file=path))
     port = await health.serve()
     await health.aclose()
-    assert port > 0 and int(path.read_text()) == port
+    assert port not in DEFAULT_PORTS.values() and int(path.read_text()) == port
 
 
 def test_the_old_metrics_port_is_an_alias(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert HealthSettings(port=0).port == 0
     monkeypatch.setenv("JOBTRAIL_METRICS_PORT", "9101")
     assert HealthSettings().port == 9101
     monkeypatch.setenv("JOBTRAIL_HEALTH_PORT", "9102")
