@@ -136,10 +136,14 @@ class LogHead:
     it last found nothing more to read (the relay reads only the events it publishes, so its
     position may stay below a head of other events while it has nothing to do)."""
 
-    readings: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=16))
+    readings: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=1024))
+    """(time.monotonic(), head) each time the head was read at a new value: a lag's seconds
+    count from the first of them past what a follower covered (a lag older than the window is
+    shown as the window's age, far past any bound)."""
 
     def record(self, head: int) -> None:
-        self.readings.append((time.monotonic(), head))
+        if not self.readings or self.readings[-1][1] != head:
+            self.readings.append((time.monotonic(), head))
 
     @property
     def value(self) -> int | None:

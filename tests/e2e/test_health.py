@@ -21,6 +21,7 @@ import aio_pika
 import httpx
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared.eventstore.locks import job_key
 from shared.messaging import Routes, declare_topology, make_broker
@@ -61,6 +62,16 @@ def wait_ready(url: str, timeout: float = 60) -> dict[str, Any]:
         return body if status == 200 else None
 
     return wait_for(ready, timeout, f"{url}/readyz 200")
+
+
+def sample(url: str, name: str, **labels: str) -> float | None:
+    """A sample of the service's /metrics (None when absent)."""
+    text = httpx.get(f"{url}/metrics", timeout=3).text
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and labels.items() <= found.labels.items():
+                return float(found.value)
+    return None
 
 
 @pytest.fixture
@@ -160,6 +171,7 @@ def test_a_worker_whose_only_slot_hangs_while_jobs_wait_is_not_ready(isolated: S
     # Then the worker is not ready, saying so
     reason = wait_not_ready(url, "consuming", "not consuming")
     assert "io (1)" in reason and "1 of 1 slots busy" in reason
+    assert sample(url, "jobtrail_queue_messages", queue=reason.split(" (")[0].split()[-1]) == 1
 
     # And once the slot is free (the long job cancelled), it consumes and is ready again
     with isolated.client() as http:
@@ -262,6 +274,8 @@ def test_a_relay_that_cannot_publish_is_stuck_and_not_ready(
         # Then the relay is stuck behind the head, and says so
         reason = wait_not_ready(url, "relay", "relay stuck")
         assert "events behind the log head" in reason
+        assert (sample(url, "jobtrail_lag_events", follower="relay") or 0) > 0
+        assert (sample(url, "jobtrail_lag_seconds", follower="relay") or 0) > 0
 
         # And once the link is back, it publishes them and is ready again
         proxy.heal()
@@ -291,6 +305,7 @@ def test_a_projection_that_cannot_write_lags_and_is_not_ready(
         # Then the projection lags past its bound, and the projector says so
         reason = wait_not_ready(url, "projection", "projection lags")
         assert "s behind the log head" in reason
+        assert (sample(url, "jobtrail_lag_events", follower="projection") or 0) > 0
 
         # And once Redis is back, it catches up and is ready again
         proxy.heal()
@@ -298,4 +313,10 @@ def test_a_projection_that_cannot_write_lags_and_is_not_ready(
         with isolated.client() as http:
             sources = {http.get(f"/v1/jobs/{i}").json()["source"] for i in ids}
         assert sources == {"cache"}
+        assert sample(url, "jobtrail_lag_events", follower="projection") == 0
+        wait_for(
+            lambda: sample(url, "jobtrail_jobs", type="io.sleep", status="SCHEDULED"),
+            30,
+            "the job counts",
+        )
         isolated.stop()

@@ -125,3 +125,17 @@ def test_a_leader_without_a_sweep_is_not_ready_and_a_standby_is() -> None:
     assert "no sweep ended for 3 s" in (check() or "")
     sweeps.swept_at = time.monotonic()
     assert check() is None
+
+
+def test_a_lag_counts_from_the_first_reading_past_the_follower_however_many_followed() -> None:
+    # Given a projection stopped at 100 while the head reached 150 a hundred seconds ago
+    head, projection = LogHead(), Progress()
+    projection.start(100)
+    projection.caught_up_at -= 200
+    head.readings.append((time.monotonic() - 100, 150))
+    # When the monitor reads the same head many times more
+    for _ in range(5000):
+        head.record(150)
+    # Then the lag still counts from that first reading
+    events, seconds = head.lag(projection)
+    assert events == 50 and seconds >= 100
