@@ -243,7 +243,7 @@ def watch(broker: RabbitBroker, store: AsyncJobStore) -> None:
     store's counters; call before registering subscribers."""
 
     broker.add_middleware(DeadLetterMiddleware(recorder(store)))
-    watch_store(store.store)
+    watch_store(store)
 
 
 def last_death(message: Any) -> tuple[str, str, int]:

@@ -1,26 +1,23 @@
 """Prometheus metrics every service exposes (the submitter on ``GET /metrics``, the others on
-``JOBTRAIL_METRICS_PORT``); docs/operations.md lists each one.
+their health port, shared/health.py); docs/operations.md lists each one and the alert to set.
 
 Metrics live in prometheus_client's default registry, one per process. The event store's
 counters are read from ``JobStore.stats`` when scraped, so the store itself knows nothing of
-Prometheus.
+Prometheus. A message costs no I/O here: counters are bumped where the work is done, and the
+gauges of values read from elsewhere (the log head, queue depths, job counts) are set by the
+loops that read them anyway (the health monitor, every JOBTRAIL_HEALTH_CHECK_S).
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, Metric
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from shared.eventstore import JobStore
-
-log = logging.getLogger(__name__)
+from shared.eventstore import AsyncJobStore, JobStore
 
 DEAD_LETTERS = Counter(
     "jobtrail_dead_letters",
@@ -78,6 +75,62 @@ CHECKPOINTS_REFUSED = Counter(
     "checkpoint file holds (tampering: run `jobtrail verify`)",
 )
 
+RETRIES = Counter(
+    "jobtrail_job_retries",
+    "Failed attempts the worker recorded that will run again (a retry timer was set), by type",
+    ["type"],
+)
+LEASES_EXPIRED = Counter(
+    "jobtrail_leases_expired",
+    "Attempts the scheduler took away from a silent worker, by outcome (retry: it runs again; "
+    "failed: no attempt left)",
+    ["outcome"],
+)
+GROUP_COMMIT_SIZE = Histogram(
+    "jobtrail_group_commit_size",
+    "Commands per event-store transaction (group commit) of this process",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+)
+GROUP_COMMIT_WAIT = Histogram(
+    "jobtrail_group_commit_wait_seconds",
+    "How long the oldest command of a group commit waited for its transaction to start",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LOG_HEAD = Gauge(
+    "jobtrail_log_head",
+    "The last notification id of the log, as the projector's health monitor last read it",
+)
+FOLLOWER_LAG_EVENTS = Gauge(
+    "jobtrail_lag_events",
+    "Events of the log a follower (relay, projection) has not done yet (0 when it is at the "
+    "head); set on the follower's leader only",
+    ["follower"],
+)
+FOLLOWER_LAG_SECONDS = Gauge(
+    "jobtrail_lag_seconds",
+    "Seconds since a follower (relay, projection) was last at the log head (0 when it is)",
+    ["follower"],
+)
+JOBS = Gauge(
+    "jobtrail_jobs",
+    "Jobs by type and status, from the projection's counters (on the projection's leader)",
+    ["type", "status"],
+)
+QUEUE_MESSAGES = Gauge(
+    "jobtrail_queue_messages",
+    "Messages ready in a queue this process consumes (not counting those delivered unacked)",
+    ["queue"],
+)
+QUEUE_CONSUMERS = Gauge(
+    "jobtrail_queue_consumers",
+    "Consumers of a queue this process consumes, every process's, as RabbitMQ counts them",
+    ["queue"],
+)
+SWEEP_AGE = Gauge(
+    "jobtrail_scheduler_sweep_age_seconds",
+    "Seconds since the scheduler leader's last sweep ended (0 on a scheduler that is not leader)",
+)
+
 
 @functools.lru_cache(maxsize=1024)
 def child(metric: Any, *labels: str) -> Any:
@@ -115,23 +168,16 @@ _STORES = StoreCollector()
 REGISTRY.register(_STORES)
 
 
-def watch_store(store: JobStore) -> None:
-    """Adds the store's counters to this process's metrics."""
-    _STORES.stores.append(store)
+def watch_store(store: JobStore | AsyncJobStore) -> None:
+    """Adds the store's counters to this process's metrics; for an AsyncJobStore, its group
+    commits' sizes and waits too (observed once per batch)."""
+    if isinstance(store, AsyncJobStore):
+        store.on_batch(_observe_batch)
+        store = store.store
+    if store not in _STORES.stores:
+        _STORES.stores.append(store)
 
 
-class MetricsSettings(BaseSettings):
-    """Where worker, scheduler and projector serve their metrics (prefix JOBTRAIL_METRICS_)."""
-
-    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_METRICS_", extra="ignore")
-
-    port: int = Field(default=0, ge=0, le=65535, description="0: no metrics server")
-    host: str = "127.0.0.1"
-
-
-def serve(settings: MetricsSettings | None = None) -> None:
-    """Starts the metrics HTTP server in a thread when a port is set."""
-    settings = settings or MetricsSettings()
-    if settings.port:
-        start_http_server(settings.port, addr=settings.host)
-        log.info("metrics on http://%s:%d/metrics", settings.host, settings.port)
+def _observe_batch(size: int, waited_s: float) -> None:
+    GROUP_COMMIT_SIZE.observe(size)
+    GROUP_COMMIT_WAIT.observe(waited_s)

@@ -28,7 +28,7 @@ def service_for(name: str, postgres_url: str, redis_url: str, amqp_url: str, **k
     tag = f"jt-h-{uuid.uuid4().hex[:6]}"
     return Service(
         name,
-        serve_metrics=False,
+        serve_health=False,
         bus=BusSettings(amqp_url=amqp_url, topology_prefix=tag),
         store=StoreSettings(postgres_url=postgres_url, postgres_pool_size=4),
         redis=RedisSettings(redis_url=redis_url, redis_prefix=tag),

@@ -37,17 +37,41 @@ class Service:
     def log_path(self) -> Path:
         return self.log_dir / f"{self.name}.log"
 
+    @property
+    def port_path(self) -> Path:
+        """Where the service writes the health port it picked (JOBTRAIL_HEALTH_PORT_FILE)."""
+        return self.log_dir / f"{self.name}.port"
+
     def start(self) -> Service:
         module = self.name.split("-")[0]
         self.starts += 1
         log = self.log_path.open("ab")
+        self.port_path.unlink(missing_ok=True)
         self.process = subprocess.Popen(
             [sys.executable, "-m", f"services.{module}"],
-            env=self.env | {"JOBTRAIL_INSTANCE_ID": f"{self.name}-{self.starts}"},
+            env=self.env
+            | {
+                "JOBTRAIL_INSTANCE_ID": f"{self.name}-{self.starts}",
+                "JOBTRAIL_HEALTH_PORT_FILE": str(self.port_path),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         return self
+
+    def health_url(self, timeout: float = 30.0) -> str:
+        """``http://127.0.0.1:<port>`` of this process's /healthz, /readyz and /metrics (the
+        submitter: its API); waits for the port to be written."""
+        if self.name.startswith("submitter"):
+            return f"http://127.0.0.1:{self.env['JOBTRAIL_SUBMITTER_PORT']}"
+        deadline = time.monotonic() + timeout
+        while not self.port_path.exists():
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.tail()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} wrote no health port:\n{self.tail()}")
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{int(self.port_path.read_text())}"
 
     def signal(self, sig: signal.Signals) -> None:
         assert self.process is not None
@@ -97,12 +121,14 @@ class System:
             base_url=self.base_url, timeout=timeout, headers=self.headers, **options
         )
 
-    def start(self, names: tuple[str, ...]) -> None:
+    def start(self, names: tuple[str, ...], extra: dict[str, str] | None = None) -> None:
+        """Starts the named services; ``extra`` settings for these ones only."""
         if not self.api_key:
             self.api_key = issue_key(self.env["JOBTRAIL_POSTGRES_URL"], name="tests")
             self.env["JOBTRAIL_API_KEY"] = self.api_key
         for name in names:
-            self.services[name] = Service(name, self.env, self.log_dir).start()
+            env = self.env | (extra or {})
+            self.services[name] = Service(name, env, self.log_dir).start()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -146,6 +172,7 @@ def system_env(
         "JOBTRAIL_TOPOLOGY_PREFIX": prefix,
         "JOBTRAIL_REDIS_PREFIX": prefix,
         "JOBTRAIL_SUBMITTER_PORT": str(port),
+        "JOBTRAIL_HEALTH_PORT": "0",  # each process a free port, written to <name>.port
         "JOBTRAIL_RETRY_BASE_S": "0.3",
         "JOBTRAIL_RETRY_CAP_S": "2",
         "JOBTRAIL_RETRY_JITTER": "0.2",

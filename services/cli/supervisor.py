@@ -50,11 +50,22 @@ class Supervisor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         return (self.log_dir / f"{child.name}.log").open("ab")
 
+    def environment(self, child: Child) -> dict[str, str]:
+        """The child's environment: its instance id and, unless the environment names a health
+        port, a free one (several processes share this host), written to ``<name>.port`` of
+        the log directory when there is one (and logged by the service)."""
+        env = self.env | {"JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}-{child.restarts}"}
+        if not {"JOBTRAIL_HEALTH_PORT", "JOBTRAIL_METRICS_PORT"} & env.keys():
+            env["JOBTRAIL_HEALTH_PORT"] = "0"
+            if self.log_dir is not None:
+                env["JOBTRAIL_HEALTH_PORT_FILE"] = str(self.log_dir / f"{child.name}.port")
+        return env
+
     def _start(self, child: Child) -> None:
         out = self._output(child)
         child.process = subprocess.Popen(  # noqa: S603 (our own interpreter and module)
             [sys.executable, "-m", child.module],
-            env=self.env | {"JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}-{child.restarts}"},
+            env=self.environment(child),
             stdout=out,
             stderr=subprocess.STDOUT if out else None,
         )

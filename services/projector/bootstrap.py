@@ -1,5 +1,6 @@
-"""Wires the projector: the relay and the projection (each on the leader of its lock) and the
-checkpoints (shared/service.py does the steps every service shares). It consumes nothing."""
+"""Wires the projector: the relay and the projection (each on the leader of its lock), their
+readiness (services/projector/monitor.py) and the checkpoints (shared/service.py does the
+steps every service shares). It consumes nothing."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import logging
 
 from services.projector.handlers import checkpoints
+from services.projector.monitor import Monitor
 from services.projector.projection import Projection
 from services.projector.reader import LogReader
 from services.projector.relay import Relay
@@ -52,6 +54,7 @@ async def main() -> None:
             prune_s=settings.prune_s,
             reader=reader,
         )
+        Monitor(store, service.view, relay.progress, projection.progress).register(service.health)
         await service.start(publish=False)  # the relay publishes
         relay_lead = Leadership(url, "relay", check_s=settings.leader_check_s)
         projection_lead = Leadership(url, "projection", check_s=settings.leader_check_s)

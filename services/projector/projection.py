@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
@@ -21,6 +22,7 @@ from services.projector.reader import LogReader
 from shared import quarantine
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, Undecodable
+from shared.health import Progress
 from shared.redis_view import GenerationMovedError, PositionMovedError, RedisView
 from shared.retrying import TRANSIENT
 
@@ -49,12 +51,21 @@ class Projection:
         self.batch, self.poll_s, self.prune_s = batch, poll_s, prune_s
         self.applied = 0
         self._next_prune = 0.0
+        self.progress = Progress()
+        """Where the projection is and when it was last at the head (shared/health.py)."""
         self._at: tuple[RedisView, int] | None = None
         """The generation followed and its position, as this projection last saved or read
         them: a busy step need not read them again (its write checks the position, see
         RedisView.apply_events); None: read them at the next step."""
 
     async def run(self) -> None:
+        self.progress.start(self.progress.position)
+        try:
+            await self._run()
+        finally:
+            self.progress.active = False
+
+    async def _run(self) -> None:
         try:
             warning = await self.view.warn_if_noeviction()
             if warning:
@@ -97,7 +108,9 @@ class Projection:
         if self._at is None:
             self._at = await self.view.locate()
         view, position = self._at
+        self.progress.position = position
         skipped: list[Undecodable] = []
+        read_at = time.monotonic()
         if self.reader is not None:
             entries = await self.reader.events_after(position, self.batch, skipped)
         else:
@@ -107,6 +120,8 @@ class Projection:
             found, moved = await self.view.locate()
             if moved == position and found.space == view.space:
                 self._at = found, moved
+                self.progress.position = moved
+                self.progress.idle(read_at)
                 return False
             return True  # the position moved meanwhile (a flush, a replay): go on from there
         self._at = None  # until this step has saved its position
@@ -136,7 +151,11 @@ class Projection:
             return True
         self._at = view, last
         self.applied += len(entries)
-        return len(entries) + len(skipped) >= self.batch
+        self.progress.advanced(last)
+        if len(entries) + len(skipped) < self.batch:  # it read up to the head
+            self.progress.idle(read_at)
+            return False
+        return True
 
     async def _apply(
         self,

@@ -34,6 +34,7 @@ from redis.exceptions import RedisError
 from shared import quarantine
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, Undecodable
+from shared.health import Progress
 from shared.messaging import Routes
 from shared.metrics import RELAY_MESSAGES
 from shared.outbox import KINDS, Outgoing, PoisonEventError, to_message
@@ -82,10 +83,20 @@ class Relay:
         self.marks, self.grace_s, self.check_s = marks, grace_s, check_s
         self.publishers = declare_publishers(broker, routes, publish_timeout_s)
         self.failures = 0
+        self.progress = Progress()
+        """Where the relay is and when it last moved (its readiness, shared/health.py)."""
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.progress.active = False
+
+    async def _run(self) -> None:
         position = await self.store.position(POSITION)
         log.info("relay starts after notification %d", position)
+        progress = self.progress
+        progress.start(position)
         read = position  # the last notification id read; held: what is read but not done
         held: list[_Held] = []
         backoff = 0.2
@@ -103,7 +114,9 @@ class Relay:
                 if read > position:
                     position = read
                     await self._advance(position)
+                    progress.advanced(position)
                 if not fresh:
+                    progress.idle()
                     await self.wait(self.poll_s)
                 continue
             done, due = await self._ready(held)
@@ -123,6 +136,7 @@ class Relay:
             if reached > position:
                 position = reached
                 await self._advance(position)
+                progress.advanced(position)
             if held:  # the oldest is waiting for its writer's mark, or for its age
                 await asyncio.sleep(self.check_s)
 

@@ -25,11 +25,14 @@ async def main() -> None:
             service.store_settings.postgres_url, "scheduler", check_s=settings.leader_check_s
         )
         resend = handlers.resender(service.broker, service.routes, service.bus)
+        sweeps = handlers.Sweeps()
+        bound_s = service.health.settings.sweep_stall_ticks * settings.tick_s
+        service.health.check("sweeps", sweeps.stalled(bound_s))
         await service.run(
             {
                 "leader": lambda: lead.run(
                     lambda: handlers.leader_loop(
-                        service.store, settings, backoff, service.instance, resend
+                        service.store, settings, backoff, service.instance, resend, sweeps
                     )
                 )
             }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -12,9 +14,11 @@ from faststream.rabbit import RabbitBroker
 
 from services.scheduler.settings import SchedulerSettings
 from shared.domain import Backoff, Cause, Job, JobError
+from shared.domain.status import TERMINAL
 from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing, tables
+from shared.health import Check
 from shared.messaging import Routes
-from shared.metrics import REDISPATCHED
+from shared.metrics import LEASES_EXPIRED, REDISPATCHED, SWEEP_AGE
 from shared.outbox import Outgoing, PoisonEventError, to_message
 from shared.settings import BusSettings
 
@@ -66,7 +70,12 @@ async def expire_leases(store: AsyncJobStore, cause: Cause, backoff: Backoff, li
         return 0
     commands = [(job_id, expiring(cause, attempt, backoff)) for job_id, attempt in expired]
     outcomes = await store.execute_many(commands)
-    return _count(outcomes)
+    count = _count(outcomes)
+    for outcome in outcomes:
+        if outcome.error is None and outcome.job is not None:
+            status = outcome.job.status
+            LEASES_EXPIRED.labels(status.lower() if status in TERMINAL else "retry").inc()
+    return count
 
 
 async def redispatch(
@@ -138,21 +147,65 @@ def resender(
     return publish
 
 
+@dataclass
+class Sweeps:
+    """When the leader loop last ended a sweep (its readiness); ``active``: it runs here."""
+
+    active: bool = False
+    swept_at: float = 0.0  # time.monotonic()
+
+    def age(self) -> float:
+        """Seconds since the last sweep ended (0 when this process does not lead)."""
+        return time.monotonic() - self.swept_at if self.active else 0.0
+
+    def stalled(self, bound_s: float) -> Check:
+        """Not ready when this process leads and no sweep ended within ``bound_s``; a
+        scheduler that does not lead is ready. Also backs ``jobtrail_scheduler_sweep_age``."""
+        SWEEP_AGE.set_function(self.age)
+
+        def check() -> str | None:
+            age = self.age()
+            if age > bound_s:
+                return f"scheduler leader: no sweep ended for {age:.0f} s (bound {bound_s:g} s)"
+            return None
+
+        return check
+
+
 async def leader_loop(
     store: AsyncJobStore,
     settings: SchedulerSettings,
     backoff: Backoff,
     actor: str,
     publish: Callable[[Outgoing], Awaitable[None]],
+    sweeps: Sweeps | None = None,
 ) -> None:
     """What the scheduler leader does, for ever: dispatches due timers, expires lapsed leases,
-    sends unclaimed work messages again; sleeps a tick when a round had less than a batch."""
+    sends unclaimed work messages again; sleeps a tick when a round had less than a batch.
+    ``sweeps`` learns when each round ends."""
+    sweeps = sweeps or Sweeps()
+    sweeps.active, sweeps.swept_at = True, time.monotonic()
+    try:
+        await _sweep_forever(store, settings, backoff, actor, publish, sweeps)
+    finally:
+        sweeps.active = False
+
+
+async def _sweep_forever(
+    store: AsyncJobStore,
+    settings: SchedulerSettings,
+    backoff: Backoff,
+    actor: str,
+    publish: Callable[[Outgoing], Awaitable[None]],
+    sweeps: Sweeps,
+) -> None:
     cause = Cause(actor, correlation_id=f"{actor}/sweep")
     while True:
         scheduled = await schedule_due(store, cause, settings.sweep_batch, settings.missed_grace_s)
         expired = await expire_leases(store, cause, backoff, settings.sweep_batch)
         if settings.dispatch_deadline_s:
             await redispatch(store, publish, settings.sweep_batch, settings.dispatch_deadline_s)
+        sweeps.swept_at = time.monotonic()
         if scheduled or expired:
             log.info("leader: %d timers dispatched, %d leases expired", scheduled, expired)
         if scheduled < settings.sweep_batch and expired < settings.sweep_batch:

@@ -49,7 +49,8 @@ class SubmitterSettings(BaseSettings):
 async def dependencies() -> AsyncIterator[Deps]:
     """The submitter's service (shared/service.py: store, broker, Redis, the command router,
     publish on commit) and what its HTTP side needs on top: keys, rate limits, pending caps."""
-    service = Service("submitter", prefetch=64, serve_metrics=False)  # /metrics is the API's
+    # its /healthz, /readyz and /metrics are routes of its API
+    service = Service("submitter", prefetch=64, serve_health=False)
     auth, limits, http = AuthSettings(), LimitSettings(), SubmitterSettings()
     async with service:
         store = service.store

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from services.worker import handlers, subscribers
+from services.worker import handlers, readiness, subscribers
 from services.worker.settings import WorkerSettings
 from services.worker.state import WorkerState
 from shared.service import Service
@@ -35,6 +35,10 @@ async def main() -> None:
         service.drain = lambda: handlers.shutdown(service.broker, store, state, settings)
         service.publish_grace_s = 0
         await service.start(subscribers.router(service, state, settings, queues))
+        stall_s = service.health.settings.worker_stall_s
+        service.health.check(
+            "consuming", readiness.consuming(service, state, settings.concurrency, stall_s)
+        )
         log.info(
             "worker %s consumes %s with concurrency %d",
             state.worker_id,

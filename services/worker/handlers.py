@@ -16,9 +16,10 @@ from redis.exceptions import RedisError
 from services.worker.settings import WorkerSettings
 from services.worker.state import UNSTORABLE, Outcome, Running, WorkerState
 from shared.domain import Backoff, Cause, Job, JobError
+from shared.domain.status import TERMINAL
 from shared.eventstore import AsyncJobStore, UnstorableEventError, existing
 from shared.jobtypes import JobCancelledError, NonRetryableError
-from shared.metrics import JOB_SECONDS, JOBS_FINISHED, child
+from shared.metrics import JOB_SECONDS, JOBS_FINISHED, RETRIES, child
 from shared.redis_view import RedisView
 from shared.retrying import retry_transient
 
@@ -126,7 +127,9 @@ async def record(
             )
         )
     try:
-        await retry_transient(lambda: store.execute(job.id, command), deadline_s=state.lease_s)
+        after = await retry_transient(
+            lambda: store.execute(job.id, command), deadline_s=state.lease_s
+        )
     except UnstorableEventError as exc:  # a lone surrogate, say: it would fail on every rerun
         log.error("outcome of %s attempt %d cannot be stored: %s", job.id, attempt, exc)
         failed = Outcome("failed", error_type=UNSTORABLE, error_message=str(exc), retryable=False)
@@ -135,6 +138,8 @@ async def record(
         log.warning("outcome of %s attempt %d refused: %s", job.id, attempt, exc)
         return False
     child(JOBS_FINISHED, job.job_type, outcome.kind).inc()
+    if outcome.kind == "failed" and after.status not in TERMINAL:
+        child(RETRIES, job.job_type).inc()
     return True
 
 

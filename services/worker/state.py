@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -73,6 +74,8 @@ class WorkerState:
     executions: int = 0
     stopping: bool = False  # set on SIGTERM: deliveries not yet started go back to the queue
     handing_back: bool = False  # the shutdown grace is over: what starts now is handed back
+    took_at: float = field(default_factory=time.monotonic)
+    """time.monotonic() when a delivery last took a slot (services/worker/readiness.py)."""
 
     def add(self, running: Running) -> None:
         """Registers an attempt; an older attempt of the same job still running here lost its

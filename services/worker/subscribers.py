@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 
 from faststream.rabbit import Channel, RabbitRouter
 from faststream.rabbit.message import RabbitMessage
@@ -71,6 +72,7 @@ def router(
         except TimeoutError:
             await msg.nack(requeue=True)
             return
+        state.took_at = time.monotonic()  # consuming: see services/worker/readiness.py
         try:
             if state.stopping:  # shutting down: hand the un-started delivery back
                 await msg.nack(requeue=True)

@@ -12,13 +12,16 @@ instead of queueing for longer than its caller would wait and growing memory wit
 
 On-commit hooks (``on_commit``) see every batch's outcomes once its transaction has committed,
 before any caller is answered: the events with their notification ids, which a writer publishes
-at once (``shared.publishing``) instead of leaving every message to the relay.
+at once (``shared.publishing``) instead of leaving every message to the relay. Batch hooks
+(``on_batch``) see each transaction's size and how long its oldest command waited for it (the
+group-commit metrics, shared/metrics.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -37,7 +40,11 @@ T = TypeVar("T")
 CommitHook = Callable[[Sequence[Outcome]], None]
 """Called on the event loop with a committed batch's outcomes; must not block (it may queue)."""
 
-_Item = tuple[UUID, Command, "asyncio.Future[Outcome]"]
+BatchHook = Callable[[int, float], None]
+"""Called on the event loop as a transaction starts: its command count and how long its oldest
+command waited (seconds); must be cheap."""
+
+_Item = tuple[UUID, Command, "asyncio.Future[Outcome]", float]  # float: time.monotonic() queued
 
 OVERLOADED_RETRY_AFTER_S = 1
 """A full queue drains in about a second (a few group commits of ``store_max_batch``)."""
@@ -75,6 +82,7 @@ class AsyncJobStore:
         self._runner: asyncio.Task[None] | None = None
         self._inflight: set[asyncio.Task[None]] = set()
         self._hooks: list[CommitHook] = []
+        self._batch_hooks: list[BatchHook] = []
 
     async def __aenter__(self) -> AsyncJobStore:
         self.start()
@@ -105,6 +113,19 @@ class AsyncJobStore:
         raises is logged; the commit stands and the callers are answered all the same."""
         self._hooks.append(hook)
 
+    def on_batch(self, hook: BatchHook) -> None:
+        """Calls ``hook(size, waited_s)`` as each transaction starts (not twice for one hook)."""
+        if hook not in self._batch_hooks:
+            self._batch_hooks.append(hook)
+
+    def _starting(self, size: int, queued: float) -> None:
+        waited = time.monotonic() - queued
+        for hook in self._batch_hooks:
+            try:
+                hook(size, waited)
+            except Exception:
+                log.exception("batch hook %r failed", hook)
+
     def _committed(self, outcomes: Sequence[Outcome]) -> None:
         for hook in self._hooks:
             try:
@@ -122,7 +143,7 @@ class AsyncJobStore:
             raise RuntimeError("AsyncJobStore is not started")
         self._admit(1)
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.append((job_id, command, future))
+        self._queue.append((job_id, command, future, time.monotonic()))
         self._wakeup.set()
         return await future
 
@@ -135,15 +156,18 @@ class AsyncJobStore:
         loop = asyncio.get_running_loop()
         self._waiting_many += len(batch)
         waiting = True
+        queued = time.monotonic()
 
-        def started() -> None:
+        def started(running: bool = False) -> None:
             nonlocal waiting
             if waiting:
                 waiting = False
                 self._waiting_many -= len(batch)
+                if running:
+                    self._starting(len(batch), queued)
 
         def run() -> list[Outcome]:
-            loop.call_soon_threadsafe(started)
+            loop.call_soon_threadsafe(started, True)
             return self.store.execute_batch(batch)
 
         try:
@@ -173,22 +197,23 @@ class AsyncJobStore:
             while self._queue:
                 await self._slots.acquire()
                 batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+                self._starting(len(batch), batch[0][3])
                 task = asyncio.create_task(self._write(batch))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
 
     async def _write(self, batch: list[_Item]) -> None:
         try:
-            outcomes = await self._call(self.store.execute_batch, [(j, c) for j, c, _ in batch])
+            outcomes = await self._call(self.store.execute_batch, [(j, c) for j, c, _, _ in batch])
         except BaseException as exc:  # the whole batch failed: every caller learns why
-            for _, _, future in batch:
+            for _, _, future, _ in batch:
                 if not future.done():
                     future.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
         else:
             self._committed(outcomes)
-            for (_, _, future), outcome in zip(batch, outcomes, strict=True):
+            for (_, _, future, _), outcome in zip(batch, outcomes, strict=True):
                 if not future.done():
                     future.set_result(outcome)
         finally:

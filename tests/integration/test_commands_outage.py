@@ -82,7 +82,7 @@ async def submitter(
     service = Service(
         "submitter",
         prefetch=16,
-        serve_metrics=False,
+        serve_health=False,
         bus=bus,
         store=settings,
         redis=redis,

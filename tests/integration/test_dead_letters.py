@@ -36,7 +36,7 @@ async def scheduler(postgres_url: str, amqp_url: str) -> AsyncIterator[Consumer]
     )
     routes = Routes.from_settings(bus)
     settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
-    service = Service("scheduler", bus=bus, store=settings, serve_metrics=False)
+    service = Service("scheduler", bus=bus, store=settings, serve_health=False)
     try:
         async with service:  # with the dead-letter middleware, as the scheduler runs
             await service.start(subscribers.router(service), publish=False)
@@ -162,7 +162,7 @@ async def test_a_replayed_message_that_dies_again_is_recorded_as_a_second_death(
     routes = Routes.from_settings(bus)
     deliveries = 0
     settings = StoreSettings(postgres_url=postgres_url, postgres_pool_size=2)
-    service = Service("scheduler", bus=bus, store=settings, serve_metrics=False)
+    service = Service("scheduler", bus=bus, store=settings, serve_health=False)
     broker = service.broker
     job_id = uuid.uuid4()
     try:

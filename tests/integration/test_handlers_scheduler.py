@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 from faststream.rabbit import RabbitBroker
+from prometheus_client import REGISTRY
 
 from services.scheduler import subscribers
-from services.scheduler.handlers import schedule_job
+from services.scheduler.handlers import expire_leases, schedule_job
 from shared import dead_letters
 from shared.domain import Backoff, Cause, Job, Status
-from shared.eventstore import JobStore, existing
+from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.service import Service
 from tests.handlers import deliver, forget_dead_letters, in_memory, last_message, service_for
 from tests.jobs import CAUSE, NO_JITTER, fail, record
@@ -169,3 +170,34 @@ def test_the_router_consumes_the_scheduler_queue_and_the_ledger(scheduler: Servi
     broker.include_router(subscribers.router(scheduler))
     queues = sorted(sub.queue.name for sub in broker.subscribers)  # type: ignore[attr-defined]
     assert queues == sorted([scheduler.routes.scheduler.name, scheduler.routes.ledger.name])
+
+
+async def test_an_expired_lease_is_counted_by_what_became_of_the_job(store: JobStore) -> None:
+    # Given two jobs whose attempt's lease ran out: one with attempts left, one on its last
+    now = datetime.now(UTC)
+
+    def started(max_attempts: int) -> uuid.UUID:
+        steps = [
+            lambda j: j.schedule(CAUSE, now),
+            lambda j: j.start(CAUSE, worker_id="w1", attempt=1, lease_s=0.05, now=now),
+        ]
+        return record(store, steps, max_attempts=max_attempts)
+
+    retried, failed = started(3), started(1)
+    await asyncio.sleep(0.2)
+    before = {o: counted_expiries(o) for o in ("retry", "failed")}
+
+    # When the leader's sweep expires them
+    async with AsyncJobStore(JobStore(store.settings)) as aio:
+        expired = await expire_leases(aio, CAUSE, AT_ONCE, limit=10_000)
+
+    # Then each is counted under its outcome
+    assert expired >= 2
+    assert store.get(retried).status is not Status.FAILED
+    assert store.get(failed).status is Status.FAILED
+    assert counted_expiries("retry") >= before["retry"] + 1
+    assert counted_expiries("failed") >= before["failed"] + 1
+
+
+def counted_expiries(outcome: str) -> float:
+    return REGISTRY.get_sample_value("jobtrail_leases_expired_total", {"outcome": outcome}) or 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.worker import subscribers
 from services.worker.settings import WorkerSettings
@@ -60,9 +61,18 @@ async def test_a_failing_job_records_a_retry(store: JobStore, worker: Service) -
     settings = WorkerSettings(concurrency=1)
     state = WorkerState(worker.instance, settings.lease_s, NO_JITTER, worker.registry)
     router = lambda service: subscribers.router(service, state, settings, worker.queues)  # noqa: E731
+    retries = counted("jobtrail_job_retries_total", {"type": "test.flaky"})
+    failed = {"type": "test.flaky", "outcome": "failed"}
+    failures = counted("jobtrail_job_attempts_finished_total", failed)
     async with in_memory(worker, router) as broker:
         # When its work message is delivered
         await deliver(broker, last_message(store, job_id), worker.routes.events)
-    # Then the attempt is recorded as failed, the job PENDING for its retry
+    # Then the attempt is recorded as failed, the job PENDING for its retry, and counted so
     assert [type(e).__name__ for e in store.history(job_id)][-1] == "AttemptFailed"
     assert store.get(job_id).status is Status.PENDING
+    assert counted("jobtrail_job_retries_total", {"type": "test.flaky"}) == retries + 1
+    assert counted("jobtrail_job_attempts_finished_total", failed) == failures + 1
+
+
+def counted(name: str, labels: dict[str, str]) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0

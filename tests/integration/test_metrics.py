@@ -1,4 +1,4 @@
-"""A service's metrics port serves the event store's counters."""
+"""A service's health port serves the event store's counters and its group commits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import httpx
 
 from shared import metrics
 from shared.domain import Cause, Job
-from shared.eventstore import JobStore
-from tests.processes import free_port
+from shared.eventstore import AsyncJobStore, Command, JobStore
+from shared.health import Health, HealthSettings
 
 
 def sample(text: str, name: str) -> float:
@@ -17,20 +17,33 @@ def sample(text: str, name: str) -> float:
     return float(line.split()[1])
 
 
-def test_the_metrics_port_serves_the_store_counters(store: JobStore) -> None:
-    # Given a process that watches its store and serves metrics on a port
-    port = free_port()
-    metrics.watch_store(store)
-    metrics.serve(metrics.MetricsSettings(port=port))
-    url = f"http://127.0.0.1:{port}/metrics"
-    before = sample(httpx.get(url, timeout=5).text, "jobtrail_store_commands_total")
-
-    # When the store decides a command
-    job_id = uuid.uuid4()
+def submitting(job_id: uuid.UUID) -> Command:
     cause = Cause("test", correlation_id="metrics")
-    store.execute(job_id, lambda _: Job.submit(cause, job_type="t", payload={}, job_id=job_id))
+    return lambda _: Job.submit(cause, job_type="t", payload={}, job_id=job_id)
 
-    # Then the scrape shows it
-    text = httpx.get(url, timeout=5).text
-    assert sample(text, "jobtrail_store_commands_total") == before + 1
-    assert sample(text, "jobtrail_store_events_total") >= 1
+
+async def test_the_health_port_serves_the_store_counters(store: JobStore) -> None:
+    # Given a process that watches its store and serves its health port (a free one)
+    health = Health("worker", HealthSettings(port=0))
+    port = await health.serve()
+    async with AsyncJobStore(JobStore(store.settings)) as aio:
+        metrics.watch_store(aio)
+        url = f"http://127.0.0.1:{port}/metrics"
+        async with httpx.AsyncClient(timeout=5) as http:
+            before = (await http.get(url)).text
+            # When the store decides three commands in group commits
+            for job_id in (uuid.uuid4(), uuid.uuid4(), uuid.uuid4()):
+                await aio.execute(job_id, submitting(job_id))
+            text = (await http.get(url)).text
+    await health.aclose()
+
+    # Then the scrape shows them: the counters and the group-commit histograms
+    assert (
+        sample(text, "jobtrail_store_commands_total")
+        == sample(before, "jobtrail_store_commands_total") + 3
+    )
+    assert (
+        sample(text, "jobtrail_group_commit_size_count")
+        >= sample(before, "jobtrail_group_commit_size_count") + 3
+    )
+    assert sample(text, "jobtrail_group_commit_wait_seconds_count") >= 3

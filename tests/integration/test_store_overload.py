@@ -206,7 +206,7 @@ async def test_a_consumer_holds_a_command_through_a_full_queue_and_never_dead_le
     service = Service(
         "submitter",
         prefetch=16,
-        serve_metrics=False,
+        serve_health=False,
         bus=bus,
         store=overload_settings,
         redis=redis,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from services.cli.supervisor import Child, Supervisor
 
@@ -60,3 +61,18 @@ def test_a_stop_request_ends_the_watch_loop_from_another_thread() -> None:
     # Then the loop returns
     watcher.join(timeout=5)
     assert not watcher.is_alive()
+
+
+def test_each_process_gets_a_free_health_port_unless_one_is_set(tmp_path: Path) -> None:
+    # Given the processes of one host (two workers among them)
+    supervisor = Supervisor(workers=2, env={}, log_dir=tmp_path)
+    first, second = (c for c in supervisor.children if c.name.startswith("worker"))
+    # Then each picks a free port and writes it beside its log
+    assert supervisor.environment(first)["JOBTRAIL_HEALTH_PORT"] == "0"
+    assert supervisor.environment(second)["JOBTRAIL_HEALTH_PORT_FILE"] == str(
+        tmp_path / "worker-2.port"
+    )
+    # Unless the environment names a port
+    supervisor.env = {"JOBTRAIL_HEALTH_PORT": "9100"}
+    assert supervisor.environment(first)["JOBTRAIL_HEALTH_PORT"] == "9100"
+    assert "JOBTRAIL_HEALTH_PORT_FILE" not in supervisor.environment(first)
