@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from psycopg.conninfo import make_conninfo
@@ -218,6 +218,26 @@ class RuntimeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
 
     uvloop: bool = Field(default=True, description="run the event loop on uvloop (libuv)")
+
+
+class LogSettings(BaseSettings):
+    """How a service writes its log (shared.logs ``configure``)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one JSON object a line (service, instance, job id, correlation id, "
+        "trace id); text: one readable line",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _case(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.lower() if value.lower() in ("json", "text") else value.upper()
 
 
 class LimitSettings(BaseSettings):
