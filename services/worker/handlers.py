@@ -135,6 +135,7 @@ async def record(
         log.warning("outcome of %s attempt %d refused: %s", job.id, attempt, exc)
         return False
     child(JOBS_FINISHED, job.job_type, outcome.kind).inc()
+    log.debug("%s attempt %d recorded: %s", job.id, attempt, outcome.kind)
     return True
 
 
