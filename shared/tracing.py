@@ -160,7 +160,8 @@ def _producing(
     parent = _parent(trace_id, span_id)
     with _span(name, "PRODUCER", parent, attributes) as current:
         context = current.get_span_context()
-        yield {TRACEPARENT: f"00-{context.trace_id:032x}-{context.span_id:016x}-01"}
+        flags = int(context.trace_flags)
+        yield {TRACEPARENT: f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"}
 
 
 def producer(
@@ -176,13 +177,14 @@ def producer(
 
 def traced(cause: Cause) -> Cause:
     """``cause`` carrying the current span's ids, so the events it writes name their trace
-    (unchanged when tracing is off or no span is current)."""
+    (unchanged when tracing is off, no span is current, or the sampler dropped the trace: an
+    event names only a trace that was exported)."""
     if not ENABLED:
         return cause
     from opentelemetry import trace
 
     context = trace.get_current_span().get_span_context()
-    if not context.is_valid:
+    if not (context.is_valid and context.trace_flags.sampled):
         return cause
     return replace(cause, trace_id=f"{context.trace_id:032x}", span_id=f"{context.span_id:016x}")
 

@@ -154,3 +154,18 @@ def test_off_a_service_never_imports_the_sdk() -> None:
     )
     # (redis-py imports the SDK's metrics package for its own observability: not a tracer)
     assert out.stdout.strip() == "False []", out.stdout
+
+
+def test_an_unsampled_trace_is_not_recorded() -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing.enable(provider)
+    try:
+        with tracing.server("POST /v1/jobs", None):
+            assert tracing.traced(CAUSE) is CAUSE
+        assert exporter.get_finished_spans() == ()
+    finally:
+        tracing.disable()
