@@ -59,6 +59,11 @@ class EventView(BaseModel):
     reason: str | None
     correlation_id: str
     causation_id: str | None
+    trace_id: str | None = Field(
+        default=None,
+        description="the OpenTelemetry trace the event was written in (32 hex digits), when "
+        "tracing was on",
+    )
     data: dict[str, Any]
 
 

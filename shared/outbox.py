@@ -30,6 +30,9 @@ class Outgoing:
     message_id: str
     correlation_id: str
     priority: int | None
+    trace_id: str | None = None
+    """The trace its event was written in (shared/tracing.py), continued by its publisher."""
+    span_id: str | None = None
 
 
 class PoisonEventError(Exception):
@@ -78,5 +81,12 @@ def _build(kind: str, notification_id: int, event: Job.Event) -> Outgoing:
         if len(value.encode()) > MAX_AMQP_SHORT_STRING:  # AMQP would refuse it at publish
             raise ValueError(f"{name} is over {MAX_AMQP_SHORT_STRING} bytes")
     return Outgoing(
-        kind, key, envelope.model_dump_json().encode(), message_id, event.correlation_id, priority
+        kind,
+        key,
+        envelope.model_dump_json().encode(),
+        message_id,
+        event.correlation_id,
+        priority,
+        event.trace_id,
+        event.span_id,
     )

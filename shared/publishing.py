@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from contracts.messages import JobEventMessage
+from shared import tracing
 from shared.domain.job import Job
 from shared.eventstore import AsyncJobStore, Outcome
 from shared.messaging import Routes
@@ -74,8 +75,28 @@ def declare_publishers(
     }
 
 
-async def send(publishers: dict[str, RabbitPublisher], message: Outgoing) -> None:
-    """Publishes one message and returns once the broker confirmed it (raises otherwise)."""
+async def send(
+    publishers: dict[str, RabbitPublisher], message: Outgoing, by: str = "publisher"
+) -> None:
+    """Publishes one message and returns once the broker confirmed it (raises otherwise); with
+    tracing on and a traced event, in a span of ``by`` that the ``traceparent`` header names."""
+    if tracing.ENABLED and message.trace_id is not None:
+        with tracing.producer(
+            f"{by} {message.routing_key}",
+            message.trace_id,
+            message.span_id,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+        ) as headers:
+            await publishers[message.kind].publish(
+                message.body,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                priority=message.priority,
+                headers=headers,
+            )
+        return
     await publishers[message.kind].publish(
         message.body,
         routing_key=message.routing_key,

@@ -8,10 +8,9 @@ import logging
 import os
 import signal
 import socket
-import sys
 from collections.abc import Awaitable, Callable
 
-from shared.redact import install_log_redaction
+from shared import logs, tracing
 from shared.settings import RuntimeSettings
 
 
@@ -23,17 +22,12 @@ def instance_id(service: str) -> str:
 
 
 def setup_logging(service: str) -> None:
-    """One line per record on stderr, level from JOBTRAIL_LOG_LEVEL (default INFO); passwords in
-    URLs (and the configured ones anywhere) are written as ``***`` (shared.redact)."""
-    logging.basicConfig(
-        level=os.environ.get("JOBTRAIL_LOG_LEVEL", "INFO").upper(),
-        format=f"%(asctime)s %(levelname)s {service} %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
-    install_log_redaction()
-    for noisy in ("aiormq", "aio_pika", "httpx", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """Configures the process once as service ``service`` starts: its log (shared.logs: JSON
+    lines by default, JOBTRAIL_LOG_FORMAT and JOBTRAIL_LOG_LEVEL, passwords masked) and its
+    traces (shared.tracing: off unless OTEL_TRACES_EXPORTER asks for them)."""
+    instance = instance_id(service)
+    logs.configure(service, instance)
+    tracing.configure(service, instance)
 
 
 def tune_runtime(settings: RuntimeSettings | None = None) -> None:

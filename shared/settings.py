@@ -239,6 +239,26 @@ class RuntimeSettings(BaseSettings):
     uvloop: bool = Field(default=True, description="run the event loop on uvloop (libuv)")
 
 
+class LogSettings(BaseSettings):
+    """How a service writes its log (shared.logs ``configure``)."""
+
+    model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
+
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="json: one JSON object a line (service, instance, job id, correlation id, "
+        "trace id); text: one readable line",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _case(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        return value.lower() if value.lower() in ("json", "text") else value.upper()
+
+
 class LimitSettings(BaseSettings):
     """Per-key rate limits and the per-tenant cap on pending jobs (shared/ratelimit.py): the
     submitter answers 429 + Retry-After past them."""

@@ -164,7 +164,9 @@ def system_env(
     postgres_url: str, amqp_url: str, redis_url: str, prefix: str, port: int
 ) -> dict[str, str]:
     """The environment that points every service at one test session's resources."""
-    keep = {k: v for k, v in os.environ.items() if not k.startswith("JOBTRAIL_")}
+    keep = {  # the tests say whether the services trace (shared/tracing.py): off by default
+        k: v for k, v in os.environ.items() if not k.startswith(("JOBTRAIL_", "OTEL_"))
+    }
     return keep | {
         "JOBTRAIL_POSTGRES_URL": postgres_url,
         "JOBTRAIL_AMQP_URL": amqp_url,

@@ -121,7 +121,7 @@ class Relay:
                 continue
             done, due = await self._ready(held)
             try:
-                await asyncio.gather(*(send(self.publishers, h.message) for h in due))
+                await asyncio.gather(*(send(self.publishers, h.message, "relay") for h in due))
             except Exception as exc:  # nacked, timed out, returned (unroutable) or disconnected
                 self.failures += 1
                 log.error("relay: publishing after %d failed, will retry: %r", position, exc)

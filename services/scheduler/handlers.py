@@ -13,6 +13,7 @@ from uuid import UUID
 from faststream.rabbit import RabbitBroker
 
 from services.scheduler.settings import SchedulerSettings
+from shared import tracing
 from shared.domain import Backoff, Cause, Job, JobError
 from shared.domain.status import TERMINAL
 from shared.eventstore import AsyncJobStore, Command, ConcurrencyError, Outcome, existing, tables
@@ -28,13 +29,24 @@ log = logging.getLogger(__name__)
 def scheduling(cause: Cause, version: int | None = None) -> Command:
     """Dispatches a job the database's timer, or its own event, says is due: no clock of ours is
     compared with a due time another process wrote. ``version``: that of the bus message, so a
-    stale or duplicate one cannot dispatch a later retry early."""
-    return existing(lambda job: job.schedule(cause, version=version))
+    stale or duplicate one cannot dispatch a later retry early. With tracing on, a dispatch that
+    no traced message caused (a timer's) continues the trace of the job's latest event."""
+    return existing(
+        lambda job: job.schedule(
+            tracing.continued(cause, job.trace_id, job.span_id, "scheduler dispatch"),
+            version=version,
+        )
+    )
 
 
 def expiring(cause: Cause, attempt: int, backoff: Backoff) -> Command:
     return existing(
-        lambda job: job.expire_lease(cause, attempt=attempt, now=datetime.now(UTC), backoff=backoff)
+        lambda job: job.expire_lease(
+            tracing.continued(cause, job.trace_id, job.span_id, "scheduler lease expired"),
+            attempt=attempt,
+            now=datetime.now(UTC),
+            backoff=backoff,
+        )
     )
 
 
@@ -131,18 +143,21 @@ def resender(
     """Publishes a work message again as the relay does: persistent, mandatory, confirmed."""
 
     async def publish(message: Outgoing) -> None:
-        await broker.publish(
-            message.body,
-            exchange=routes.events,
-            routing_key=message.routing_key,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            priority=message.priority,
-            content_type="application/json",
-            persist=True,
-            mandatory=True,
-            timeout=bus.publish_timeout_s,
-        )
+        name = f"scheduler redispatch {message.routing_key}"
+        with tracing.producer(name, message.trace_id, message.span_id) as headers:
+            await broker.publish(
+                message.body,
+                exchange=routes.events,
+                routing_key=message.routing_key,
+                message_id=message.message_id,
+                correlation_id=message.correlation_id,
+                priority=message.priority,
+                content_type="application/json",
+                persist=True,
+                mandatory=True,
+                timeout=bus.publish_timeout_s,
+                headers=headers,
+            )
 
     return publish
 

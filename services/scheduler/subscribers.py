@@ -12,6 +12,7 @@ from faststream.rabbit import RabbitRouter
 from contracts.messages import JobEventMessage
 from services.scheduler import ledger
 from services.scheduler.handlers import schedule_job
+from shared import logs, tracing
 from shared.dead_letters import recorder
 from shared.domain import Cause
 from shared.messaging import decoder_of, delivery, park
@@ -63,11 +64,16 @@ def add_job_events(router: RabbitRouter, service: Service) -> None:
         cause = Cause.following(actor, message.correlation_id, str(message.message_id))
         msg = delivery(broker)
         store = service.store
-        await hold(
-            lambda: schedule_job(store, event.job_id, cause, event.version),
-            hold_s=routes.hold_s,
-            park=lambda: park(broker, msg.raw_message, events_queue),
-        )
+        with (
+            logs.job(event.job_id, cause.correlation_id),
+            tracing.consumer(f"scheduler {event.event_type}", msg.headers, job_id=event.job_id),
+        ):
+            traced = tracing.traced(cause)  # the cause itself when tracing is off
+            await hold(
+                lambda: schedule_job(store, event.job_id, traced, event.version),
+                hold_s=routes.hold_s,
+                park=lambda: park(broker, msg.raw_message, events_queue),
+            )
 
 
 def add_dead_letter_ledger(router: RabbitRouter, service: Service) -> None:

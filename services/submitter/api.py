@@ -30,7 +30,7 @@ from services.submitter.models import (
     RequeueRequest,
     StatusName,
 )
-from shared import dead_letters
+from shared import dead_letters, tracing
 from shared.domain import DEFAULT_TENANT, Cause, job_id_for_key
 from shared.domain.errors import JobNotFoundError
 from shared.eventstore.export import job_state
@@ -52,7 +52,7 @@ def _cause(request: Request, principal: Principal, reason: str | None = None) ->
     """The cause of what a request records: the actor is the authenticated key (never a header);
     the ids were checked by the request-id middleware."""
     correlation = request.headers.get("X-Correlation-Id") or request.state.request_id
-    return Cause(principal.actor, correlation, request.state.request_id, reason)
+    return tracing.traced(Cause(principal.actor, correlation, request.state.request_id, reason))
 
 
 def _owned(job: dict[str, Any], principal: Principal, job_id: UUID) -> dict[str, Any]:

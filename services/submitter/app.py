@@ -27,6 +27,7 @@ from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
 from services.submitter.quarantine_api import router as quarantine_router
 from services.submitter.server import MAX_HEAD_BYTES, HeadLimit, problem_body, send_problem
 from services.submitter.wait_api import router as wait_router
+from shared import tracing
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
@@ -125,6 +126,27 @@ class RequestId:
         await self.app(scope, receive, send_with_id)
 
 
+class Traced:
+    """The server span of every request when tracing is on (shared/tracing.py), continuing a
+    caller's ``traceparent``; named ``METHOD /route`` once the route is known. Added only when
+    tracing is on: otherwise no request pays for it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        headers = {"traceparent": Headers(scope=scope).get("traceparent")}
+        with tracing.server(method, headers, path=scope["path"]) as span:
+            await self.app(scope, receive, send)
+            route = scope.get("route")
+            if route is not None and hasattr(route, "path"):
+                span.update_name(f"{method} {route.path}")
+
+
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -175,6 +197,8 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(Authenticate)  # before any body is read
     app.add_middleware(HeadLimit, max_bytes=max_head_bytes)
+    if tracing.ENABLED:
+        app.add_middleware(Traced)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Any:

@@ -222,6 +222,8 @@ def history(events: list[Job.Event]) -> list[dict[str, Any]]:
         "correlation_id",
         "causation_id",
         "originator_topic",
+        "trace_id",
+        "span_id",
     }
     return [
         {
@@ -232,6 +234,7 @@ def history(events: list[Job.Event]) -> list[dict[str, Any]]:
             "reason": e.reason,
             "correlation_id": e.correlation_id,
             "causation_id": e.causation_id,
+            "trace_id": e.trace_id,
             "data": {k: v for k, v in vars(e).items() if k not in meta},
         }
         for e in events

@@ -140,6 +140,7 @@ async def record(
     child(JOBS_FINISHED, job.job_type, outcome.kind).inc()
     if outcome.kind == "failed" and after.status not in TERMINAL:
         child(RETRIES, job.job_type).inc()
+    log.debug("%s attempt %d recorded: %s", job.id, attempt, outcome.kind)
     return True
 
 

@@ -22,6 +22,7 @@ from contracts.messages import JobEventMessage
 from services.worker.handlers import claim, execute, progress_reporter, record
 from services.worker.settings import WorkerSettings
 from services.worker.state import Running, WorkerState
+from shared import logs, tracing
 from shared.domain import Cause
 from shared.jobtypes import JobContext
 from shared.messaging import decoder_of, delivery
@@ -77,43 +78,56 @@ def router(
             if state.stopping:  # shutting down: hand the un-started delivery back
                 await msg.nack(requeue=True)
                 return
-            store = service.store
             cause = Cause.following(
                 state.worker_id, message.correlation_id, str(message.message_id)
             )
-            try:
-                job = await claim(store, state, event.job_id, event.attempt, cause)
-            except TRANSIENT as exc:
-                log.warning("cannot claim %s now (%r); returning the message", event.job_id, exc)
-                await asyncio.sleep(1.0)
-                await msg.nack(requeue=True)
-                return
-            if job is None:
-                return
-            context = JobContext(
-                event.job_id, event.attempt, state.worker_id, report=reporter(event.job_id)
-            )
-            running = Running(event.job_id, event.attempt, context)
-            state.add(running)
-            try:
-                running.task = asyncio.create_task(execute(state, job, running))
-                try:
-                    outcome = await asyncio.shield(running.task)
-                except asyncio.CancelledError:
-                    if running.lease_lost:
-                        return  # fenced out: the scheduler already took the job away
-                    raise
-                try:
-                    await record(store, state, job, event.attempt, outcome, cause)
-                except TRANSIENT as exc:
-                    log.error(
-                        "cannot record the outcome of %s (%r); its lease will expire", job.id, exc
-                    )
-                    await msg.nack(requeue=True)
-            finally:
-                state.remove(running)
+            with (
+                logs.job(event.job_id, cause.correlation_id),
+                tracing.consumer(
+                    "worker run", msg.headers, job_id=event.job_id, attempt=event.attempt
+                ),
+            ):
+                await attempt(message, msg, tracing.traced(cause))
         finally:
             slots.release()
+
+    async def attempt(message: JobEventMessage, msg: RabbitMessage, cause: Cause) -> None:
+        """Claims, runs and records one attempt (in the worker's span, when tracing)."""
+        event = message.data
+        assert event.attempt is not None
+        store = service.store
+        try:
+            job = await claim(store, state, event.job_id, event.attempt, cause)
+        except TRANSIENT as exc:
+            log.warning("cannot claim %s now (%r); returning the message", event.job_id, exc)
+            await asyncio.sleep(1.0)
+            await msg.nack(requeue=True)
+            return
+        if job is None:
+            return
+        context = JobContext(
+            event.job_id, event.attempt, state.worker_id, report=reporter(event.job_id)
+        )
+        running = Running(event.job_id, event.attempt, context)
+        state.add(running)
+        try:
+            running.task = asyncio.create_task(execute(state, job, running))
+            try:
+                outcome = await asyncio.shield(running.task)
+            except asyncio.CancelledError:
+                if running.lease_lost:
+                    return  # fenced out: the scheduler already took the job away
+                raise
+            try:
+                with tracing.span("worker record outcome", job_id=job.id):
+                    await record(store, state, job, event.attempt, outcome, tracing.traced(cause))
+            except TRANSIENT as exc:
+                log.error(
+                    "cannot record the outcome of %s (%r); its lease will expire", job.id, exc
+                )
+                await msg.nack(requeue=True)
+        finally:
+            state.remove(running)
 
     router = RabbitRouter()
     prefetch = settings.concurrency * settings.prefetch_multiplier

@@ -20,6 +20,10 @@ MAX_REASON = 1024
 MESSAGE_ID = re.compile(rf"[\x20-\x7e]{{1,{MAX_MESSAGE_ID}}}")
 """Printable ASCII: a message id travels in the envelope and as an AMQP short string (255
 bytes), so 128 characters must also be at most 128 bytes."""
+TRACE_ID = re.compile(r"(?!0{32})[0-9a-f]{32}")
+SPAN_ID = re.compile(r"(?!0{16})[0-9a-f]{16}")
+"""W3C trace context ids (lowercase hex, not all zeros): what an event may record of the trace
+it was written in (shared/tracing.py)."""
 
 
 def storable(text: str) -> bool:
@@ -53,8 +57,16 @@ class Cause:
     correlation_id: str
     causation_id: str | None = None
     reason: str | None = None
+    trace_id: str | None = None
+    """The trace (and its span) the event was written in, when tracing is on; both or none."""
+    span_id: str | None = None
 
     def __post_init__(self) -> None:
+        if self.trace_id is not None or self.span_id is not None:
+            if not (isinstance(self.trace_id, str) and TRACE_ID.fullmatch(self.trace_id)):
+                raise ValueError("trace_id must be 32 lowercase hex digits, not all zeros")
+            if not (isinstance(self.span_id, str) and SPAN_ID.fullmatch(self.span_id)):
+                raise ValueError("span_id must be 16 lowercase hex digits, not all zeros")
         for name in ("correlation_id", "causation_id"):
             value = getattr(self, name)
             if (value is not None or name == "correlation_id") and not (
@@ -88,9 +100,14 @@ class Cause:
         return cls(actor, correlation, causation)
 
     def meta(self) -> dict[str, Any]:
-        return {
+        """The event fields of this cause; the trace ids only when there is a trace (an event
+        written without one is stored exactly as before tracing existed)."""
+        meta = {
             "actor": self.actor,
             "correlation_id": self.correlation_id,
             "causation_id": self.causation_id,
             "reason": self.reason,
         }
+        if self.trace_id is not None:
+            meta["trace_id"], meta["span_id"] = self.trace_id, self.span_id
+        return meta

@@ -7,7 +7,7 @@ import json
 import re
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
@@ -57,6 +57,12 @@ class Job(Aggregate):
         correlation_id: str
         causation_id: str | None
         reason: str | None
+        trace_id: ClassVar[str | None] = None
+        """The trace this event was written in (W3C ids, shared/tracing.py), or None. Not a
+        field: set on the event once made (``Job.trigger_event``) and stored only when there is
+        one, so an event written without a trace is stored byte for byte as before, and an event
+        stored before traces existed reads None."""
+        span_id: ClassVar[str | None] = None
 
         def move(self) -> Move | None:
             return None
@@ -74,6 +80,8 @@ class Job(Aggregate):
             if move is not None:
                 job.status = job._target(move)
             job.last_event_at = self.timestamp
+            if self.trace_id is not None:
+                job.trace_id, job.span_id = self.trace_id, self.span_id
             self.evolve(job)
 
         def changes(self) -> dict[str, Any]:
@@ -117,6 +125,8 @@ class Job(Aggregate):
             job.cancel_requested = False
             job.submitted_by = self.actor
             job.last_event_at = self.timestamp
+            if self.trace_id is not None:
+                job.trace_id, job.span_id = self.trace_id, self.span_id
 
     class Scheduled(Event):
         """The job was dispatched to a worker queue for attempt ``attempt``."""
@@ -296,9 +306,25 @@ class Job(Aggregate):
     submitted_by: str
     tenant: str
     last_event_at: datetime
+    trace_id: str | None = None
+    """The trace of the job's latest traced event (what a timer's dispatch continues)."""
+    span_id: str | None = None
 
     def __init__(self) -> None:
         """State comes from Submitted.apply; the aggregate takes no constructor arguments."""
+
+    def trigger_event(self, event_class: type[Any], **kwargs: Any) -> None:
+        """eventsourcing's, plus the cause's trace ids (``Cause.meta``) set on the new event."""
+        trace_id, span_id = kwargs.pop("trace_id", None), kwargs.pop("span_id", None)
+        super().trigger_event(event_class, **kwargs)
+        if trace_id is not None:
+            self._stamp_trace(trace_id, span_id)
+
+    def _stamp_trace(self, trace_id: str, span_id: str | None) -> None:
+        event = self.pending_events[-1]
+        object.__setattr__(event, "trace_id", trace_id)  # a frozen dataclass; not a field
+        object.__setattr__(event, "span_id", span_id)
+        self.trace_id, self.span_id = trace_id, span_id
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -334,7 +360,9 @@ class Job(Aggregate):
             raise ValueError(f"tenant must match {TENANT_NAME.pattern}")
         if job_id is None:
             job_id = job_id_for_key(idempotency_key, tenant) if idempotency_key else uuid4()
-        return cls._create(
+        meta = cause.meta()
+        trace_id, span_id = meta.pop("trace_id", None), meta.pop("span_id", None)
+        job = cls._create(
             cls.Submitted,
             id=job_id,
             job_type=job_type,
@@ -346,8 +374,11 @@ class Job(Aggregate):
             run_at=run_at,
             idempotency_key=idempotency_key,
             tenant=tenant,
-            **cause.meta(),
+            **meta,
         )
+        if trace_id is not None:
+            job._stamp_trace(trace_id, span_id)
+        return job
 
     def schedule(
         self, cause: Cause, now: datetime | None = None, *, version: int | None = None

@@ -641,3 +641,32 @@ def test_a_checkpoint_deleted_or_replaced_among_others_breaks_their_chain(log: L
     report = verify.verify_log(log.url)
     assert "checkpoint-chain" in kinds(report)
     assert any("checkpoint 3" in p.detail for p in report.problems), report.problems
+
+
+TRACE_ID, SPAN_ID = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+
+
+def test_traced_events_chain_after_untraced_ones_and_their_trace_is_covered(log: Log) -> None:
+    # Given a job whose first events were written without a trace (the shape from before
+    # traces), and one more written in a trace
+    job = log.jobs[4]
+    traced = replace(CAUSE, trace_id=TRACE_ID, span_id=SPAN_ID)
+    now = datetime.now(UTC)
+    log.store.execute(
+        job, existing(lambda j: j.start(traced, worker_id="w1", attempt=1, lease_s=30, now=now))
+    )
+    log.checkpoint()
+    # Then the old rows read no trace and the new one reads its trace, and the log verifies
+    events = log.store.history(job)
+    assert [(e.trace_id, e.span_id) for e in events] == [(None, None)] * 2 + [(TRACE_ID, SPAN_ID)]
+    assert b"trace_id" not in bytes(log.row(job, 1)["state"])
+    assert log.verify().ok
+    # When the trace id of the traced row is edited, the chain names that row
+    log.sql(
+        "UPDATE jobtrail_events SET state = "
+        "convert_to(replace(convert_from(state, 'UTF8'), %s, %s), 'UTF8') "
+        "WHERE originator_id = %s AND originator_version = 3",
+        [TRACE_ID, "f" * 32, job],
+    )
+    report = log.verify()
+    assert (report.problems[0].kind, report.problems[0].version) == ("hash", 3)

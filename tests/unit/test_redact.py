@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 
 import pytest
@@ -40,8 +41,12 @@ def test_a_configured_password_is_masked_wherever_it_appears(
     assert redact(text) == "invalid dsn: host=db password=***; login svc/***; AUTH ***"
 
 
-def test_service_logs_never_carry_a_password(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_service_logs_never_carry_a_password(
+    monkeypatch: pytest.MonkeyPatch, log_format: str
+) -> None:
     monkeypatch.setenv("JOBTRAIL_AMQP_URL", "amqp://svc:amqp-secret@mq/")
+    monkeypatch.setenv("JOBTRAIL_LOG_FORMAT", log_format)
     root = logging.getLogger()
     saved = root.handlers[:], root.level, logging.getLogRecordFactory()
     own = logging.getLogger("jobtrail.test.own")  # a library logger with its own handler
@@ -65,7 +70,13 @@ def test_service_logs_never_carry_a_password(monkeypatch: pytest.MonkeyPatch) ->
         assert "redis://:***@cache/0" in text
         assert "ConnectionError" in text  # the traceback is still there
         assert "secret" not in text.replace("***", "")
-        assert "WARNING test jobtrail.test: broker" in text  # the format is kept
+        if log_format == "text":
+            assert "WARNING test jobtrail.test: broker" in text  # the format is kept
+        else:
+            first = json.loads(text.splitlines()[0])
+            assert first["level"] == "WARNING"
+            assert first["service"] == "test"
+            assert first["message"] == "broker at amqp://svc:***@mq/ down"
         assert own_out.getvalue() == "connecting to postgresql://u:***@db/jobtrail\n"
         installed = logging.getLogRecordFactory()
         setup_logging("test")  # twice: the redaction is installed once
