@@ -21,7 +21,8 @@ from services.projector.reader import LogReader
 from shared import quarantine
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, Undecodable
-from shared.redis_view import GenerationMovedError, PositionMovedError, RedisView
+from shared.redis_view import RedisView
+from shared.redis_writes import GenerationMovedError, PositionMovedError
 from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
