@@ -1,4 +1,10 @@
-"""The HTTP API (OpenAPI at /openapi.json): submit, read, list and cancel jobs."""
+"""The HTTP API (OpenAPI at /openapi.json): submit, read, list and cancel jobs.
+
+Kept whole though over 300 lines: it holds the routes and nothing else, one short function
+each, in the order the OpenAPI document lists them. What they use lives beside it: the fast
+paths and the media-type check in ``media``, the models in ``models``, the use cases in
+``handlers``, how a job and an event are shown in ``shared.views``, the quarantine's route in
+``quarantine_api``."""
 
 from __future__ import annotations
 
