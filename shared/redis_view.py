@@ -17,17 +17,17 @@ the active generation; what the projection writes is ``shared.redis_writes``, it
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import cast
 from uuid import UUID
 
-from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from shared import generations
 from shared.domain.job import DEFAULT_TENANT
 from shared.generations import KeySpace
 from shared.redis_scripts import LOCATE, READ
 from shared.redis_writes import ProjectionWrites
-from shared.settings import RedisSettings
 
 INTERSECT_CHUNK = 1000
 """Ids of the smaller index checked against the other one per round trip (``page``)."""
@@ -41,17 +41,15 @@ class RedisView(ProjectionWrites):
     once that generation is no longer active) or not (a replay building a new generation).
     """
 
-    def __init__(
-        self,
-        settings: RedisSettings,
-        client: Redis | None = None,
-        space: KeySpace | None = None,
-        guarded: bool = True,
-    ) -> None:
-        super().__init__(settings, client, space, guarded)
-        self._read = self.redis.register_script(READ)
-        self._locate = self.redis.register_script(LOCATE)
-        self._followed: RedisView | None = None
+    _followed: RedisView | None = None
+
+    @cached_property
+    def _read(self) -> AsyncScript:
+        return self.redis.register_script(READ)
+
+    @cached_property
+    def _locate(self) -> AsyncScript:
+        return self.redis.register_script(LOCATE)
 
     def pinned(self, space: KeySpace, *, guarded: bool = True) -> RedisView:
         """A view of one generation, sharing this view's connection."""
