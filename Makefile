@@ -36,11 +36,12 @@ lint: ## ruff and mypy
 contracts: ## regenerate contracts/asyncapi.json and contracts/openapi.json
 	$(BIN)/python -m services.specs
 
-bench: ## store, replay, end-to-end and audit-export benchmarks (print figures and the machine)
+bench: ## store, replay, end-to-end, audit-export and dashboard-overview benchmarks (print figures and the machine)
 	$(BIN)/python -m benchmarks.store_throughput --jobs 2000
 	$(BIN)/python -m benchmarks.replay_throughput --events 100000
 	$(BIN)/python -m benchmarks.e2e_throughput --jobs 3000 --rounds 2
 	$(BIN)/python -m benchmarks.audit_export --events 200000
+	$(BIN)/python -m benchmarks.overview --events 100000
 
 bench-compare: services ## jobtrail side by side with Celery and Dramatiq (../shared/anchors); ARGS=--quick to check it works, ARGS=--rss-100k for the 100,000-job memory reading
 	$(BIN)/python -m benchmarks.compare $(ARGS)

@@ -3,6 +3,11 @@
 Usage: python -m benchmarks.e2e_throughput [--jobs 2000] [--workers 2] [--rounds 2]
 Runs with group commit on (the default) and off (JOBTRAIL_STORE_MAX_BATCH=1), interleaved, on a
 scratch database and prefix, and prints medians. Needs PostgreSQL, RabbitMQ and Redis.
+
+``--curve 1,2,4`` instead runs the default configuration with each number of worker processes
+(one projector, scheduler and submitter each), the counts interleaved round after round, and
+prints jobs/s against worker processes (docs/deployment.md) with the machine's load average
+before and after: on a shared machine the figures are only as quiet as the machine.
 """
 
 from __future__ import annotations
@@ -80,16 +85,42 @@ def run_once(jobs: int, workers: int, extra_env: dict[str, str]) -> tuple[float,
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
+def curve(jobs: int, counts: list[int], rounds: int) -> None:
+    """Jobs/s end to end against the number of worker processes."""
+    rates: dict[int, list[float]] = {n: [] for n in counts}
+    print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for round_ in range(rounds):
+        for n in counts:
+            _, total = run_once(jobs, n, {})
+            rates[n].append(jobs / total)
+            print(f"  round {round_ + 1}, {n} worker(s): {jobs / total:.0f} jobs/s ({total:.2f} s)")
+    print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| worker processes | jobs/s (median) | rounds |")
+    print("|---|---|---|")
+    for n in counts:
+        each = ", ".join(f"{r:.0f}" for r in rates[n])
+        print(f"| {n} | {statistics.median(rates[n]):.0f} | {each} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--curve",
+        default="",
+        help="worker process counts, e.g. 1,2,4: jobs/s at each (default configuration)",
+    )
     args = parser.parse_args()
+    workers = f"{args.curve} workers" if args.curve else f"{args.workers} workers"
     print(
         f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
-        f"python={platform.python_version()}; {args.jobs} cpu.hash jobs, {args.workers} workers"
+        f"python={platform.python_version()}; {args.jobs} cpu.hash jobs, {workers}"
     )
+    if args.curve:
+        curve(args.jobs, [int(n) for n in args.curve.split(",")], args.rounds)
+        return
     modes = {
         "group commit (default)": {},
         "no group commit (STORE_MAX_BATCH=1)": {"JOBTRAIL_STORE_MAX_BATCH": "1"},

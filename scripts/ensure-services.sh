@@ -43,8 +43,22 @@ ensure_faketime() {  # the clock-skew fault scenarios run workers under libfaket
   [[ -e "$lib" ]] || { echo "could not install faketime (apt-get install faketime)" >&2; return 1; }
 }
 
+ensure_chromium() {  # the dashboard's browser tests (tests/browser) drive Debian's chromium
+  local browser=/usr/bin/chromium
+  [[ -x "$browser" ]] && return 0
+  echo "chromium is missing; installing Debian's chromium"
+  if command -v apt-get >/dev/null && [[ $(id -u) -eq 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || {
+      apt-get update -qq >/dev/null 2>&1 &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1
+    }
+  fi
+  [[ -x "$browser" ]] || { echo "could not install chromium (apt-get install chromium)" >&2; return 1; }
+}
+
 status=0
 ensure_faketime || status=1
+ensure_chromium || status=1
 servers=$("$PYTHON" -m shared.servers) || { echo "cannot read shared/servers.py" >&2; exit 1; }
 while IFS=$'\t' read -r name variable port start; do
   ensure "$name" "$variable" "$port" "$start" || status=1

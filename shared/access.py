@@ -166,8 +166,10 @@ def definitions(
     prefix: str = "jobtrail",
     queues: Iterable[str] = ("cpu", "default", "io"),
     passwords: Mapping[str, str] | None = None,
+    queue_type: str = "classic",
 ) -> dict[str, Any]:
-    """Users (one per service, no guest), their permissions, and the topology."""
+    """Users (one per service, no guest), their permissions, and the topology (work queues of
+    ``queue_type``, as the services declare them with ``JOBTRAIL_QUEUE_TYPE``)."""
     passwords = passwords or {}
     users, grants = [], []
     for service, permission in permissions(prefix).items():
@@ -187,7 +189,7 @@ def definitions(
         "users": users,
         "vhosts": [{"name": "/"}],
         "permissions": grants,
-        **_topology(Routes(Topology(prefix)), queues),
+        **_topology(Routes(Topology(prefix), queue_type=queue_type), queues),
     }
 
 
@@ -199,7 +201,9 @@ def main(environ: Mapping[str, str]) -> None:
     }
     target = Path(environ.get("JOBTRAIL_RABBITMQ_DEFINITIONS") or DEFINITIONS)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(definitions(passwords=passwords), indent=2) + "\n")
+    queue_type = environ.get("JOBTRAIL_QUEUE_TYPE") or "classic"
+    document = definitions(passwords=passwords, queue_type=queue_type)
+    target.write_text(json.dumps(document, indent=2) + "\n")
     acl = Path(environ.get("JOBTRAIL_REDIS_ACL") or REDIS_ACL)
     acl.parent.mkdir(parents=True, exist_ok=True)
     acl.write_text(acl_file(environ.get("JOBTRAIL_REDIS_PASSWORD")))

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic import BaseModel, ValidationError
@@ -127,6 +127,16 @@ class Registry:
                 f"unknown job type {name!r}; known: {', '.join(sorted(self._types)) or 'none'}"
             ) from None
 
+    def of(self, fn: Callable[..., Any]) -> JobType:
+        """The job type whose function is ``fn`` (what ``@job_type`` decorated)."""
+        for job in list(self._types.values()):
+            if job.fn is fn:
+                return job
+        raise UnknownJobTypeError(
+            f"{getattr(fn, '__qualname__', fn)!r} is not a registered job type "
+            "(decorate it with @job_type and import its module)"
+        )
+
     def names(self) -> list[str]:
         return sorted(self._types)
 
@@ -155,6 +165,7 @@ registry = Registry()
 """The process-wide registry the ``job_type`` decorator fills."""
 
 Handler = Callable[..., Any] | Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=Handler)
 
 
 def job_type(
@@ -166,10 +177,11 @@ def job_type(
     priority: int = 5,
     max_attempts: int = 3,
     timeout_s: float = 300.0,
-) -> Callable[[Handler], Handler]:
-    """Registers the decorated function as job type ``name``."""
+) -> Callable[[F], F]:
+    """Registers the decorated function as job type ``name``; returns it unchanged (its
+    signature stays visible to type checkers: the client types a submission by it)."""
 
-    def register(fn: Handler) -> Handler:
+    def register(fn: F) -> F:
         registry.add(
             JobType(
                 name=name,

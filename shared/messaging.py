@@ -6,8 +6,10 @@ Exchanges: ``<prefix>.events`` (topic; the relay publishes committed events), ``
 Queues: the scheduler's and the command queue are quorum queues with a delivery limit, so a
 message that keeps failing ends in the dead-letter queue instead of looping. Work queues are
 durable classic queues with ``x-max-priority`` (RabbitMQ 3.10's quorum queues have no
-priorities); a work message that cannot be decoded is rejected to the dead-letter exchange at
-once, and the attempt count that bounds retries lives in the log, not in the broker.
+priorities), or quorum queues without priorities when ``JOBTRAIL_QUEUE_TYPE=quorum`` (a
+cluster: docs/deployment.md); a work message that cannot be decoded is rejected to the
+dead-letter exchange at once, and the attempt count that bounds retries lives in the log, not
+in the broker.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from faststream.rabbit.message import RabbitMessage
 from pydantic import BaseModel
 
 from contracts.names import Topology
+from shared.failover import FailoverBroker, connection_class, first_url
 from shared.settings import BusSettings
 
 M = TypeVar("M", bound=BaseModel)
@@ -42,10 +45,16 @@ class Routes:
     topology: Topology
     delivery_limit: int = 5
     hold_s: float = 600.0  # how long a consumer holds a delivery through an outage, then parks it
+    queue_type: str = "classic"  # the work queues' (JOBTRAIL_QUEUE_TYPE)
 
     @classmethod
     def from_settings(cls, settings: BusSettings) -> Routes:
-        return cls(Topology(settings.topology_prefix), settings.delivery_limit, settings.hold_s)
+        return cls(
+            Topology(settings.topology_prefix),
+            settings.delivery_limit,
+            settings.hold_s,
+            settings.queue_type,
+        )
 
     @property
     def events(self) -> RabbitExchange:
@@ -99,16 +108,23 @@ class Routes:
         return self._limited(self.topology.cancel_queue, Topology.CANCEL_KEY)
 
     def work(self, queue: str) -> Queue:
+        """A classic queue with priorities, or (``queue_type`` quorum, for a cluster) a quorum
+        queue replicated on every node, without them (RabbitMQ 3.x refuses x-max-priority on
+        a quorum queue). No delivery limit on either: a job's attempts are bounded by the log,
+        and a worker hands back deliveries it has no slot for."""
+        arguments: dict[str, Any] = {"x-dead-letter-exchange": self.topology.dead_letter_exchange}
+        if self.queue_type == "quorum":
+            return Queue(
+                self.topology.work_queue(queue),
+                queue_type=QueueType.QUORUM,
+                durable=True,
+                arguments=cast(Any, arguments),
+                routing_key=Topology.scheduled_key(queue),
+            )
         return Queue(
             self.topology.work_queue(queue),
             durable=True,
-            arguments=cast(
-                Any,
-                {
-                    "x-max-priority": MAX_PRIORITY,
-                    "x-dead-letter-exchange": self.topology.dead_letter_exchange,
-                },
-            ),
+            arguments=cast(Any, arguments | {"x-max-priority": MAX_PRIORITY}),
             routing_key=Topology.scheduled_key(queue),
         )
 
@@ -121,14 +137,18 @@ def make_broker(
     apply_types: bool = True,
 ) -> RabbitBroker:
     """A broker whose channels confirm publishes and raise on unroutable (returned) messages;
-    ``stop()`` waits up to ``graceful_timeout`` for the messages being handled.
+    ``stop()`` waits up to ``graceful_timeout`` for the messages being handled. A URL naming
+    several hosts (a cluster) connects to the first that answers, and on a lost connection to
+    the next (shared/failover.py).
 
     ``apply_types=False`` turns FastDepends off for every subscriber of the broker: a handler
     then receives what its ``decoder`` returns (see ``decoder_of``) and nothing else, and reads
     the delivery itself with ``delivery``. That spares each message FastDepends' resolution of
     the handler's signature, whose context lookups run in a thread of their own."""
-    return RabbitBroker(
-        settings.amqp_url,
+    failover = connection_class(settings.amqp_url)
+    options: dict[str, Any] = {"connection_class": failover} if failover else {}
+    broker = (FailoverBroker if failover else RabbitBroker)(
+        first_url(settings.amqp_url),
         default_channel=Channel(
             prefetch_count=prefetch, publisher_confirms=True, on_return_raises=True
         ),
@@ -137,7 +157,9 @@ def make_broker(
         fail_fast=True,
         log_level=logging.DEBUG,  # a line per message costs more Python than the message itself
         description="jobtrail: event-sourced, auditable job processing",
+        **options,
     )
+    return broker
 
 
 def decoder_of(model: type[M]) -> Callable[[StreamMessage[Any]], Awaitable[M]]:

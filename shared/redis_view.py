@@ -106,9 +106,10 @@ class RedisView(ProjectionWrites):
         job_type: str | None = None,
         limit: int = 50,
         before: float | None = None,
+        after: float | None = None,
     ) -> list[dict[str, str]]:
-        """``tenant``'s jobs newest first, created before ``before`` (ms), filtered by status and
-        type; only the tenant's own indexes are read.
+        """``tenant``'s jobs newest first, created before ``before`` and at or after ``after``
+        (ms), filtered by status and type; only the tenant's own indexes are read.
 
         With both filters it walks the smaller of the two indexes and keeps the ids that are
         also in the other one (ZMSCORE, in Redis), so only matching jobs are read: a rare type
@@ -116,6 +117,7 @@ class RedisView(ProjectionWrites):
         The work is bounded by the smaller index, never by the larger."""
         space = await self.space_now()
         top = f"({before}" if before is not None else "+inf"
+        bottom = str(after) if after is not None else "-inf"
         index, other = space.index_key(tenant=tenant), None
         by_status = space.index_key("status", status, tenant) if status else ""
         by_type = space.index_key("type", job_type, tenant) if job_type else ""
@@ -129,7 +131,7 @@ class RedisView(ProjectionWrites):
         while len(found) < limit:
             ids = cast(
                 list[str],
-                await self.redis.zrevrangebyscore(index, top, "-inf", start=offset, num=chunk),
+                await self.redis.zrevrangebyscore(index, top, bottom, start=offset, num=chunk),
             )
             if not ids:
                 break

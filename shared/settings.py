@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from psycopg.conninfo import make_conninfo
@@ -11,6 +11,7 @@ from pydantic import BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.domain.backoff import Backoff
+from shared.failover import amqp_hosts
 
 
 def _split(value: Any) -> Any:
@@ -111,8 +112,20 @@ class BusSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="JOBTRAIL_", extra="ignore")
 
-    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
+    amqp_url: str = Field(
+        default="amqp://guest:guest@127.0.0.1:5672/",
+        description="RabbitMQ; a cluster's nodes as one URL with several hosts, "
+        "amqp://user:pw@host1:5672,host2:5672,host3:5672/ (a lost connection moves to the next "
+        "node: shared/failover.py)",
+    )
     topology_prefix: str = "jobtrail"
+    queue_type: Literal["classic", "quorum"] = Field(
+        default="classic",
+        description="the work queues' type: classic (one node, with priorities 0-9) or quorum "
+        "(replicated on every node of a cluster; RabbitMQ 3.x quorum queues ignore priorities); "
+        "the other queues are always quorum queues. Set it alike on every service, before the "
+        "queues are first declared (a queue's type cannot change: docs/deployment.md)",
+    )
     queues: CommaList = Field(default_factory=lambda: ["default", "cpu", "io"])
     publish_timeout_s: float = Field(default=10.0, gt=0)
     delivery_limit: int = Field(default=5, ge=1)
@@ -123,6 +136,12 @@ class BusSettings(BaseSettings):
         "parking it at the back of its queue (keep well under RabbitMQ's consumer_timeout, "
         "30 min by default)",
     )
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_hosts(cls, url: str) -> str:
+        amqp_hosts(url)  # raises ValueError on an empty host or a bad port
+        return url
 
 
 class PublishSettings(BaseSettings):

@@ -156,4 +156,7 @@ def system_env(
         "JOBTRAIL_CHECKPOINT_INTERVAL_S": "1",
         "JOBTRAIL_LOG_LEVEL": "INFO",
         "JOBTRAIL_JOB_MODULES": EXAMPLE_JOB_MODULES,
+        # long polls cut short: the OpenAPI run asks up to 60 s waits of a running job, with a
+        # 10 s request timeout; a client's wait asks again (tests/e2e/test_client.py)
+        "JOBTRAIL_SUBMITTER_WAIT_MAX_S": "2",
     }

@@ -24,6 +24,7 @@ from contracts.names import Topology
 from services.cli.client import call
 from services.cli.console import console
 from services.cli.render import dead_letter_table
+from shared import failover
 from shared.dead_letters import REPLAYS_HEADER, job_id_in, replays_in
 from shared.settings import BusSettings
 
@@ -90,7 +91,7 @@ def inspect(message: aio_pika.abc.AbstractIncomingMessage) -> DeadLetter:
 
 async def list_dead_letters(amqp_url: str, topology: Topology, limit: int) -> list[DeadLetter]:
     """Reads up to ``limit`` dead letters without removing any (they return on close)."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await failover.connect(amqp_url)
     async with connection:
         channel = await connection.channel()
         queue = await channel.get_queue(topology.dead_letter_queue, ensure=True)
@@ -106,7 +107,7 @@ async def list_dead_letters(amqp_url: str, topology: Topology, limit: int) -> li
 async def republish(amqp_url: str, topology: Topology, message_id: str | None) -> tuple[int, int]:
     """Republishes valid dead letters (all, or the one with ``message_id``) to their exchange and
     routing key, confirmed, then removes them; returns (replayed, left)."""
-    connection = await aio_pika.connect(amqp_url)
+    connection = await failover.connect(amqp_url)
     replayed = left = 0
     async with connection:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)

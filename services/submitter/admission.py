@@ -7,6 +7,9 @@ trip on most requests. It is a guard against one tenant filling the system, not 
 it lags the log by the projection's delay and each submitter counts its own admissions only.
 Redis away: the last count read is kept (a tenant never seen counts 0); admission never fails
 because the cache does.
+
+``Waiters`` bounds the requests of ``GET /v1/jobs/{id}/wait`` (wait_api.py) waiting at once in
+this process (``JOBTRAIL_SUBMITTER_MAX_WAITERS``): past it a wait is answered 503 + Retry-After.
 """
 
 from __future__ import annotations
@@ -49,3 +52,22 @@ class PendingCap:
                 wait,
             )
         self._counts[tenant] = (pending + new, read_at)
+
+
+class Waiters:
+    """The long polls waiting at once in this process, at most ``limit``; each waits at most
+    ``max_wait_s`` whatever its request asks."""
+
+    def __init__(self, limit: int = 1000, max_wait_s: float = 60.0) -> None:
+        self.limit, self.max_wait_s = limit, max_wait_s
+        self.waiting = 0
+
+    def enter(self) -> bool:
+        """Counts one more waiter; False (nothing counted) when ``limit`` are waiting already."""
+        if self.waiting >= self.limit:
+            return False
+        self.waiting += 1
+        return True
+
+    def leave(self) -> None:
+        self.waiting -= 1

@@ -9,13 +9,15 @@ paths and the media-type check in ``media``, the models in ``models``, the use c
 from __future__ import annotations
 
 import logging
+import math
+import re
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BeforeValidator
 
 from contracts.messages import SubmitJob
 from services.submitter import handlers
@@ -35,7 +37,7 @@ from services.submitter.models import (
     StatusName,
 )
 from shared import dead_letters
-from shared.domain import DEFAULT_TENANT, Cause
+from shared.domain import DEFAULT_TENANT, Cause, job_id_for_key
 from shared.domain.errors import JobNotFoundError
 from shared.keys import Principal
 from shared.views import api_view, job_view
@@ -64,6 +66,17 @@ def _owned(job: dict[str, Any], principal: Principal, job_id: UUID) -> dict[str,
     if job.get("tenant", DEFAULT_TENANT) != principal.tenant:
         raise JobNotFoundError(job_id)
     return job
+
+
+def _iso_time(value: Any) -> Any:
+    """A time in a query is ISO 8601 text: pydantic would also read ``0.5`` as a Unix time."""
+    if isinstance(value, str) and not ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 time with a zone, e.g. 2026-11-29T09:00:00Z")
+    return value
+
+
+ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
+IsoTime = Annotated[AwareDatetime, BeforeValidator(_iso_time)]
 
 
 def problem(status: int, title: str, detail: str, **extra: Any) -> JSONResponse:
@@ -301,17 +314,41 @@ async def list_jobs(
     type: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=64, pattern=r"^\d+(\.\d+)?$")] = None,
+    since: Annotated[
+        IsoTime | None, Query(description="only jobs created at or after this time")
+    ] = None,
+    until: Annotated[
+        IsoTime | None, Query(description="only jobs created before this time")
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, Query(min_length=1, max_length=256, description="the job of this key, if any")
+    ] = None,
 ) -> Any:
     """A page of the key's tenant's jobs from the projection, newest first; pass next_cursor to
-    get the next."""
+    get the next. ``since`` (inclusive) and ``until`` (exclusive) bound their creation time, to
+    the millisecond; ``idempotency_key`` finds the one job submitted with that key in the
+    tenant, whatever its age."""
     principal = require(request.state, "read")
     deps = _deps(request)
+    if idempotency_key is not None:
+        job_id = job_id_for_key(idempotency_key, principal.tenant)
+        try:
+            job = _owned(await handlers.read_job(deps.store, deps.view, job_id), principal, job_id)
+        except JobNotFoundError:
+            return Page(jobs=[], next_cursor=None)
+        matches = (not status or job["status"] == status) and (not type or job["type"] == type)
+        return Page(jobs=[job] if matches else [], next_cursor=None)
+    before = float(cursor) if cursor else None
+    if until is not None:  # the index holds whole milliseconds: compare in them
+        until_ms = float(math.floor(until.timestamp() * 1000))
+        before = until_ms if before is None else min(before, until_ms)
     views = await deps.view.page(
         tenant=principal.tenant,
         status=status,
         job_type=type,
         limit=limit,
-        before=float(cursor) if cursor else None,
+        before=before,
+        after=float(math.floor(since.timestamp() * 1000)) if since is not None else None,
     )
     jobs = [api_view(v) | {"source": "cache"} for v in views]
     next_cursor = views[-1]["created_ms"] if len(views) == limit else None

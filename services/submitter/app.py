@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.submitter import problems
+from services.submitter import problems, ui
 from services.submitter.api import problem, router
 from services.submitter.auth import Authenticate, MissingScopeError, RateLimitedError
 from services.submitter.deps import Deps
@@ -27,6 +27,7 @@ from services.submitter.handlers import InvalidRequestError
 from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
 from services.submitter.quarantine_api import router as quarantine_router
 from services.submitter.server import MAX_HEAD_BYTES, HeadLimit, problem_body, send_problem
+from services.submitter.wait_api import router as wait_router
 from shared.domain import IdempotencyConflictError, JobError
 from shared.domain.cause import MAX_MESSAGE_ID, MESSAGE_ID, printable
 from shared.domain.errors import JobNotFoundError
@@ -167,7 +168,8 @@ def create_app(
     )
     # The routes on the app's own router: an included router is one more layer of matching and
     # dispatch on every request
-    app.router.routes.extend([*router.routes, *quarantine_router.routes])
+    app.router.routes.extend([*router.routes, *quarantine_router.routes, *wait_router.routes])
+    app.router.routes.extend(ui.routes)  # the dashboard, /ui (docs/dashboard.md)
     problems.document(app)  # the error answers in the OpenAPI document
 
     app.add_middleware(RequestId)

@@ -30,6 +30,15 @@ log = logging.getLogger(__name__)
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz"})
 """Answered without a key: the probes of an orchestrator, which carry no secret."""
 
+PUBLIC_PREFIX = "/ui"
+"""The dashboard's static files (services/submitter/ui/pages.py): they hold no data; the page
+sends the operator's key with every API request it makes."""
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == PUBLIC_PREFIX or path.startswith(PUBLIC_PREFIX + "/")
+
+
 ANONYMOUS = "anonymous"
 
 
@@ -103,7 +112,7 @@ class Authenticate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or is_public(scope["path"]):
             await self.app(scope, receive, send)
             return
         deps = scope["app"].state.deps

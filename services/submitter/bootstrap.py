@@ -14,7 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.submitter import subscribers
-from services.submitter.admission import PendingCap
+from services.submitter.admission import PendingCap, Waiters
 from services.submitter.app import create_app, lifespan_for
 from services.submitter.auth import AuthSettings, anonymous_principal, refresh_keys
 from services.submitter.deps import Deps
@@ -37,6 +37,12 @@ class SubmitterSettings(BaseSettings):
     max_head_bytes: int = Field(
         default=MAX_HEAD_BYTES, ge=4096, le=1_048_576, description="request line and headers"
     )
+    max_waiters: int = Field(
+        default=1000, ge=1, le=100_000, description="long polls (GET /v1/jobs/{id}/wait) at once"
+    )
+    wait_max_s: float = Field(
+        default=60.0, gt=0, le=60, description="the longest a long poll waits, whatever it asks"
+    )
 
 
 @asynccontextmanager
@@ -44,7 +50,7 @@ async def dependencies() -> AsyncIterator[Deps]:
     """The submitter's service (shared/service.py: store, broker, Redis, the command router,
     publish on commit) and what its HTTP side needs on top: keys, rate limits, pending caps."""
     service = Service("submitter", prefetch=64, serve_metrics=False)  # /metrics is the API's
-    auth, limits = AuthSettings(), LimitSettings()
+    auth, limits, http = AuthSettings(), LimitSettings(), SubmitterSettings()
     async with service:
         store = service.store
         deps = Deps(
@@ -59,6 +65,7 @@ async def dependencies() -> AsyncIterator[Deps]:
         limiter = RateLimiter.from_settings(limits)
         deps.rate_limit = limiter.check if limiter.enabled else None
         deps.pending_cap = PendingCap(service.view, limits.tenant_max_pending)
+        deps.waiters = Waiters(http.max_waiters, http.wait_max_s)
         if service.store_settings.postgres_create_schema:
             await store.run_sync(on_connection, store.store, keys.create_table)
 

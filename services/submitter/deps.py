@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from faststream.rabbit import RabbitBroker
 
-from services.submitter.admission import PendingCap
+from services.submitter.admission import PendingCap, Waiters
 from shared.eventstore import AsyncJobStore
 from shared.jobtypes import Registry
 from shared.keys import KeyRing, Principal
@@ -34,6 +34,8 @@ class Deps:
     """A key id's wait in seconds when it is over its rate, else None (None: no limit)."""
     pending_cap: PendingCap | None = None
     """The per-tenant cap on jobs not yet final (None: no cap)."""
+    waiters: Waiters = field(default_factory=Waiters)
+    """The long polls of ``GET /v1/jobs/{id}/wait`` waiting now, and their bounds."""
     _checked: tuple[float, dict[str, str]] | None = field(default=None, init=False, repr=False)
     _checking: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 

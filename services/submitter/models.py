@@ -1,68 +1,29 @@
-"""The API's request and response models (the OpenAPI document's schemas)."""
+"""The API's request models and the answers only the submitter gives (the OpenAPI document's
+schemas); the answers a client reads too are in contracts/api.py."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from contracts.api import Accepted, BatchItem, EventView, JobView, Page, StatusName
 from shared.domain.cause import storable
 
-StatusName = Literal["PENDING", "SCHEDULED", "RUNNING", "COMPLETED", "FAILED", "CANCELLED"]
-
-
-class JobView(BaseModel):
-    """A job's current state."""
-
-    id: UUID
-    tenant: str = Field(description="the tenant the job belongs to (its submitting key's)")
-    type: str
-    status: StatusName
-    attempt: int
-    max_attempts: int
-    version: int
-    queue: str
-    priority: int
-    created_at: str | None
-    updated_at: str | None
-    run_at: str | None = None
-    due_at: str | None = None
-    worker: str | None = None
-    cancel_requested: bool = False
-    result: Any = None
-    error: dict[str, Any] | None = None
-    progress: dict[str, str] | None = None
-    source: Literal["cache", "log"] = Field(description="Redis, or the log when Redis had none")
-
-
-class Accepted(BaseModel):
-    id: UUID
-    status: StatusName
-    type: str
-    version: int
-    replayed: bool = Field(description="true when the idempotency key matched an earlier job")
-
-
-class EventView(BaseModel):
-    """One event of a job's history: the record ``jobtrail audit`` exports (docs/audit.md)."""
-
-    notification_id: int = Field(description="the event's position in the log (commit order)")
-    job_id: UUID
-    version: int
-    timestamp: str
-    event_type: str
-    actor: str
-    reason: str | None
-    attempt: int | None = Field(description="the attempt, when the event names one")
-    worker: str | None = Field(description="the worker, when the event names one")
-    error_type: str | None
-    error_message: str | None
-    correlation_id: str
-    causation_id: str | None
-    data: dict[str, Any] = Field(description="every other field of the event, as recorded")
-    chain_hash: str | None = Field(description="the event's SHA-256 chain hash (hex)")
+__all__ = [
+    "Accepted",
+    "BatchItem",
+    "BatchRequest",
+    "CancelRequest",
+    "DeadLetterView",
+    "EventView",
+    "JobView",
+    "Page",
+    "RequeueRequest",
+    "StatusName",
+]
 
 
 class CancelRequest(BaseModel):
@@ -100,14 +61,6 @@ class BatchRequest(BaseModel):
     jobs: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
 
 
-class BatchItem(BaseModel):
-    index: int
-    id: UUID | None = None
-    status: StatusName | None = None
-    replayed: bool = False
-    errors: list[dict[str, Any]] | None = None
-
-
 class DeadLetterView(BaseModel):
     """A message a consumer rejected to the dead-letter queue, as recorded."""
 
@@ -122,8 +75,3 @@ class DeadLetterView(BaseModel):
     correlation_id: str | None
     error: str
     body: str = Field(description="the body's first 4 KiB, undecodable bytes replaced")
-
-
-class Page(BaseModel):
-    jobs: list[JobView]
-    next_cursor: str | None

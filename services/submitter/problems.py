@@ -17,7 +17,7 @@ Which operation answers what follows from the operation itself, by rule:
   the operation refuses);
 - an operation with a body: 415 (not declared JSON);
 - an operation under /v1/: 503 + Retry-After when the event store or Redis is unavailable, or
-  the store's commit queue is full;
+  the store's commit queue is full (a wait: when the submitter has as many waits as it allows);
 - an operation on one job (``{job_id}`` in its path): 404 for a job that does not exist, or did
   not yet at the ``at`` or ``version`` asked;
 - submitting, cancelling and requeueing: 409 (an idempotency key reused with another request,
@@ -81,7 +81,10 @@ _SHARED = {
     "query.<name>, header.<name>) and what is wrong with it",
 }
 _BODY = {"415": "The body is not declared application/json (the problem names the type expected)"}
-_STORE = {"503": "The event store or Redis is unavailable; retry after Retry-After seconds"}
+_STORE = {
+    "503": "The event store or Redis is unavailable, or (a wait) the submitter has as many waits "
+    "as it allows; retry after Retry-After seconds"
+}
 _ONE_JOB = {"404": "No such job (or it did not exist yet at the time or version asked)"}
 _CONFLICT = {"409": "The job's state forbids it, or the idempotency key was used for another job"}
 _CONFLICTS = {("post", "/v1/jobs"), ("post", "/v1/jobs/{job_id}/cancel")}

@@ -16,7 +16,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from services.submitter.app import create_app
-from services.submitter.auth import PUBLIC_PATHS, refresh_keys
+from services.submitter.auth import is_public, refresh_keys
 from services.submitter.deps import Deps
 from shared import keys
 from shared.domain import Job
@@ -72,7 +72,7 @@ async def test_every_endpoint_but_the_probes_needs_a_valid_key(api: Api) -> None
     served = operations()
     assert len(served) >= 12
     for method, path in served:
-        if path in PUBLIC_PATHS:
+        if is_public(path):  # the probes, and the dashboard's static files (no data)
             continue
         for headers in refused:
             # When a request comes without a valid key
@@ -93,12 +93,23 @@ async def test_every_endpoint_but_the_probes_needs_a_valid_key(api: Api) -> None
         (("read",), "POST", "/v1/jobs/batch", {"jobs": [JOB]}, "submit"),
         (("submit",), "GET", "/v1/jobs/{job}", None, "read"),
         (("submit",), "GET", "/v1/jobs/{job}/events", None, "read"),
+        (("submit",), "GET", "/v1/jobs/{job}/wait?timeout=0", None, "read"),
         (("submit",), "GET", "/v1/jobs", None, "read"),
         (("read",), "POST", "/v1/jobs/{job}/cancel", None, "cancel"),
         (("read",), "POST", "/v1/jobs/{job}/requeue", {"reason": "r"}, "cancel"),
         (("read", "cancel"), "GET", "/v1/dead-letters", None, "admin"),
         (("read", "cancel"), "GET", "/v1/quarantine", None, "admin"),
         (("read", "audit"), "GET", "/metrics", None, "admin"),
+        (("submit",), "GET", "/v1/overview", None, "read"),
+        (("read", "cancel"), "GET", "/v1/jobs/{job}/verify", None, "audit"),
+        (("read",), "POST", "/v1/bulk/cancel", {"ids": [str(uuid.uuid4())]}, "cancel"),
+        (
+            ("read",),
+            "POST",
+            "/v1/bulk/requeue",
+            {"ids": [str(uuid.uuid4())], "reason": "r"},
+            "cancel",
+        ),
     ],
 )
 async def test_a_key_without_the_scope_is_refused_naming_it(
@@ -140,10 +151,12 @@ async def test_another_tenants_job_is_not_found_on_every_endpoint(api: Api) -> N
         ("GET", "/v1/jobs/{job}", {"params": {"version": 99}}),  # past its last version
         ("GET", "/v1/jobs/{job}", {"params": {"at": "2000-01-01T00:00:00Z"}}),  # before it
         ("GET", "/v1/jobs/{job}/events", {}),
+        ("GET", "/v1/jobs/{job}/wait", {"params": {"timeout": 5}}),  # 404 at once, not after 5 s
         ("POST", "/v1/jobs/{job}/cancel", {"json": {"reason": "not yours"}}),
         ("POST", "/v1/jobs/{job}/requeue", {"json": {"reason": "not yours"}}),
         ("GET", "/v1/dead-letters?job_id={job}", {}),
         ("GET", "/v1/quarantine?job_id={job}", {}),
+        ("GET", "/v1/jobs/{job}/verify", {}),
     ]:
         theirs, unknown = await both(method, path, **options)
         # Then it is the 404 of a job that does not exist, word for word but the id

@@ -192,6 +192,8 @@ async def test_the_openapi_document_names_415_where_a_body_is_read(
         if "415" in operation["responses"]
     }
     assert with_415 == {
+        ("post", "/v1/bulk/cancel"),
+        ("post", "/v1/bulk/requeue"),
         ("post", "/v1/jobs"),
         ("post", "/v1/jobs/batch"),
         ("post", "/v1/jobs/{job_id}/cancel"),

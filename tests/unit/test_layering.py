@@ -1,5 +1,9 @@
 """Dependencies point one way: services -> shared -> contracts. Nothing imports services.
 
+The Python client (jobtrail/) is a layer of its own above shared and contracts, beside the
+services: it reads the API's answers with contracts' models and types job types by the
+registry of shared/jobtypes.py, and talks to the services over HTTP only, never importing one.
+
 The example job types (examples/) are loaded by name (JOBTRAIL_JOB_MODULES), never imported by
 the product: production loads none unless told to.
 
@@ -27,8 +31,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 FORBIDDEN = {
-    "contracts": {"shared", "services", "tests"},
-    "shared": {"services", "tests", "examples"},
+    "contracts": {"shared", "services", "tests", "jobtrail"},
+    "shared": {"services", "tests", "examples", "jobtrail"},
+    "jobtrail": {"services", "tests", "examples"},
     "services": {"tests", "examples"},
     "examples": {"services", "tests"},
     "shared/domain": {
@@ -41,7 +46,7 @@ FORBIDDEN = {
         "contracts",
     },
 }
-CHECKED = ("contracts", "shared", "services")
+CHECKED = ("contracts", "shared", "services", "jobtrail")
 """The product's packages: the cycle, service and private-name rules cover their modules."""
 
 CROSS_SERVICE_ALLOWED = {
