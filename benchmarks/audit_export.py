@@ -35,6 +35,25 @@ def fill(store: JobStore, events: int, batch: int = 500) -> None:
             store.execute_batch([(job_id, lifecycle(job_id, step)) for job_id in chunk])
 
 
+def filled_log(events: int, database: str) -> tuple[JobStore, str]:
+    """A store on ``JOBTRAIL_POSTGRES_URL`` (else the local database ``database``) whose log
+    holds ``events`` events or more, and its URL; prints the machine and the fill."""
+    url = os.environ.get(
+        "JOBTRAIL_POSTGRES_URL", f"postgresql://postgres@127.0.0.1:5432/{database}"
+    )
+    ensure_database(url)
+    store = JobStore(StoreSettings(postgres_url=url))
+    print(
+        f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
+        f"python={platform.python_version()}"
+    )
+    started = time.perf_counter()
+    fill(store, events)
+    took = time.perf_counter() - started
+    print(f"log: {store.max_notification_id()} events (filled in {took:.1f} s)")
+    return store, url
+
+
 def export(url: str, since: datetime, until: datetime | None, fmt: str) -> tuple[float, float]:
     """Runs the CLI export as a child; returns (seconds, peak RSS in MiB) of that child."""
     args = ["--since", since.isoformat(), "--format", fmt, "--output", os.devnull]
@@ -57,19 +76,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--format", default="jsonl", choices=["jsonl", "csv"])
     args = parser.parse_args()
-    url = os.environ.get(
-        "JOBTRAIL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/jobtrail_bench_audit"
-    )
-    ensure_database(url)
-    store = JobStore(StoreSettings(postgres_url=url))
-    print(
-        f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
-        f"python={platform.python_version()}"
-    )
-    started = time.perf_counter()
-    fill(store, args.events)
+    store, url = filled_log(args.events, "jobtrail_bench_audit")
     total = store.max_notification_id()
-    print(f"log: {total} events (filled in {time.perf_counter() - started:.1f} s)")
     first = store.events_after(0, 1)[0][1].timestamp
     tenth = store.events_after(total // 10, 1)[0][1].timestamp
     store.close()

@@ -14,17 +14,13 @@ Needs PostgreSQL (JOBTRAIL_POSTGRES_URL, default a scratch database on 127.0.0.1
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 from datetime import UTC, datetime
 
-from benchmarks.audit_export import fill
+from benchmarks.audit_export import filled_log
 from services.submitter.ui import figures
 from services.submitter.ui.verify import verify_job
-from shared.eventstore import JobStore, ensure_database
-from shared.settings import StoreSettings
 
 
 def main() -> None:
@@ -32,19 +28,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
-    url = os.environ.get(
-        "JOBTRAIL_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/jobtrail_bench_overview"
-    )
-    ensure_database(url)
-    store = JobStore(StoreSettings(postgres_url=url))
-    print(
-        f"machine: {platform.node()} {platform.machine()} cpus={os.cpu_count()} "
-        f"python={platform.python_version()}"
-    )
-    started = time.perf_counter()
-    fill(store, args.events)
+    store, _ = filled_log(args.events, "jobtrail_bench_overview")
     head = store.max_notification_id()
-    print(f"log: {head} events (filled in {time.perf_counter() - started:.1f} s)")
     timings, found = [], {}
     for _ in range(args.rounds):
         began = time.perf_counter()

@@ -52,11 +52,19 @@ class Accepted(BaseModel):
 
 
 class EventView(BaseModel):
+    """One event of a job's history: the record ``jobtrail audit`` exports (docs/audit.md)."""
+
+    notification_id: int = Field(description="the event's position in the log (commit order)")
+    job_id: UUID
     version: int
-    event_type: str
     timestamp: str
+    event_type: str
     actor: str
     reason: str | None
+    attempt: int | None = Field(description="the attempt, when the event names one")
+    worker: str | None = Field(description="the worker, when the event names one")
+    error_type: str | None
+    error_message: str | None
     correlation_id: str
     causation_id: str | None
     trace_id: str | None = Field(
@@ -64,7 +72,8 @@ class EventView(BaseModel):
         description="the OpenTelemetry trace the event was written in (32 hex digits), when "
         "tracing was on",
     )
-    data: dict[str, Any]
+    data: dict[str, Any] = Field(description="every other field of the event, as recorded")
+    chain_hash: str | None = Field(description="the event's SHA-256 chain hash (hex)")
 
 
 class BatchItem(BaseModel):

@@ -4,29 +4,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from pydantic import AfterValidator, AwareDatetime, Field
 
 from contracts.envelope import Envelope, Strict
+from contracts.names import EventType
 
 MAX_PAYLOAD_BYTES = 1_048_576
 MAX_DEPTH = 32
 JOB_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.:-]{0,127}$"
-
-EventType = Literal[
-    "Submitted",
-    "Scheduled",
-    "Started",
-    "Completed",
-    "AttemptFailed",
-    "Failed",
-    "LeaseExpired",
-    "CancelRequested",
-    "Cancelled",
-    "Requeued",
-]
 
 
 def _depth(value: Any, level: int = 0) -> int:

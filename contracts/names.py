@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-EVENT_TYPES = (
+EventType = Literal[
     "Submitted",
     "Scheduled",
     "Started",
@@ -19,10 +20,14 @@ EVENT_TYPES = (
     "CancelRequested",
     "Cancelled",
     "Requeued",
-)
-"""The one list of the job events a message can carry, by their class names
-(``contracts.messages.EventType`` spells it for the schema; tests/unit/test_event_names.py keeps
-the two, and the domain's event classes, in step). The domain's Quarantined never travels."""
+]
+"""The one list of the job events a message can carry, by their class names, as the type the
+message schema uses (``contracts.messages.JobEventMessage.event_type``);
+tests/unit/test_event_names.py keeps the domain's event classes in step with it. The domain's
+Quarantined never travels."""
+
+EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+"""The same list as names (routing kinds, ``jobtrail audit --type``)."""
 
 
 def kind_of(event_type: str) -> str:

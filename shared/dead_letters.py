@@ -255,6 +255,11 @@ def last_death(message: Any) -> tuple[str, str, int]:
     return queue, _text(death.get("reason"), 100) or "unknown", _count(death)
 
 
+TABLE = "jobtrail_dead_letters"
+COLUMNS = ("id", "at", "queue", "reason", "job_id", "message_id", "correlation_id", "error", "body")
+"""What a recorded dead letter's row says (``GET /v1/dead-letters``)."""
+
+
 def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str, Any]]:
     """Recorded dead letters, newest first (only the job's when ``job_id`` is given)."""
-    return tables.on_connection(store, tables.dead_letters, job_id, limit)
+    return tables.on_connection(store, tables.newest_rows, TABLE, COLUMNS, job_id, limit)

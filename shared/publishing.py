@@ -18,6 +18,11 @@ match a row it was not written for: skipping a row needs proof that its own mess
 The publisher never holds a caller up, and never grows without bound: the commit hook only
 queues (``max_pending`` waiting or in flight); when that is full, or the broker is slow or away,
 the message is left to the relay.
+
+Kept whole though over 300 lines: it is one mechanism, publish-then-mark. The publisher's
+confirm loop, the marks it writes (``RelayMarks``, ``mark_of``: what the relay checks a row
+against) and the wiring of both into a service are one rule (a mark exists only for a message
+the broker confirmed, and names its row); split, that rule would be kept in step across modules.
 """
 
 from __future__ import annotations

@@ -79,15 +79,23 @@ def insert(conn: psycopg.Connection[Any], poison: Poison, action: str) -> bool:
     return row is not None
 
 
+COLUMNS = (
+    "id",
+    "at",
+    "stage",
+    "notification_id",
+    "job_id",
+    "version",
+    "event_type",
+    "error",
+    "action",
+)
+"""What a quarantined event's row says (``GET /v1/quarantine``)."""
+
+
 def rows(conn: psycopg.Connection[Any], job_id: UUID | None, limit: int) -> list[dict[str, Any]]:
     """Recorded poison events, newest first; only the job's when ``job_id`` is given."""
-    found = conn.execute(
-        "SELECT id, at, stage, notification_id, job_id, version, event_type, error, action "
-        "FROM jobtrail_quarantine WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s "
-        "ORDER BY id DESC LIMIT %(limit)s",
-        {"job_id": job_id, "limit": limit},
-    ).fetchall()
-    return [dict(row) for row in found]
+    return tables.newest_rows(conn, "jobtrail_quarantine", COLUMNS, job_id, limit)
 
 
 def recorded(store: JobStore, job_id: UUID | None, limit: int) -> list[dict[str, Any]]:

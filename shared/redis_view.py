@@ -9,60 +9,31 @@ projection deleted and uncounted, see ``redis_scripts.FORGET``). An update appli
 version is newer than the hash's (an atomic compare in Lua), so re-applying is harmless. A final
 job's hash expires ``final_ttl_s`` after its final event (not after it was projected), so a replay
 does not bring back jobs that had already left Redis.
+
+This module reads (a job, several, a page of a tenant's jobs, counters, progress) and follows
+the active generation; what the projection writes is ``shared.redis_writes``, its base class.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from datetime import datetime
-from typing import Any, NamedTuple, cast
+from collections.abc import Sequence
+from functools import cached_property
+from typing import cast
 from uuid import UUID
 
-from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from shared import generations
-from shared.domain.job import DEFAULT_TENANT, Job
-from shared.domain.status import TERMINAL, Status
+from shared.domain.job import DEFAULT_TENANT
 from shared.generations import KeySpace
-from shared.redis_scripts import APPLY, APPLY_CHUNK, FORGET, LOCATE, PRUNE, READ, SET_POSITION
-from shared.settings import RedisSettings
-from shared.views import delta_view, full_view
+from shared.redis_scripts import LOCATE, READ
+from shared.redis_writes import ProjectionWrites
 
 INTERSECT_CHUNK = 1000
 """Ids of the smaller index checked against the other one per round trip (``page``)."""
 
 
-class GenerationMovedError(Exception):
-    """A guarded write found another generation active (a replay switched): resolve it again."""
-
-
-class PositionMovedError(Exception):
-    """The generation's position is not the one the updates follow (Redis lost its data, or
-    another projection moved it): nothing was written; read the position again."""
-
-
-class Applied(NamedTuple):
-    """What ``apply_events`` did: the jobs to refold (each with the status it is counted under
-    if its hash is gone, "" when unknown), and whether the position given was saved with it."""
-
-    refold: dict[UUID, str]
-    saved: bool
-
-
-_FINAL = frozenset(str(status) for status in TERMINAL)
-
-
-def _ends(fields: Mapping[str, str]) -> str:
-    """APPLY's ``final``: whether the status these fields carry ends the job."""
-    return "1" if fields.get("status") in _FINAL else "0"
-
-
-def _ms(value: datetime | None) -> int:
-    return int(value.timestamp() * 1000) if value is not None else 0
-
-
-class RedisView:
+class RedisView(ProjectionWrites):
     """Reads and writes the projection; every key lives under the configured prefix.
 
     A view made from settings follows the active generation (``shared.generations``); ``pinned``
@@ -70,29 +41,15 @@ class RedisView:
     once that generation is no longer active) or not (a replay building a new generation).
     """
 
-    def __init__(
-        self,
-        settings: RedisSettings,
-        client: Redis | None = None,
-        space: KeySpace | None = None,
-        guarded: bool = True,
-    ) -> None:
-        self.settings = settings
-        self.prefix = settings.redis_prefix
-        self.redis = client or Redis.from_url(
-            settings.redis_url,
-            decode_responses=True,
-            socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
-        self.space, self.guarded = space, guarded
-        self._apply = self.redis.register_script(APPLY)
-        self._read = self.redis.register_script(READ)
-        self._set_position = self.redis.register_script(SET_POSITION)
-        self._prune = self.redis.register_script(PRUNE)
-        self._forget = self.redis.register_script(FORGET)
-        self._locate = self.redis.register_script(LOCATE)
-        self._followed: RedisView | None = None
+    _followed: RedisView | None = None
+
+    @cached_property
+    def _read(self) -> AsyncScript:
+        return self.redis.register_script(READ)
+
+    @cached_property
+    def _locate(self) -> AsyncScript:
+        return self.redis.register_script(LOCATE)
 
     def pinned(self, space: KeySpace, *, guarded: bool = True) -> RedisView:
         """A view of one generation, sharing this view's connection."""
@@ -118,142 +75,9 @@ class RedisView:
             self._followed = self.pinned(space)
         return self._followed
 
-    async def active_space(self) -> KeySpace:
-        return await generations.active(self.redis, self.prefix)
-
-    async def _space(self) -> KeySpace:
-        return self.space if self.space is not None else await self.active_space()
-
     def job_key(self, job_id: UUID | str) -> str:
         """The key of a job's hash in the pinned generation (the base one when following)."""
         return (self.space or KeySpace(self.prefix)).job_key(job_id)
-
-    async def aclose(self) -> None:
-        await self.redis.aclose()
-
-    async def position(self) -> int:
-        """The last notification id applied to this view's generation."""
-        return int(await self.redis.get((await self._space()).position_key) or 0)
-
-    async def _target(self) -> tuple[KeySpace, str]:
-        space = await self._space()
-        guard = space.generation if self.guarded or self.space is None else "*"
-        return space, guard
-
-    async def set_position(self, position: int, after: int | None = None) -> None:
-        """Saves the position; ``after``: the position the caller's updates followed, and when
-        it is no longer the stored one nothing is saved (PositionMovedError)."""
-        space, guard = await self._target()
-        keys = [space.active_key, space.position_key]
-        answer = int(
-            await self._set_position(keys, [guard, position, "" if after is None else after])
-        )
-        if answer == -2:
-            raise GenerationMovedError(space.generation)
-        if answer == -3:
-            raise PositionMovedError(space.generation)
-
-    async def _write(
-        self, updates: list[list[Any]], position: int | None = None, after: int | None = None
-    ) -> tuple[list[int], bool]:
-        """Sends updates (see APPLY) in chunks on one pipeline; one result per update, and
-        whether ``position`` was saved with them: only when they fit in one APPLY call (a
-        single call is atomic, so the position never runs ahead of updates not yet applied).
-        ``after``: the position they follow; PositionMovedError when it is not (see APPLY)."""
-        if not updates:
-            return [], False
-        space, guard = await self._target()
-        ttl = self.settings.final_ttl_s
-        keys = [space.active_key, space.position_key]
-        along = "" if position is None or len(updates) > APPLY_CHUNK else str(position)
-        check = "" if after is None else str(after)
-        if along:  # the common case of the live projection: one call, no pipeline
-            encoded = json.dumps(updates, separators=(",", ":"))
-            parts = [await self._apply(keys, [guard, ttl, space.root, encoded, along, check])]
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for start in range(0, len(updates), APPLY_CHUNK):
-                encoded = json.dumps(updates[start : start + APPLY_CHUNK], separators=(",", ":"))
-                await self._apply(keys, [guard, ttl, space.root, encoded, "", check], pipe)
-            parts = await pipe.execute()
-        if any(int(part[0]) == -2 for part in parts):
-            raise GenerationMovedError(space.generation)
-        if any(int(part[0]) == -3 for part in parts):
-            raise PositionMovedError(space.generation)
-        saved = bool(along) and int(parts[0][0]) == 1
-        return [int(r) for part in parts for r in part[1:]], saved
-
-    async def prune(self, limit: int = 1000) -> int:
-        """Removes up to ``limit`` expired final jobs from the list indexes; returns how many.
-        Without it the indexes would keep an id per job forever, after its hash expired."""
-        space, guard = await self._target()
-        pruned = int(await self._prune([space.active_key], [guard, space.root, limit]))
-        if pruned == -2:
-            raise GenerationMovedError(space.generation)
-        return pruned
-
-    async def apply_events(
-        self, events: Sequence[Job.Event], *, position: int | None = None, after: int | None = None
-    ) -> Applied:
-        """Applies events in one pipeline; returns the jobs that need a full refold, each with
-        the status it is counted under if its hash is gone ("" when unknown). ``position`` (the
-        log position after these events) is saved in the same call when nothing needs a refold
-        and the events fit in one APPLY call; ``saved`` says whether it was. ``after`` (the
-        position the events follow): nothing is written, PositionMovedError, when the
-        generation's position is another one."""
-        refold: dict[UUID, str] = {}
-        updates: list[list[Any]] = []
-        sent: list[UUID] = []
-        for event in events:
-            job_id = event.originator_id
-            full = isinstance(event, Job.Submitted)
-            if full:  # the first event holds everything the view needs
-                # mutate, not project_aggregate: its Protocol check cost more than the rest
-                first = cast(Job, event.mutate(None))
-                fields: dict[str, str] | None = full_view(first)
-            else:
-                fields = delta_view(event)
-            if fields is None:  # Requeued: only a FAILED job (whose hash may have expired)
-                refold[job_id] = str(Status.FAILED)
-                continue
-            version, mode, at = str(event.originator_version), "1" if full else "0", event.timestamp
-            updates.append([str(job_id), version, mode, fields, _ms(at), "", _ends(fields)])
-            sent.append(job_id)
-        results, saved = await self._write(updates, None if refold else position, after)
-        for job_id, result in zip(sent, results, strict=True):
-            if result == -1:
-                refold.setdefault(job_id, "")
-        return Applied(refold, saved)
-
-    async def put_jobs(
-        self, jobs: Sequence[Job], *, force: bool = False, was: Mapping[UUID, str] | None = None
-    ) -> None:
-        """Writes whole jobs (after a refold) over older versions; ``force`` also rewrites a hash
-        of the same version (to repair drift), never a newer one. ``was``: the status a job
-        whose hash is gone is still counted under (see apply_events)."""
-        mode, hints = "2" if force else "1", was or {}
-        await self._write(
-            [
-                [
-                    str(j.id),
-                    str(j.version),
-                    mode,
-                    view := full_view(j),
-                    _ms(j.last_event_at),
-                    hints.get(j.id, ""),
-                    _ends(view),
-                ]
-                for j in jobs
-            ]
-        )
-
-    async def forget(self, job_id: UUID) -> None:
-        """Deletes a job's hash in this view's generation (its events cannot be applied), and
-        takes it out of the counters and indexes (see FORGET): reads of the job then fall back
-        to the log, the truth, and its next event refolds it as a new job."""
-        space, guard = await self._target()
-        if int(await self._forget([space.active_key], [guard, space.root, str(job_id)])) == -2:
-            raise GenerationMovedError(space.generation)
 
     async def get(self, job_id: UUID) -> dict[str, str] | None:
         """The job's hash in the active generation (resolved in the same call), or None."""
@@ -268,7 +92,7 @@ class RedisView:
 
     async def get_many(self, job_ids: Sequence[UUID | str]) -> list[dict[str, str] | None]:
         """The hashes of several jobs in one round trip (this view's generation)."""
-        space = await self._space()
+        space = await self.space_now()
         pipe = self.redis.pipeline(transaction=False)
         for job_id in job_ids:
             pipe.hgetall(space.job_key(job_id))
@@ -291,7 +115,7 @@ class RedisView:
         also in the other one (ZMSCORE, in Redis), so only matching jobs are read: a rare type
         among a million completed jobs costs a few round trips, not one read per completed job.
         The work is bounded by the smaller index, never by the larger."""
-        space = await self._space()
+        space = await self.space_now()
         top = f"({before}" if before is not None else "+inf"
         bottom = str(after) if after is not None else "-inf"
         index, other = space.index_key(tenant=tenant), None
@@ -360,11 +184,11 @@ class RedisView:
     async def tenant_count(self, tenant: str, statuses: Sequence[str]) -> int:
         """How many of ``tenant``'s jobs stand in ``statuses`` (the counters, one round trip)."""
         fields = [f"tenant:{tenant}:{status}" for status in statuses]
-        values = await self.redis.hmget((await self._space()).counts_key, fields)
+        values = await self.redis.hmget((await self.space_now()).counts_key, fields)
         return sum(int(v) for v in values if v)
 
     async def counts(self) -> dict[str, int]:
-        raw = cast(dict[str, str], await self.redis.hgetall((await self._space()).counts_key))
+        raw = cast(dict[str, str], await self.redis.hgetall((await self.space_now()).counts_key))
         return {k: int(v) for k, v in raw.items()}
 
     async def warn_if_noeviction(self) -> str | None:

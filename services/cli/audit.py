@@ -26,14 +26,13 @@ from services.cli.render import history_table
 from shared.domain.errors import JobNotFoundError
 from shared.eventstore.export import (
     EVENT_TYPES,
-    RECORD_FIELDS,
     EventExport,
     RangeFilter,
     csv_row,
-    job_state,
     state_at_time,
     state_at_version,
 )
+from shared.views import RECORD_FIELDS, job_view
 
 
 class Format(StrEnum):
@@ -181,7 +180,7 @@ def state(
                 folded = store.get(job_id)
         except JobNotFoundError as exc:
             raise fail(str(exc)) from None
-    view = job_state(folded)
+    view = job_view(folded)
     if as_json:
         sys.stdout.write(json.dumps(view, sort_keys=True) + "\n")
         return

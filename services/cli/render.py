@@ -1,8 +1,8 @@
 """The tables more than one command prints: a job's history and dead letters.
 
 One history table for every place the CLI shows one (``jobtrail events``, ``jobtrail audit`` and
-the demo), whether the events come from the API (``data`` holds the event's own fields) or from
-the log's export records (attempt, worker and error lifted to the top).
+the demo), of the one record of an event (``shared.views.event_record``) that the API's
+``/v1/jobs/{id}/events`` and the exports both give.
 """
 
 from __future__ import annotations
@@ -14,12 +14,6 @@ from typing import Any
 from rich.table import Table
 
 HISTORY_COLUMNS = ("v", "time", "event", "attempt", "actor", "details")
-
-
-def _field(event: dict[str, Any], name: str, data_name: str | None = None) -> Any:
-    """A field lifted to the top of an export record, or inside an API event's ``data``."""
-    value = event.get(name)
-    return value if value is not None else (event.get("data") or {}).get(data_name or name)
 
 
 def _utc(value: Any) -> datetime | None:
@@ -46,12 +40,11 @@ def details(event: dict[str, Any], day: str | None = None) -> str:
     when not the actor, and what it set."""
     data = event.get("data") or {}
     parts = []
-    error_type = _field(event, "error_type")
-    if error_type:
-        parts.append(f"{error_type}: {_field(event, 'error_message') or ''}")
+    if event.get("error_type"):
+        parts.append(f"{event['error_type']}: {event.get('error_message') or ''}")
     if event.get("reason"):
         parts.append(f"reason: {event['reason']}")
-    worker = _field(event, "worker", "worker_id")
+    worker = event.get("worker")
     if worker and worker != event.get("actor"):
         parts.append(f"worker {worker}")
     if "job_type" in data:
@@ -77,7 +70,7 @@ def history_table(events: list[dict[str, Any]], title: str) -> Table:
             no_wrap=column in ("v", "event", "attempt"),
         )
     for e in events:
-        attempt = _field(e, "attempt")
+        attempt = e.get("attempt")
         table.add_row(
             str(e["version"]),
             _time(e["timestamp"], day),

@@ -23,7 +23,8 @@ from shared import quarantine
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore, Undecodable
 from shared.health import Progress
-from shared.redis_view import GenerationMovedError, PositionMovedError, RedisView
+from shared.redis_view import RedisView
+from shared.redis_writes import GenerationMovedError, PositionMovedError
 from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from shared import generations
 from shared.domain import Job
 from shared.eventstore import AsyncJobStore
 from shared.generations import KeySpace, Switch
-from shared.redis_view import GenerationMovedError, RedisView
+from shared.redis_view import RedisView
+from shared.redis_writes import GenerationMovedError
 
 Progress = Callable[[int, int], None]
 """Called after each batch with (position reached, last notification id known)."""

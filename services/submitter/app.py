@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.datastructures import Headers, MutableHeaders
@@ -277,11 +278,8 @@ def create_app(
     for transient in TRANSIENT:
 
         @app.exception_handler(transient)
-        async def unavailable(_: Request, exc: Exception) -> Any:
-            log.warning("answering 503: %r", exc)
-            response = problem(503, "Unavailable", "the event store is unavailable; retry later")
-            response.headers["Retry-After"] = "5"
-            return response
+        async def store_unavailable(_: Request, exc: Exception) -> Any:
+            return unavailable("the event store", exc)
 
     @app.exception_handler(StoreOverloadedError)  # after TRANSIENT, which includes it
     async def overloaded(_: Request, exc: StoreOverloadedError) -> Any:
@@ -293,12 +291,17 @@ def create_app(
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
     async def redis_unavailable(_: Request, exc: Exception) -> Any:
-        log.warning("answering 503: %r", exc)
-        response = problem(503, "Unavailable", "Redis is unavailable; retry later")
-        response.headers["Retry-After"] = "5"
-        return response
+        return unavailable("Redis", exc)
 
     return app
+
+
+def unavailable(what: str, exc: Exception) -> JSONResponse:
+    """The 503 of a request that needed ``what`` and found it away: retry in 5 s."""
+    log.warning("answering 503: %r", exc)
+    response = problem(503, "Unavailable", f"{what} is unavailable; retry later")
+    response.headers["Retry-After"] = "5"
+    return response
 
 
 def lifespan_for(deps_factory: Callable[[], AbstractAsyncContextManager[Deps]]) -> Any:

@@ -13,10 +13,10 @@ from contracts.messages import SubmitJob
 from shared.domain import DEFAULT_TENANT, Cause, Job, job_id_for_key
 from shared.domain.errors import JobNotFoundError
 from shared.eventstore import AsyncJobStore, Command, Outcome, existing
-from shared.eventstore.export import job_state, state_at_time, state_at_version
+from shared.eventstore.export import EventExport, state_at_time, state_at_version
 from shared.jobtypes import Registry, UnknownJobTypeError
 from shared.redis_view import RedisView
-from shared.views import api_view
+from shared.views import api_view, job_view
 
 _SUBMIT_MESSAGE_NAMESPACE = uuid5(NAMESPACE_URL, "urn:jobtrail:submit-message")
 
@@ -196,7 +196,7 @@ async def read_job(store: AsyncJobStore, view: RedisView | None, job_id: UUID) -
             job["result"] = (await store.get(job_id)).result
         return job
     state = await store.get(job_id)  # raises JobNotFoundError
-    return job_state(state) | {"source": "log"}
+    return job_view(state) | {"source": "log"}
 
 
 async def read_job_then(
@@ -208,34 +208,18 @@ async def read_job_then(
     else:
         assert at is not None
         state = await store.run_sync(state_at_time, store.store, job_id, at)
-    return job_state(state) | {"source": "log"}
+    return job_view(state) | {"source": "log"}
 
 
-def history(events: list[Job.Event]) -> list[dict[str, Any]]:
-    """Events as the API shows them: version, type, time, actor, reason and the rest as data."""
-    meta = {
-        "originator_id",
-        "originator_version",
-        "timestamp",
-        "actor",
-        "reason",
-        "correlation_id",
-        "causation_id",
-        "originator_topic",
-        "trace_id",
-        "span_id",
-    }
-    return [
-        {
-            "version": e.originator_version,
-            "event_type": type(e).__name__,
-            "timestamp": e.timestamp.isoformat(),
-            "actor": e.actor,
-            "reason": e.reason,
-            "correlation_id": e.correlation_id,
-            "causation_id": e.causation_id,
-            "trace_id": e.trace_id,
-            "data": {k: v for k, v in vars(e).items() if k not in meta},
-        }
-        for e in events
-    ]
+async def history(store: AsyncJobStore, job_id: UUID, tenant: str) -> list[dict[str, Any]]:
+    """The job's records (``event_record``: the exports' shape) in version order, from the log;
+    JobNotFoundError when there is no such job in ``tenant``."""
+    records = await store.run_sync(EventExport(store.store).job_records, job_id)
+    first = records[0]
+    # a Submitted stored before tenants names none: the default tenant's
+    owner = (
+        first["data"].get("tenant", DEFAULT_TENANT) if first["event_type"] == "Submitted" else None
+    )
+    if owner != tenant:
+        raise JobNotFoundError(job_id)  # another tenant's (or a history without its Submitted)
+    return records

@@ -1,7 +1,8 @@
 """Audit reads of the log: exported event records, point-in-time state, time-range streams.
 
-Every exported event, of one job or of a time range, is built by ``event_record``: the one place
-where a field (a chain hash, say) is added to what auditors receive.
+Every exported event, of one job or of a time range, is ``shared.views.event_record`` of its
+row: the one record of an event, which the API and the CLI show too, and the one place where a
+field (a chain hash, say) is added to what auditors receive.
 
 A time range is filtered in PostgreSQL on the timestamp inside each event's JSON state, read in
 keyset pages over ``notification_id`` (commit order). Timestamps are taken by each writer before
@@ -29,6 +30,7 @@ from shared.domain.errors import JobNotFoundError
 from shared.domain.job import Job
 from shared.eventstore import archive
 from shared.eventstore.store import JobStore
+from shared.views import event_record
 
 EVENT_TYPES: dict[str, type[Job.Event]] = {
     cls.__name__: cls
@@ -39,36 +41,6 @@ EVENT_TYPES: dict[str, type[Job.Event]] = {
 }
 """Every job event type by its name (``Submitted``, ``Started`` ...)."""
 
-RECORD_FIELDS = (
-    "notification_id",
-    "job_id",
-    "version",
-    "timestamp",
-    "event_type",
-    "actor",
-    "reason",
-    "attempt",
-    "worker",
-    "error_type",
-    "error_message",
-    "correlation_id",
-    "causation_id",
-    "data",
-    "chain_hash",
-)
-"""The keys of an exported record, in column order (CSV header)."""
-
-_META = {"originator_id", "originator_version", "timestamp", "originator_topic"}
-_LIFTED = {
-    "actor": "actor",
-    "reason": "reason",
-    "attempt": "attempt",
-    "worker_id": "worker",
-    "error_type": "error_type",
-    "error_message": "error_message",
-    "correlation_id": "correlation_id",
-    "causation_id": "causation_id",
-}
 _TIMESTAMP = "(convert_from(state, 'UTF8')::jsonb #>> '{timestamp,_data_}')::timestamptz"
 
 
@@ -78,43 +50,6 @@ class PointInTimeError(JobNotFoundError):
     def __init__(self, job_id: UUID, detail: str) -> None:
         super().__init__(job_id)
         self.args = (f"job {job_id}: {detail}",)
-
-
-def plain(value: Any) -> Any:
-    """``value`` with datetimes as ISO 8601 and UUIDs as strings, so it is JSON as it stands."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
-
-
-def event_record(
-    notification_id: int, event: Job.Event, chain_hash: bytes | None = None
-) -> dict[str, Any]:
-    """What an audit export says about one event: its place in the log, who, why, its data, and
-    its chain hash (hex; see docs/audit.md), so an export can be checked against the log."""
-    record: dict[str, Any] = dict.fromkeys(RECORD_FIELDS)
-    data: dict[str, Any] = {}
-    for name, value in vars(event).items():
-        if name in _LIFTED:
-            record[_LIFTED[name]] = plain(value)
-        elif name not in _META:
-            data[name] = plain(value)
-    record |= {
-        "notification_id": notification_id,
-        "job_id": str(event.originator_id),
-        "version": event.originator_version,
-        "timestamp": event.timestamp.isoformat(),
-        "event_type": type(event).__name__,
-        "data": data,
-        "chain_hash": chain_hash.hex() if chain_hash else None,
-    }
-    return record
 
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -134,29 +69,6 @@ def csv_row(record: dict[str, Any]) -> dict[str, Any]:
     """An exported record as a CSV row: ``data`` as a JSON string, every cell made inert."""
     row = record | {"data": json.dumps(record["data"], sort_keys=True)}
     return {name: csv_cell(value) for name, value in row.items()}
-
-
-def job_state(job: Job) -> dict[str, Any]:
-    """A job's state as the API and the CLI show it (JSON-ready)."""
-    return {
-        "id": str(job.id),
-        "tenant": job.tenant,
-        "type": job.job_type,
-        "status": str(job.status),
-        "attempt": job.attempt,
-        "max_attempts": job.max_attempts,
-        "version": job.version,
-        "queue": job.queue,
-        "priority": job.priority,
-        "created_at": job.created_on.isoformat(),
-        "updated_at": job.last_event_at.isoformat(),
-        "run_at": plain(job.run_at),
-        "due_at": plain(job.due_at),
-        "worker": job.worker_id,
-        "cancel_requested": job.cancel_requested,
-        "result": plain(job.result),
-        "error": job.error,
-    }
 
 
 def state_at_version(store: JobStore, job_id: UUID, version: int) -> Job:

@@ -6,9 +6,11 @@ that bypassed the lock is caught (the optimistic backstop) and the command is de
 a fresh load. Commands for many jobs share one transaction (group commit); locks are taken in key
 order so that two batches never deadlock.
 
-One class, ``JobStore``, kept whole (its commands and reads share the pool, the lock keys and
-the decoding): what a command is and returns lives in ``commands``, the schema in ``schema``,
-the derived tables in ``tables``; other modules reach the database through ``connection()``.
+One class, ``JobStore``, kept whole though over 300 lines: its commands and reads share the
+pool, the lock keys, the mapper and the decoding, and the commit path (lock, load, decide,
+append, the outcome of a lost COMMIT) is one transaction that reads best in one place. What a
+command is and returns lives in ``commands``, the schema in ``schema``, the derived tables in
+``tables``; other modules reach the database through ``connection()``.
 """
 
 from __future__ import annotations

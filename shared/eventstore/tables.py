@@ -255,14 +255,16 @@ def record_dead_letter(
     )
 
 
-def dead_letters(conn: psycopg.Connection[Any], job_id: Any, limit: int) -> list[dict[str, Any]]:
-    """Recorded dead letters, newest first; only the job's when ``job_id`` is given."""
-    rows = conn.execute(
-        "SELECT id, at, queue, reason, job_id, message_id, correlation_id, error, body "
-        "FROM jobtrail_dead_letters WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s "
-        "ORDER BY id DESC LIMIT %(limit)s",
-        {"job_id": job_id, "limit": limit},
-    ).fetchall()
+def newest_rows(
+    conn: psycopg.Connection[Any], table: str, columns: Sequence[str], job_id: Any, limit: int
+) -> list[dict[str, Any]]:
+    """Up to ``limit`` rows of a record kept beside the log (dead letters, quarantined events),
+    newest first; only those naming ``job_id`` when given."""
+    query = sql.SQL(
+        "SELECT {} FROM {} WHERE %(job_id)s::uuid IS NULL OR job_id = %(job_id)s "
+        "ORDER BY id DESC LIMIT %(limit)s"
+    ).format(sql.SQL(", ").join(map(sql.Identifier, columns)), sql.Identifier(table))
+    rows = conn.execute(query, {"job_id": job_id, "limit": limit}).fetchall()
     return [dict(row) for row in rows]
 
 

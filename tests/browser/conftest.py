@@ -19,7 +19,7 @@ import pytest
 
 from tests.api import bearer, issue_key
 from tests.processes import System, free_port, system_env
-from tests.services import fresh_database, in_ci
+from tests.services import delete_topology, fresh_database, in_ci
 
 CHROMIUM = os.environ.get("JOBTRAIL_CHROMIUM", "/usr/bin/chromium")
 
@@ -42,7 +42,10 @@ def system(
     """submitter, scheduler, projector and two workers, each its own OS process."""
     log_dir: Path = tmp_path_factory.mktemp("services")
     port = free_port()
-    env = system_env(browser_postgres_url, amqp_url, redis_url, topology_prefix, port)
+    # names of its own: a Redis position left by another package's system (same session prefix,
+    # another database) would make this projection skip the fresh log's first events
+    prefix = f"{topology_prefix}-ui"
+    env = system_env(browser_postgres_url, amqp_url, redis_url, prefix, port)
     running = System(env, log_dir, port)
     running.start(("projector", "scheduler", "worker-a", "worker-b", "submitter"))
     try:
@@ -54,6 +57,7 @@ def system(
         assert not crashed, f"services died during the tests: {crashed}\n{running.logs()}"
     finally:
         running.stop()
+        delete_topology(amqp_url, prefix)
         print(running.logs())
 
 

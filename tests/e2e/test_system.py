@@ -330,10 +330,13 @@ def test_status_falls_back_to_the_log_when_redis_has_no_entry(
         ]
         settle(log_store, [uuid.UUID(job_id)], timeout=30)
         wait_for(lambda: http.get(f"/v1/jobs/{job_id}").json()["source"] == "cache", 10, "cache")
+        cached = http.get(f"/v1/jobs/{job_id}").json()
         redis.Redis.from_url(redis_url).delete(f"{topology_prefix}:job:{job_id}")
         fallback = http.get(f"/v1/jobs/{job_id}").json()
     assert fallback["source"] == "log" and fallback["status"] == "COMPLETED"
     assert fallback["result"]["digest"]
+    # and the log's job is the cached one, field for field (one rendering: shared.views)
+    assert fallback | {"source": "cache"} == cached
 
 
 def _exists(store: JobStore, job_id: uuid.UUID) -> bool:

@@ -1,4 +1,5 @@
-"""GET /v1/jobs/{id}?at=&version=: the real FastAPI app over real PostgreSQL and Redis."""
+"""GET /v1/jobs/{id}?at=&version= and /v1/jobs/{id}/events, read from the log: the real FastAPI
+app over real PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import pytest
 from eventsourcing.application import project_aggregate
 
 from services.submitter.deps import Deps
-from shared.eventstore.export import job_state
+from shared.eventstore.export import EventExport
 from shared.settings import StoreSettings
+from shared.views import RECORD_FIELDS, job_view
 from tests.api import served
 from tests.jobs import SKEW, prefix_at, record_a_retried_job, record_a_skewed_job, zulu
 
@@ -42,7 +44,7 @@ async def test_each_version_and_each_event_time_answer_the_fold_of_the_history(
     history = await deps.store.history(job_id)
 
     for n, event in enumerate(history, start=1):
-        expected = job_state(project_aggregate(None, history[:n]))
+        expected = job_view(project_aggregate(None, history[:n]))
         # When it is read at version n and at the time of event n
         by_version = await client.get(f"/v1/jobs/{job_id}", params={"version": n})
         by_time = await client.get(f"/v1/jobs/{job_id}", params={"at": zulu(event.timestamp)})
@@ -52,7 +54,27 @@ async def test_each_version_and_each_event_time_answer_the_fold_of_the_history(
         assert without_extras(by_time.json()) == expected
     # And with no Redis entry, the plain read falls back to the same fold of the whole history
     plain = await client.get(f"/v1/jobs/{job_id}")
-    assert without_extras(plain.json()) == job_state(project_aggregate(None, history))
+    assert without_extras(plain.json()) == job_view(project_aggregate(None, history))
+
+
+async def test_the_api_history_is_the_audit_export_of_the_job(
+    api: tuple[httpx.AsyncClient, Deps],
+) -> None:
+    # Given a job with seven events
+    client, deps = api
+    job_id = await deps.store.run_sync(record_a_retried_job, deps.store.store)
+
+    # When its history is read through the API
+    answer = await client.get(f"/v1/jobs/{job_id}/events")
+
+    # Then it is, record for record and field for field, what `jobtrail audit` exports
+    assert answer.status_code == 200, answer.text
+    records = answer.json()
+    assert records == EventExport(deps.store.store).job_records(job_id)
+    assert [tuple(r) for r in records] == [RECORD_FIELDS] * 7
+    failed = records[3]
+    assert (failed["event_type"], failed["attempt"], failed["worker"]) == ("AttemptFailed", 1, "w1")
+    assert failed["data"]["worker_id"] == "w1" and failed["chain_hash"]
 
 
 async def test_point_in_time_reads_go_to_the_log_not_to_redis(
@@ -144,7 +166,7 @@ async def test_a_history_whose_timestamps_go_backwards_answers_every_time(
         prefix = prefix_at(history, at)
         if prefix:
             assert response.status_code == 200, (at, response.text)
-            assert without_extras(response.json()) == job_state(project_aggregate(None, prefix))
+            assert without_extras(response.json()) == job_view(project_aggregate(None, prefix))
         else:
             assert response.status_code == 404, (at, response.text)
             assert "did not exist yet" in response.json()["detail"]

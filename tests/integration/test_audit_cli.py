@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from services.cli.app import app
 from shared.domain import Cause
 from shared.eventstore import JobStore
-from shared.eventstore.export import RECORD_FIELDS, EventExport, RangeFilter, job_state
+from shared.eventstore.export import EventExport, RangeFilter
+from shared.views import RECORD_FIELDS, job_view
 from tests.jobs import (
     SKEW,
     prefix_at,
@@ -47,7 +48,7 @@ def test_state_at_each_version_and_time_is_the_fold_of_the_history(
     assert len(history) == 7
 
     for n, event in enumerate(history, start=1):
-        expected = job_state(project_aggregate(None, history[:n]))
+        expected = job_view(project_aggregate(None, history[:n]))
         # When we ask for it at version n, and at the time of event n (as Z and as +00:00)
         by_version = cli("state", str(job_id), "--version", str(n), "--json")
         by_time = cli("state", str(job_id), "--at", zulu(event.timestamp), "--json")
@@ -75,7 +76,7 @@ def test_state_of_a_history_whose_timestamps_go_backwards(store: JobStore, cli: 
         prefix = prefix_at(history, at)
         if prefix:
             assert result.exit_code == 0, result.output
-            assert json.loads(result.stdout) == job_state(project_aggregate(None, prefix))
+            assert json.loads(result.stdout) == job_view(project_aggregate(None, prefix))
         else:
             assert result.exit_code == 1, result.output
             assert "did not exist yet" in result.output

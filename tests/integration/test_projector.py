@@ -18,7 +18,8 @@ from shared.domain import Job
 from shared.drift import expected_view
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.messaging import Routes, declare_topology, make_broker
-from shared.redis_view import Applied, PositionMovedError, RedisView
+from shared.redis_view import RedisView
+from shared.redis_writes import Applied, PositionMovedError
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.jobs import CAUSE
 from tests.services import delete_topology, fresh_database

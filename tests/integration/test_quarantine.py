@@ -20,7 +20,8 @@ from shared.domain import Cause, Job, Status
 from shared.drift import expected_view
 from shared.eventstore import AsyncJobStore, JobStore, existing
 from shared.messaging import Routes, declare_topology, make_broker
-from shared.redis_view import Applied, RedisView
+from shared.redis_view import RedisView
+from shared.redis_writes import Applied
 from shared.settings import BusSettings, RedisSettings, StoreSettings
 from tests.jobs import CAUSE, NO_JITTER, fail, insert_row, unchecked_cause
 from tests.services import delete_topology, fresh_database

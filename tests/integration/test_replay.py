@@ -19,7 +19,8 @@ from shared.domain import Job, Status
 from shared.drift import expected_view, find_drift
 from shared.eventstore import AsyncJobStore, JobStore
 from shared.generations import KeySpace, Switch
-from shared.redis_view import GenerationMovedError, RedisView
+from shared.redis_view import RedisView
+from shared.redis_writes import GenerationMovedError
 from shared.settings import RedisSettings, StoreSettings
 from tests.jobs import CAUSE, NO_JITTER
 from tests.services import fresh_database

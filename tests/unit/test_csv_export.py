@@ -9,7 +9,7 @@ import json
 import pytest
 
 from services.cli.audit import Format, write_records
-from shared.eventstore.export import RECORD_FIELDS
+from shared.views import RECORD_FIELDS
 
 
 def a_record(**fields: object) -> dict[str, object]:
