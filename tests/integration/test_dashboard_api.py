@@ -316,7 +316,7 @@ async def test_a_bulk_cancel_cut_short_by_the_store_reports_what_it_recorded(
         nonlocal calls
         calls += 1
         if calls == 2:
-            raise StoreOverloadedError("full")
+            raise StoreOverloadedError(10_000, 10_000)
         return await real(*args, **kwargs)
 
     monkeypatch.setattr(handlers, "cancel", refusing)
