@@ -75,7 +75,8 @@ class HealthSettings(BaseSettings):
         default=120.0,
         gt=0,
         description="a worker is not ready when a queue of its own has had messages waiting "
-        "this long with no delivery taking a slot (keep it above the worker's slot_wait_s)",
+        "this long with no delivery taking a slot while one was free (keep it above the "
+        "worker's slot_wait_s); every slot busy is ready",
     )
     relay_stall_s: float = Field(
         default=30.0,
@@ -120,6 +121,14 @@ class Progress:
 
     def advanced(self, position: int) -> None:
         self.position, self.moved_at = position, time.monotonic()
+
+    def at(self, position: int) -> None:
+        """The loop found itself at ``position`` (read back from where it keeps it). Behind
+        where it was (Redis lost its data, a rebuild started from 0): what it covered before no
+        longer counts, so its lag is measured from this position, not from an old catch-up."""
+        if position < self.position:
+            self.caught_up_at = 0.0
+        self.position = position
 
     def idle(self, read_at: float | None = None) -> None:
         """The loop's read that began at ``read_at`` (time.monotonic(); default now) found

@@ -51,11 +51,19 @@ class Supervisor:
         return (self.log_dir / f"{child.name}.log").open("ab")
 
     def environment(self, child: Child) -> dict[str, str]:
-        """The child's environment: its instance id and, unless the environment names a health
-        port, a free one (several processes share this host), written to ``<name>.port`` of
-        the log directory when there is one (and logged by the service)."""
+        """The child's environment: its instance id and a health port of its own (several
+        processes share this host): a free one, written to ``<name>.port`` of the log directory
+        when there is one (and logged by the service); when the environment names a port P
+        (JOBTRAIL_HEALTH_PORT, or the deprecated JOBTRAIL_METRICS_PORT), P + the child's index
+        (submitter's API aside, in the order of ``children``), so none collides."""
         env = self.env | {"JOBTRAIL_INSTANCE_ID": f"{child.name}-{os.getpid()}-{child.restarts}"}
-        if not {"JOBTRAIL_HEALTH_PORT", "JOBTRAIL_METRICS_PORT"} & env.keys():
+        named = (env.get("JOBTRAIL_HEALTH_PORT") or env.get("JOBTRAIL_METRICS_PORT") or "").strip()
+        if named and not named.isdigit():
+            return env  # the service refuses it, naming the setting
+        env.pop("JOBTRAIL_METRICS_PORT", None)
+        if named and int(named) != 0:
+            env["JOBTRAIL_HEALTH_PORT"] = str(int(named) + self.children.index(child))
+        else:
             env["JOBTRAIL_HEALTH_PORT"] = "0"
             if self.log_dir is not None:
                 env["JOBTRAIL_HEALTH_PORT_FILE"] = str(self.log_dir / f"{child.name}.port")

@@ -109,7 +109,7 @@ class Projection:
         if self._at is None:
             self._at = await self.view.locate()
         view, position = self._at
-        self.progress.position = position
+        self.progress.at(position)
         skipped: list[Undecodable] = []
         read_at = time.monotonic()
         if self.reader is not None:
@@ -121,7 +121,7 @@ class Projection:
             found, moved = await self.view.locate()
             if moved == position and found.space == view.space:
                 self._at = found, moved
-                self.progress.position = moved
+                self.progress.at(moved)
                 self.progress.idle(read_at)
                 return False
             return True  # the position moved meanwhile (a flush, a replay): go on from there

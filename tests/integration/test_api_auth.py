@@ -71,8 +71,14 @@ async def test_every_endpoint_but_the_probes_needs_a_valid_key(api: Api) -> None
     ]
     served = operations()
     assert len(served) >= 12
+    # the public routes are exactly the probes and the dashboard's static files (no data): a
+    # route made public by mistake fails here, not skipped below
+    public = {path for _, path in served if is_public(path)}
+    assert {p for p in public if p != "/ui" and not p.startswith("/ui/")} <= {"/healthz", "/readyz"}
+    for lookalike in ("/uix", "/ui-data", "/v1/ui", "/healthz/x", "/readyzz", "/metrics"):
+        assert not is_public(lookalike), lookalike
     for method, path in served:
-        if is_public(path):  # the probes, and the dashboard's static files (no data)
+        if is_public(path):
             continue
         for headers in refused:
             # When a request comes without a valid key

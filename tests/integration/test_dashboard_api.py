@@ -13,10 +13,11 @@ import psycopg
 import pytest
 from fastapi import FastAPI
 
+from services.submitter import handlers
 from services.submitter.deps import Deps
 from services.submitter.ui import pages
 from shared.domain import Job
-from shared.eventstore import JobStore, existing
+from shared.eventstore import JobStore, StoreOverloadedError, existing
 from shared.settings import StoreSettings
 from tests.api import actor_of, assert_problem, bearer, issue_key, served
 from tests.jobs import CAUSE, fail
@@ -299,3 +300,35 @@ async def test_the_overview_says_when_its_bounded_read_of_the_log_misses_part_of
 
     # Then it counts only the last job's completion, and says the chart is partial
     assert (sum(m["completed"] for m in bounded["minutes"]), bounded["partial"]) == (1, True)
+
+
+async def test_a_bulk_cancel_cut_short_by_the_store_reports_what_it_recorded(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given three pending jobs, and a store that refuses the second cancel (its group-commit
+    # queue full: nothing written)
+    acme = f"acme-{uuid.uuid4().hex[:6]}"
+    jobs = [await api.job(acme) for _ in range(3)]
+    key = api.key(acme, ("cancel",))
+    real, calls = handlers.cancel, 0
+
+    async def refusing(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise StoreOverloadedError(10_000, 10_000)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(handlers, "cancel", refusing)
+    # When they are cancelled in one request
+    answer = await api.client.post(
+        "/v1/bulk/cancel", json={"ids": [str(j) for j in jobs], "reason": "r"}, headers=key
+    )
+    # Then the recorded cancel is reported, the refused job and the rest are 503 (retry them)
+    assert answer.status_code == 200, answer.text
+    assert [(i["ok"], i["http_status"]) for i in answer.json()["items"]] == [
+        (True, 202),
+        (False, 503),
+        (False, 503),
+    ]
+    assert calls == 2  # the rest not attempted against a store that refuses

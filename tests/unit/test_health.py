@@ -139,3 +139,21 @@ def test_a_lag_counts_from_the_first_reading_past_the_follower_however_many_foll
     # Then the lag still counts from that first reading
     events, seconds = head.lag(projection)
     assert events == 50 and seconds >= 100
+
+
+def test_a_projection_sent_back_to_the_start_lags_from_there() -> None:
+    # Given a projection at the head of a quiet log (15 events)
+    head, projection = LogHead(), Progress()
+    projection.start(0)
+    head.record(15)
+    projection.advanced(15)
+    projection.idle()
+    assert head.lag(projection)[0] == 0
+    # When Redis loses its data: the position read back is 0 (a rebuild from the start)
+    projection.at(0)
+    # Then its lag counts from 0, not from its old catch-up (the log did not move meanwhile)
+    assert head.lag(projection)[0] == 15
+    # And a position read back at or past where it was changes nothing else
+    projection.at(15)
+    projection.idle()
+    assert head.lag(projection)[0] == 0

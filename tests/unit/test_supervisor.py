@@ -72,7 +72,21 @@ def test_each_process_gets_a_free_health_port_unless_one_is_set(tmp_path: Path) 
     assert supervisor.environment(second)["JOBTRAIL_HEALTH_PORT_FILE"] == str(
         tmp_path / "worker-2.port"
     )
-    # Unless the environment names a port
+    # Unless the environment names a port: then that port plus the process's index
     supervisor.env = {"JOBTRAIL_HEALTH_PORT": "9100"}
-    assert supervisor.environment(first)["JOBTRAIL_HEALTH_PORT"] == "9100"
+    index = supervisor.children.index(first)
+    assert supervisor.environment(first)["JOBTRAIL_HEALTH_PORT"] == str(9100 + index)
     assert "JOBTRAIL_HEALTH_PORT_FILE" not in supervisor.environment(first)
+
+
+def test_each_process_gets_a_health_port_of_its_own() -> None:
+    # Given `jobtrail up` with two workers, once without a health port and once naming one
+    free = Supervisor(workers=2, env={})
+    named = Supervisor(workers=2, env={"JOBTRAIL_HEALTH_PORT": "9100"})
+    # Then no two processes are told the same port: free ones, or the named one plus an index
+    assert {free.environment(c)["JOBTRAIL_HEALTH_PORT"] for c in free.children} == {"0"}
+    ports = [named.environment(c)["JOBTRAIL_HEALTH_PORT"] for c in named.children]
+    assert len(set(ports)) == len(named.children) and ports[0] == "9100", ports
+    # And a port that is not a number is left for the service to refuse, naming the setting
+    bad = Supervisor(workers=1, env={"JOBTRAIL_HEALTH_PORT": "x"})
+    assert bad.environment(bad.children[0])["JOBTRAIL_HEALTH_PORT"] == "x"

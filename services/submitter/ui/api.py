@@ -29,6 +29,7 @@ from shared.domain.cause import storable
 from shared.domain.errors import JobNotFoundError
 from shared.domain.status import Status
 from shared.keys import Principal
+from shared.retrying import TRANSIENT
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +149,11 @@ async def overview(request: Request) -> Any:
         return await deps.store.run_sync(figures.throughput, deps.store.store, now)
 
     found = await cache.throughput.get(read_throughput)
-    letters = await _dead_letters(deps, principal) if principal.allows("admin") else None
+    letters = None
+    if principal.allows("admin"):
+        letters = await cache.dead_letters_of(principal.tenant).get(
+            lambda: _dead_letters(deps, principal)
+        )
     return Overview(
         tenant=principal.tenant,
         at=now,
@@ -248,7 +253,8 @@ async def _bulk(request: Request, action: Literal["cancel", "requeue"], body: Bu
     correlation = request.headers.get("X-Correlation-Id") or request.state.request_id
     cause = Cause(principal.actor, correlation, request.state.request_id, body.reason)
     items: list[BulkItem] = []
-    for job_id in dict.fromkeys(body.ids):  # each job once, in the order given
+    ids = list(dict.fromkeys(body.ids))  # each job once, in the order given
+    for n, job_id in enumerate(ids):
         try:
             if action == "cancel":
                 job = await handlers.cancel(deps.store, job_id, cause, principal.tenant)
@@ -260,6 +266,15 @@ async def _bulk(request: Request, action: Literal["cancel", "requeue"], body: Bu
             items.append(_failed(job_id, 404, str(exc)))
         except JobError as exc:
             items.append(_failed(job_id, 409, str(exc)))
+        except TRANSIENT as exc:
+            # the store is away or overloaded: what was recorded stays reported (a whole-request
+            # 503 would hide it); this job and the rest were not done, retry them
+            log.warning("bulk %s stopped at %s: %r", action, job_id, exc)
+            items.append(_failed(job_id, 503, "the event store is unavailable; retry this job"))
+            items.extend(
+                _failed(rest, 503, "not attempted; retry this job") for rest in ids[n + 1 :]
+            )
+            break
         else:
             status: Any = str(Status(job.status))
             items.append(BulkItem(id=job_id, ok=True, status=status, error=None, http_status=202))

@@ -40,6 +40,7 @@ CACHE_S = 3.0
 """How long the lag figures are reused."""
 
 THROUGHPUT_CACHE_S = 10.0
+MAX_TENANTS_CACHED = 1000
 """How long the throughput figures are reused: the query reads up to ``SCAN_EVENTS`` events
 (about 0.5 s on the 2-core machine when all of them fall in the window: benchmarks/overview.py),
 and the chart counts whole minutes."""
@@ -151,3 +152,11 @@ class Figures:
 
     throughput: Cached = field(default_factory=lambda: Cached(THROUGHPUT_CACHE_S))
     lag: Cached = field(default_factory=Cached)
+    dead_letters: dict[str, Cached] = field(default_factory=dict)
+    """Per tenant: its dead letters are found by reading their jobs from the log, so each
+    tenant's figure is read at most every THROUGHPUT_CACHE_S, however many tabs poll."""
+
+    def dead_letters_of(self, tenant: str) -> Cached:
+        if tenant not in self.dead_letters and len(self.dead_letters) >= MAX_TENANTS_CACHED:
+            self.dead_letters.clear()  # bounded: a burst of tenants starts the cache afresh
+        return self.dead_letters.setdefault(tenant, Cached(THROUGHPUT_CACHE_S))

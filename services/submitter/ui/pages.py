@@ -39,9 +39,12 @@ SECURITY_HEADERS = {
 
 router = APIRouter(include_in_schema=False)
 
+CONTENT = {name: (STATIC / name).read_bytes() for name in ASSETS}
+"""Read once at import: a request never reads the disk on the event loop."""
+
 
 def _asset(name: str) -> Response:
-    return Response((STATIC / name).read_bytes(), media_type=ASSETS[name], headers=SECURITY_HEADERS)
+    return Response(CONTENT[name], media_type=ASSETS[name], headers=SECURITY_HEADERS)
 
 
 @router.get("/ui")
