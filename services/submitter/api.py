@@ -1,10 +1,11 @@
-"""The HTTP API (OpenAPI at /openapi.json): submit, read, list and cancel jobs.
+"""The HTTP API of jobs (OpenAPI at /openapi.json): submit, read, list, cancel and requeue.
 
-Kept whole though over 300 lines: it holds the routes and nothing else, one short function
-each, in the order the OpenAPI document lists them. What they use lives beside it: the fast
-paths and the media-type check in ``media``, the models in ``models``, the use cases in
-``handlers``, how a job and an event are shown in ``shared.views``, the quarantine's route in
-``quarantine_api``."""
+Over 300 lines but one thing: the job routes and nothing else, one short function each, in the
+order the OpenAPI document lists them. What they use lives beside it: the fast paths and the
+media-type check in ``media``, the models in ``models``, the use cases in ``handlers``, how a
+job and an event are shown in ``shared.views``; the records outside the log (dead letters,
+quarantine), the probes and the metrics in ``ops_api``; the long poll in ``wait_api``; the
+dashboard's routes in ``ui``."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BeforeValidator
 
 from contracts.messages import SubmitJob
@@ -29,14 +29,13 @@ from services.submitter.models import (
     BatchItem,
     BatchRequest,
     CancelRequest,
-    DeadLetterView,
     EventView,
     JobView,
     Page,
     RequeueRequest,
     StatusName,
 )
-from shared import dead_letters, tracing
+from shared import tracing
 from shared.domain import DEFAULT_TENANT, Cause, job_id_for_key
 from shared.domain.errors import JobNotFoundError
 from shared.keys import Principal
@@ -254,25 +253,6 @@ async def get_events(request: Request, job_id: UUID) -> Any:
     return await handlers.history(_deps(request).store, job_id, principal.tenant)
 
 
-@router.get("/v1/dead-letters", response_model=list[DeadLetterView], tags=["jobs"])
-async def get_dead_letters(
-    request: Request,
-    job_id: UUID | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-) -> Any:
-    """Messages consumers rejected to the dead-letter queue, newest first; only those naming
-    ``job_id`` when given. Recorded in PostgreSQL, never in the job's history. Needs the admin
-    scope; shows only the key's tenant's jobs (a dead letter naming no job of any tenant: only to
-    the default tenant, the installation's own)."""
-    principal = require(request.state, "admin")
-    store = _deps(request).store
-    if job_id is not None:
-        await handlers.check_rows_job(store, job_id, principal.tenant)
-    rows = await store.run_sync(dead_letters.recorded, store.store, job_id, limit)
-    rows = await handlers.tenants_rows(store, rows, principal.tenant)
-    return [row | {"body": bytes(row["body"]).decode(errors="replace")} for row in rows]
-
-
 @router.post("/v1/jobs/{job_id}/cancel", status_code=202, response_model=JobView, tags=["jobs"])
 async def cancel_job(
     request: Request, job_id: UUID, body: Annotated[CancelRequest | None, Body()] = None
@@ -353,29 +333,3 @@ async def list_jobs(
     jobs = [api_view(v) | {"source": "cache"} for v in views]
     next_cursor = views[-1]["created_ms"] if len(views) == limit else None
     return Page(jobs=jobs, next_cursor=next_cursor)
-
-
-@router.get("/metrics", tags=["health"], response_class=Response)
-async def metrics(request: Request) -> Response:
-    """Prometheus metrics of this process (docs/operations.md lists them): the installation's,
-    so only to an admin key of the tenant ``default``."""
-    if require(request.state, "admin").tenant != DEFAULT_TENANT:
-        detail = "metrics are the installation's: use an admin key of the tenant 'default'"
-        return problem(403, "Forbidden", detail, scope="admin")
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
-
-@router.get("/healthz", tags=["health"])
-async def healthz() -> dict[str, str]:
-    """Liveness: the process answers. No I/O."""
-    return {"status": "ok"}
-
-
-@router.get("/readyz", tags=["health"])
-async def readyz(request: Request) -> JSONResponse:
-    """Readiness: PostgreSQL, RabbitMQ and Redis all answer."""
-    checks = await _deps(request).check()
-    ok = all(v == "ok" for v in checks.values())
-    return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
-    )

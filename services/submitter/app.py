@@ -25,7 +25,7 @@ from services.submitter.auth import Authenticate, MissingScopeError, RateLimited
 from services.submitter.deps import Deps
 from services.submitter.handlers import InvalidRequestError
 from services.submitter.media import JSON_MEDIA_TYPE, UnsupportedMediaTypeError
-from services.submitter.quarantine_api import router as quarantine_router
+from services.submitter.ops_api import router as ops_router
 from services.submitter.server import MAX_HEAD_BYTES, HeadLimit, problem_body, send_problem
 from services.submitter.wait_api import router as wait_router
 from shared import tracing
@@ -190,7 +190,7 @@ def create_app(
     )
     # The routes on the app's own router: an included router is one more layer of matching and
     # dispatch on every request
-    app.router.routes.extend([*router.routes, *quarantine_router.routes, *wait_router.routes])
+    app.router.routes.extend([*router.routes, *ops_router.routes, *wait_router.routes])
     app.router.routes.extend(ui.routes)  # the dashboard, /ui (docs/dashboard.md)
     problems.document(app)  # the error answers in the OpenAPI document
 
