@@ -16,12 +16,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from psycopg import sql
 from redis.exceptions import RedisError
 
 from services.projector.reader import LogReader
 from shared import generations, quarantine
 from shared.domain import Job
-from shared.eventstore import AsyncJobStore, Undecodable
+from shared.eventstore import AsyncJobStore, JobStore, Undecodable
 from shared.health import Progress
 from shared.redis_view import RedisView
 from shared.redis_writes import GenerationMovedError, PositionMovedError
@@ -32,6 +33,21 @@ log = logging.getLogger(__name__)
 PRUNE_BATCH = 1000
 AHEAD_CHECK_S = 10.0
 """How often an idle projection checks that its position is not past the log's head."""
+
+
+def issued_head(store: JobStore) -> int:
+    """The last notification id the log's sequence issued (0 before the first): at or past
+    every position a projection of this log can have reached, also after an archive."""
+    with store.connection() as conn:
+        row = conn.execute(
+            "SELECT pg_get_serial_sequence(%s, 'notification_id') AS s", [store.events_table]
+        ).fetchone()
+        if not row or not row["s"]:
+            return int(store.max_notification_id())  # no sequence to ask: the rows' maximum
+        value = conn.execute(
+            sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(row["s"]))
+        ).fetchone()
+    return int(value["last_value"]) if value and value["is_called"] else 0
 
 
 class Projection:
@@ -94,12 +110,14 @@ class Projection:
         another history's. It starts a fresh generation (readers fall back to the log until it
         has caught up) and drops the old one. Checked every ``AHEAD_CHECK_S`` while idle (one
         ``max(notification_id)``); a head never moves back, so a position read before the head
-        cannot be past it in a sane state."""
+        cannot be past it in a sane state. The head is the last notification id the log's
+        sequence issued, not ``max(notification_id)``: an archive (``jobtrail archive``) deletes
+        the newest rows when every history is final and old, the sequence never goes back."""
         now = time.monotonic()
         if position == 0 or now < self._ahead_check_at or found.space is None:
             return False
         self._ahead_check_at = now + AHEAD_CHECK_S
-        head = await self.store.run_sync(self.store.store.max_notification_id)
+        head = await self.store.run_sync(issued_head, self.store.store)
         if position <= head:
             return False
         log.error(

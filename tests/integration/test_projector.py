@@ -366,3 +366,30 @@ async def test_a_position_past_the_log_head_starts_a_fresh_generation(
     head = await store.run_sync(store.store.max_notification_id)
     assert await view.position() == head
     await _drop(view, prefix)
+
+
+async def test_an_archive_of_the_newest_histories_is_not_taken_for_another_log(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a projection at the head of a log whose every history then leaves the table, as
+    # `jobtrail archive` does when all are final and old (the newest rows go too)
+    prefix = f"jt-proj-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    ids = await submit(store, 3)
+    projection = Projection(store, view, no_wait)
+    while await projection.step():
+        pass
+    at = await view.position()
+    with store.store.connection() as conn, conn.transaction():
+        conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
+        conn.execute(f"DELETE FROM {store.store.events_table}")  # the test log of its own
+    assert await store.run_sync(store.store.max_notification_id) < at
+
+    # When it runs on, idle
+    projection._ahead_check_at = 0.0  # check at once
+    assert not await projection.step()
+
+    # Then its position is not past the head the log's sequence issued: nothing restarted
+    assert projection.restarts == 0 and await view.position() == at
+    assert await view.get(ids[0]) is not None
+    await _drop(view, prefix)
