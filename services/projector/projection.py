@@ -16,12 +16,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from psycopg import sql
 from redis.exceptions import RedisError
 
 from services.projector.reader import LogReader
-from shared import quarantine
+from shared import generations, quarantine
 from shared.domain import Job
-from shared.eventstore import AsyncJobStore, Undecodable
+from shared.eventstore import AsyncJobStore, JobStore, Undecodable
 from shared.health import Progress
 from shared.redis_view import RedisView
 from shared.redis_writes import GenerationMovedError, PositionMovedError
@@ -30,6 +31,23 @@ from shared.retrying import TRANSIENT
 log = logging.getLogger(__name__)
 
 PRUNE_BATCH = 1000
+AHEAD_CHECK_S = 10.0
+"""How often an idle projection checks that its position is not past the log's head."""
+
+
+def issued_head(store: JobStore) -> int:
+    """The last notification id the log's sequence issued (0 before the first): at or past
+    every position a projection of this log can have reached, also after an archive."""
+    with store.connection() as conn:
+        row = conn.execute(
+            "SELECT pg_get_serial_sequence(%s, 'notification_id') AS s", [store.events_table]
+        ).fetchone()
+        if not row or not row["s"]:
+            return int(store.max_notification_id())  # no sequence to ask: the rows' maximum
+        value = conn.execute(
+            sql.SQL("SELECT last_value, is_called FROM {}").format(sql.SQL(row["s"]))
+        ).fetchone()
+    return int(value["last_value"]) if value and value["is_called"] else 0
 
 
 class Projection:
@@ -54,6 +72,9 @@ class Projection:
         self._next_prune = 0.0
         self.progress = Progress()
         """Where the projection is and when it was last at the head (shared/health.py)."""
+        self._ahead_check_at = 0.0
+        self.restarts = 0
+        """Generations started afresh because the position was past the log's head."""
         self._at: tuple[RedisView, int] | None = None
         """The generation followed and its position, as this projection last saved or read
         them: a busy step need not read them again (its write checks the position, see
@@ -81,6 +102,39 @@ class Projection:
             except RedisError as exc:
                 log.warning("projection: Redis unavailable (%s); retrying", exc)
                 await asyncio.sleep(1.0)
+
+    async def _past_the_head(self, found: RedisView, position: int) -> bool:
+        """An idle projection whose position is past the log's head follows another log: this
+        Redis prefix holds the projection of a database restored from an older backup, or of
+        another database. Nothing after the head would ever be applied, and the hashes are
+        another history's. It starts a fresh generation (readers fall back to the log until it
+        has caught up) and drops the old one. Checked every ``AHEAD_CHECK_S`` while idle (one
+        ``max(notification_id)``); a head never moves back, so a position read before the head
+        cannot be past it in a sane state. The head is the last notification id the log's
+        sequence issued, not ``max(notification_id)``: an archive (``jobtrail archive``) deletes
+        the newest rows when every history is final and old, the sequence never goes back."""
+        now = time.monotonic()
+        if position == 0 or now < self._ahead_check_at or found.space is None:
+            return False
+        self._ahead_check_at = now + AHEAD_CHECK_S
+        head = await self.store.run_sync(issued_head, self.store.store)
+        if position <= head:
+            return False
+        log.error(
+            "projection position %d is past the log's head %d: this Redis prefix holds the "
+            "projection of another log (a restored or different database); projecting the log "
+            "into a fresh generation",
+            position,
+            head,
+        )
+        old = found.space
+        new = await generations.new_generation(self.view.redis, self.view.prefix)
+        switched = await generations.switch(self.view.redis, old, new, force=True)
+        if switched is generations.Switch.SWITCHED:
+            await generations.drop(self.view.redis, old)
+        self.restarts += 1
+        self._at = None
+        return True
 
     async def prune_if_due(self) -> None:
         """Every ``prune_s``: expired final jobs leave the list indexes (see RedisView.prune)."""
@@ -120,6 +174,8 @@ class Projection:
             self._at = None
             found, moved = await self.view.locate()
             if moved == position and found.space == view.space:
+                if await self._past_the_head(found, moved):
+                    return True  # a fresh generation: project the log from its start
                 self._at = found, moved
                 self.progress.at(moved)
                 self.progress.idle(read_at)

@@ -336,3 +336,60 @@ async def test_a_position_saved_after_a_refold_is_not_written_over_a_flushed_red
         assert await view.position() == 12
     finally:
         await _drop(view, prefix)
+
+
+async def test_a_position_past_the_log_head_starts_a_fresh_generation(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a Redis prefix that holds another log's projection (a database restored from an
+    # older backup, or another database): its position is far past this log's head, and it
+    # holds a hash of a job this log does not know
+    prefix = f"jt-proj-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    stranger = uuid.uuid4()
+    await view.redis.hset(view.job_key(stranger), mapping={"status": "RUNNING", "version": "9"})
+    await view.set_position(1_000_000)
+    ids = await submit(store, 5)
+    projection = Projection(store, view, no_wait)
+
+    # When the projection runs until it is idle
+    for _ in range(20):
+        if not await projection.step():
+            break
+
+    # Then it projected this log from its start into a fresh generation, and the other log's
+    # hashes are gone
+    assert projection.restarts == 1
+    for job in await store.get_many(ids):
+        assert await view.get(job.id) == expected_view(job)
+    assert await view.get(stranger) is None
+    head = await store.run_sync(store.store.max_notification_id)
+    assert await view.position() == head
+    await _drop(view, prefix)
+
+
+async def test_an_archive_of_the_newest_histories_is_not_taken_for_another_log(
+    store: AsyncJobStore, redis_url: str
+) -> None:
+    # Given a projection at the head of a log whose every history then leaves the table, as
+    # `jobtrail archive` does when all are final and old (the newest rows go too)
+    prefix = f"jt-proj-{uuid.uuid4().hex[:6]}"
+    view = RedisView(RedisSettings(redis_url=redis_url, redis_prefix=prefix))
+    ids = await submit(store, 3)
+    projection = Projection(store, view, no_wait)
+    while await projection.step():
+        pass
+    at = await view.position()
+    with store.store.connection() as conn, conn.transaction():
+        conn.execute("SET LOCAL jobtrail.maintenance = 'on'")
+        conn.execute(f"DELETE FROM {store.store.events_table}")  # the test log of its own
+    assert await store.run_sync(store.store.max_notification_id) < at
+
+    # When it runs on, idle
+    projection._ahead_check_at = 0.0  # check at once
+    assert not await projection.step()
+
+    # Then its position is not past the head the log's sequence issued: nothing restarted
+    assert projection.restarts == 0 and await view.position() == at
+    assert await view.get(ids[0]) is not None
+    await _drop(view, prefix)
