@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, Unpack, overload
 from uuid import UUID
 
 import httpx
@@ -21,7 +21,7 @@ from tenacity import AsyncRetrying
 from contracts.api import ENDED, Accepted, BatchItem, EventView, JobView
 from contracts.messages import SubmitJob
 from jobtrail import calls
-from jobtrail.calls import Call, RetryPolicy
+from jobtrail.calls import Call, RetryPolicy, SubmitOptions
 from jobtrail.errors import NotFoundError, WaitTimeoutError
 from shared.jobtypes import JobContext, JobType, registry
 
@@ -78,26 +78,11 @@ class AsyncClient:
         self,
         type: str,
         payload: BaseModel | Mapping[str, Any] | None = None,
-        *,
-        idempotency_key: str | None = None,
-        run_at: datetime | str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout_s: float | None = None,
-        queue: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> Accepted:
         """Submits a job (its type's defaults fill what is not given); ``replayed`` is true when
         the idempotency key met an earlier job."""
-        body = calls.job_body(
-            type,
-            payload,
-            idempotency_key=idempotency_key,
-            run_at=run_at,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout_s=timeout_s,
-            queue=queue,
-        )
+        body = calls.job_body(type, payload, **options)
         return calls.read(await self.send(Call("POST", "/v1/jobs", json=body)), Accepted)
 
     async def submit_many(self, jobs: Iterable[SubmitJob | Mapping[str, Any]]) -> list[BatchItem]:
@@ -192,25 +177,10 @@ class AsyncBoundJob(Generic[In, Out]):
     async def submit(
         self,
         payload: In,
-        *,
-        idempotency_key: str | None = None,
-        run_at: datetime | str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout_s: float | None = None,
-        queue: str | None = None,
+        **options: Unpack[SubmitOptions],
     ) -> AsyncJobHandle[Out]:
         """Submits one job of this type (Celery's ``delay``); the handle waits for its result."""
-        accepted = await self.client.submit(
-            self.job_type.name,
-            payload,
-            idempotency_key=idempotency_key,
-            run_at=run_at,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout_s=timeout_s,
-            queue=queue,
-        )
+        accepted = await self.client.submit(self.job_type.name, payload, **options)
         return AsyncJobHandle(self.client, self.job_type, accepted)
 
 

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import httpx
 from pydantic import BaseModel, TypeAdapter
@@ -131,30 +131,31 @@ def _plain(value: Any) -> Any:
     return value
 
 
+class SubmitOptions(TypedDict, total=False):
+    """What a submission may say besides its type and payload (the job type's defaults fill
+    the rest): one list for every ``submit`` of both clients and of a bound job type."""
+
+    idempotency_key: str | None
+    run_at: datetime | str | None
+    priority: int | None
+    max_attempts: int | None
+    timeout_s: float | None
+    queue: str | None
+
+
 def job_body(
     job_type: str,
     payload: BaseModel | Mapping[str, Any] | None = None,
-    *,
-    idempotency_key: str | None = None,
-    run_at: datetime | str | None = None,
-    priority: int | None = None,
-    max_attempts: int | None = None,
-    timeout_s: float | None = None,
-    queue: str | None = None,
+    **options: Unpack[SubmitOptions],
 ) -> dict[str, Any]:
     """The body of ``POST /v1/jobs``, with an idempotency key (a new one when none is given)."""
     body: dict[str, Any] = {
         "type": job_type,
         "payload": _plain(payload) if payload is not None else {},
-        "idempotency_key": idempotency_key or new_idempotency_key(),
+        "idempotency_key": options.get("idempotency_key") or new_idempotency_key(),
     }
-    optional = {
-        "run_at": _plain(run_at),
-        "priority": priority,
-        "max_attempts": max_attempts,
-        "timeout_s": timeout_s,
-        "queue": queue,
-    }
+    optional = {name: _plain(value) for name, value in options.items()}
+    optional.pop("idempotency_key", None)
     return body | {name: value for name, value in optional.items() if value is not None}
 
 

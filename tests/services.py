@@ -133,3 +133,16 @@ def fresh_database(server_url: str, purpose: str) -> Iterator[str]:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def forget_prefix(amqp_url: str, redis_url: str, prefix: str) -> None:
+    """Deletes what a system of its own left under ``prefix``: its RabbitMQ queues and
+    exchanges and its Redis keys."""
+    import redis
+
+    delete_topology(amqp_url, prefix)
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()

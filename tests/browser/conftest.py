@@ -19,7 +19,7 @@ import pytest
 
 from tests.api import bearer, issue_key
 from tests.processes import System, free_port, system_env
-from tests.services import delete_topology, fresh_database, in_ci
+from tests.services import forget_prefix, fresh_database, in_ci
 
 CHROMIUM = os.environ.get("JOBTRAIL_CHROMIUM", "/usr/bin/chromium")
 
@@ -57,7 +57,7 @@ def system(
         assert not crashed, f"services died during the tests: {crashed}\n{running.logs()}"
     finally:
         running.stop()
-        delete_topology(amqp_url, prefix)
+        forget_prefix(amqp_url, redis_url, prefix)
         print(running.logs())
 
 

@@ -21,7 +21,6 @@ from urllib.parse import urlsplit, urlunsplit
 import aio_pika
 import httpx
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from contracts.names import Topology
@@ -32,7 +31,7 @@ from shared.settings import BusSettings, StoreSettings
 from tests.chaos.proxy import Proxy
 from tests.e2e.helpers import wait_for
 from tests.processes import System, free_port, system_env
-from tests.services import delete_topology, fresh_database
+from tests.services import forget_prefix, fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -90,12 +89,7 @@ def isolated(
         finally:
             running.stop()
             print(running.logs())
-            delete_topology(amqp_url, prefix)
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
+            forget_prefix(amqp_url, redis_url, prefix)
 
 
 @contextmanager

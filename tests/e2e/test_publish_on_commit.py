@@ -20,7 +20,7 @@ from shared.outbox import KINDS
 from shared.settings import StoreSettings
 from tests.e2e.helpers import assert_legal_history, settle, wait_for
 from tests.processes import System, free_port, system_env
-from tests.services import delete_topology, fresh_database
+from tests.services import forget_prefix, fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -47,12 +47,7 @@ def relayless(
             running.stop()
             store.close()
             print(running.logs())
-            delete_topology(amqp_url, prefix)
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
+            forget_prefix(amqp_url, redis_url, prefix)
 
 
 def waiting_messages(amqp_url: str, prefix: str) -> int:

@@ -16,7 +16,6 @@ from typing import Any
 
 import aio_pika
 import pytest
-import redis
 
 from contracts.names import Topology
 from shared.domain import Job, Status
@@ -24,7 +23,7 @@ from shared.eventstore import JobStore
 from shared.settings import StoreSettings
 from tests.e2e.helpers import assert_legal_history, settle
 from tests.processes import System, free_port, system_env
-from tests.services import delete_topology, fresh_database
+from tests.services import forget_prefix, fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -65,12 +64,7 @@ def traced(
             running.stop()
             store.close()
             print(running.logs())
-            delete_topology(amqp_url, prefix)
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
-            client.close()
+            forget_prefix(amqp_url, redis_url, prefix)
 
 
 class Capture:
